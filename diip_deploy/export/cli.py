@@ -1,0 +1,136 @@
+"""``diip-export``: a diffusers UNet -> ONNX graphs (+ TensorRT engines) + manifest."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from .. import __version__
+from ..runtime.manifest import FALLBACK_DEFAULTS, SCHEMA_VERSION, sha256_file, write_manifest
+from ..schedule import ChainSpec
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"diip-deploy": __version__}
+    for pkg in ("torch", "diffusers", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both", fused: bool = False,
+                 clamp: bool = True, verify: bool = True, prediction_type: Optional[str] = None,
+                 trace_size: Optional[int] = None, verify_size: Optional[int] = None,
+                 defaults: Optional[dict] = None, log=print) -> dict:
+    """Export ``model`` into ``out``; returns the manifest written.  Raises on failure."""
+    from .loading import load_model, size_multiple
+    from .onnx_export import export_graph, graph_defs
+    from .reference import EpsModel
+    from .trace import prepare_unet
+    from .verify import verify_graph
+
+    loaded = load_model(model, prediction_type)
+    cfg = loaded.unet_config
+    channels = int(cfg["in_channels"])
+    if int(cfg["out_channels"]) != channels:
+        raise click.ClickException(f"UNet has {cfg['in_channels']} input but {cfg['out_channels']} output channels; DIIP needs them equal")
+    multiple = size_multiple(cfg)
+    native = cfg.get("sample_size") or 64
+    native = int(native[0] if isinstance(native, (list, tuple)) else native)
+    spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp)
+    eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
+    gradients = ["exact", "surrogate"] if gradient == "both" else [gradient]
+    out.mkdir(parents=True, exist_ok=True)
+    tsize = trace_size or max(2 * multiple, 16)
+    vsize = verify_size or min(max(native, 2 * multiple), 64)
+    if vsize == tsize:
+        vsize += multiple  # verify at a size the tracer never saw
+    graphs, verification = {}, {}
+    for gd in graph_defs(eps_model, spec, gradients, fused):
+        log(f"exporting {gd.name} ...")
+        entry = export_graph(gd, out, channels, tsize, log=log)
+        entry["sha256"] = sha256_file(out / gd.file)
+        if gd.name.startswith("chain_"):
+            entry["steps"] = steps
+        graphs[gd.name] = entry
+        if verify:
+            v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)
+            verification[gd.name] = v
+            errs = ", ".join(f"{k} {e:.2e}" for k, e in v["rel_l2"].items()) or v["error"]
+            log(f"  verify {gd.name} vs torch autograd at {vsize}x{vsize}: rel L2 {errs} -> {'ok' if v['passed'] else 'FAIL'}")
+    default_gradient = "surrogate" if "surrogate" in gradients else "exact"
+    manifest = {
+        "schema": SCHEMA_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"source": model, "weights_sha256": loaded.weights_sha256, "class": "UNet2DModel",
+                  "channels": channels, "native_size": native, "size_multiple": multiple,
+                  "prediction_type": loaded.prediction_type,
+                  "parameters": int(sum(p.numel() for p in loaded.unet.parameters()))},
+        "chain": {"steps": steps, "timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas),
+                  "clamp": clamp, "eta": 0.0, "x0": "last step's clamped x0_hat" if clamp else "last step's x0_hat",
+                  "loss": "per-image mean squared error"},
+        "graphs": graphs,
+        "defaults": {**FALLBACK_DEFAULTS, "gradient": default_gradient, **(defaults or {})},
+        "tools": tool_versions(),
+        "verification": verification if verify else {"skipped": True},
+    }
+    write_manifest(out, manifest)
+    failed = [k for k, v in verification.items() if not v["passed"]]
+    if failed:
+        raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above 1e-4 (graphs kept in {out} for inspection)")
+    return manifest
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--steps", type=int, default=10, show_default=True, help="DDIM steps S of the chain.")
+@click.option("--gradient", type=click.Choice(("exact", "surrogate", "both")), default="both", show_default=True)
+@click.option("--fused/--no-fused", default=False, show_default=True, help="Also export one graph per gradient mode for the whole chain (slow to export; one call per iteration).")
+@click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
+@click.option("--verify/--no-verify", default=True, show_default=True)
+@click.option("--prediction-type", type=click.Choice(("epsilon", "v_prediction")), default=None, help="Override the scheduler config.")
+@click.option("--lr", type=float, default=None, help="Runtime default learning rate for this model.")
+@click.option("--max-iters", type=int, default=None, help="Runtime default iteration cap.")
+@click.option("--k-min", type=int, default=None, help="Runtime default Laplacian k_min.")
+@click.option("--eps", "slope_eps", type=float, default=None, help="Runtime default slope threshold.")
+@click.option("--default-gradient", type=click.Choice(("exact", "surrogate")), default=None)
+@click.option("--trace-size", type=int, default=None, help="Spatial size used for tracing (default small).")
+@click.option("--engine", type=click.Choice(("none", "tensorrt")), default="none", show_default=True)
+@click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True)
+@click.option("--min-shape", default=None, help="TensorRT profile minimum, BxHxW.")
+@click.option("--opt-shape", default=None, help="TensorRT profile optimum, BxHxW.")
+@click.option("--max-shape", default=None, help="TensorRT profile maximum, BxHxW.")
+@click.option("--workspace", type=int, default=None, help="TensorRT workspace limit in MB.")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None)
+def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type, lr, max_iters, k_min, slope_eps,
+         default_gradient, trace_size, engine, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
+    """Export MODEL (a diffusers pipeline or UNet folder, or a hub id) for diip-run."""
+    from .loading import ModelLoadError
+
+    defaults = {k: v for k, v in {"lr": lr, "max_iters": max_iters, "k_min": k_min, "eps": slope_eps,
+                                  "gradient": default_gradient}.items() if v is not None}
+    if engine == "tensorrt":  # learn about unsupported ops before a long export, not after
+        from .tensorrt_build import check_can_build
+
+        check_can_build()
+    try:
+        manifest = export_model(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
+                                trace_size, defaults=defaults, log=lambda m: click.echo(m, err=True))
+    except ModelLoadError as e:
+        click.echo(f"diip-export: error: {e}", err=True)
+        sys.exit(2)
+    if engine == "tensorrt":
+        from .tensorrt_build import build_engines, parse_profile
+
+        build_engines(out_dir, manifest, precision, parse_profile(min_shape, opt_shape, max_shape, manifest),
+                      workspace, timing_cache, log=lambda m: click.echo(m, err=True))
+    click.echo(f"wrote {out_dir}/manifest.json ({', '.join(manifest['graphs'])})")

@@ -1,0 +1,69 @@
+"""The torch reference: the DDIM chain of ``diip_deploy.schedule`` under autograd.
+
+It is the oracle that every exported graph and the numpy runtime are checked against,
+and the module the fused-chain graphs are traced from.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss
+
+GRADIENT_MODES = ("exact", "surrogate")
+
+
+class EpsModel(torch.nn.Module):
+    """UNet followed by the prediction-type conversion, so every graph outputs eps."""
+
+    def __init__(self, unet: torch.nn.Module, alphas_cumprod: Sequence[float], prediction_type: str):
+        super().__init__()
+        self.unet = unet
+        self.prediction_type = prediction_type
+        self.register_buffer("alphas_cumprod", torch.tensor(np.asarray(alphas_cumprod), dtype=torch.float32))
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        out = self.unet(sample, timestep).sample
+        if self.prediction_type == "epsilon":
+            return out
+        a = torch.index_select(self.alphas_cumprod, 0, timestep).reshape(-1, 1, 1, 1)
+        return model_output_to_eps(out, sample, a.sqrt(), (1.0 - a).sqrt(), self.prediction_type)
+
+
+def chain(eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_eps: bool = False) -> torch.Tensor:
+    """g(z): the last step's (clamped) x0_hat.  ``detach_eps`` gives the surrogate graph."""
+    x = z
+    x0 = z
+    for c in spec.coefficients():
+        t = torch.full((z.shape[0],), c.t, dtype=torch.int64)
+        eps = eps_model(x.detach() if detach_eps else x, t)
+        if detach_eps:
+            eps = eps.detach()
+        x, x0, _ = ddim_step(x, eps, c, spec.clamp)
+    return x0
+
+
+def loss_and_grad(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, spec: ChainSpec,
+                  gradient: str = "exact") -> tuple:
+    """(x0, per-image MSE loss [B], d(sum loss)/dz) by autograd through the chain."""
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
+    zz = z.detach().requires_grad_(True)
+    x0 = chain(eps_model, zz, spec, detach_eps=(gradient == "surrogate"))
+    loss = mse_loss(x0, y)
+    (grad,) = torch.autograd.grad(loss.sum(), zz)
+    return x0.detach(), loss.detach(), grad
+
+
+def eps_and_vjp(eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
+                cotangent: torch.Tensor) -> tuple:
+    """(eps, cotangent^T d eps / d sample): what unet_vjp.onnx computes."""
+    x = sample.detach().requires_grad_(True)
+    eps = eps_model(x, timestep)
+    (vjp,) = torch.autograd.grad(eps, x, cotangent)
+    return eps.detach(), vjp
+
+

@@ -1,0 +1,124 @@
+"""The manifest: what an export produced, and what the runtime is willing to trust.
+
+Written by ``diip-export``; read here without torch.  The runtime refuses a manifest
+whose schema it does not know, or any graph or engine whose sha256 differs from the
+one recorded, before it hands a file to ONNX Runtime or TensorRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..schedule import ChainSpec
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+# Restoration defaults when a manifest leaves them out (the model-dependent ones
+# should come from the export: see diip-export --lr/--max-iters/--k-min).
+FALLBACK_DEFAULTS: Dict[str, Any] = {
+    "lr": 0.01, "optimizer": "adam", "gradient": "surrogate", "max_iters": 300,
+    "stop": "auto", "eps": 1e-3, "slope_window": 5, "k_min": 100,
+}
+
+class ManifestError(Exception):
+    """A manifest or a file it lists cannot be trusted; one line says why."""
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+@dataclass
+class Manifest:
+    root: Path
+    data: Dict[str, Any]
+    _verified: Dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def chain_spec(self) -> ChainSpec:
+        c = self.data["chain"]
+        return ChainSpec(timesteps=tuple(c["timesteps"]), alphas=tuple(c["alphas_cumprod"]), clamp=bool(c["clamp"]))
+
+    @property
+    def channels(self) -> int:
+        return int(self.data["model"]["channels"])
+
+    @property
+    def size_multiple(self) -> int:
+        return int(self.data["model"]["size_multiple"])
+
+    @property
+    def defaults(self) -> Dict[str, Any]:
+        return {**FALLBACK_DEFAULTS, **self.data.get("defaults", {})}
+
+    @property
+    def graphs(self) -> Dict[str, Dict[str, Any]]:
+        return self.data.get("graphs", {})
+
+    @property
+    def engines(self) -> Dict[str, Dict[str, Any]]:
+        return self.data.get("engines", {})
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.graphs
+
+    def graph_path(self, name: str) -> Path:
+        """Path of a listed ONNX graph, after checking its sha256 (once per process)."""
+        if name not in self.graphs:
+            raise ManifestError(f"{self.root}: manifest lists no graph {name!r} (has: {', '.join(self.graphs) or 'none'})")
+        return self._checked(self.graphs[name]["file"], self.graphs[name]["sha256"])
+
+    def engine_path(self, name: str) -> Path:
+        if name not in self.engines:
+            raise ManifestError(f"{self.root}: manifest lists no TensorRT engine {name!r}")
+        return self._checked(self.engines[name]["file"], self.engines[name]["sha256"])
+
+    def _checked(self, rel: str, expected: str) -> Path:
+        if rel in self._verified:
+            return self._verified[rel]
+        path = self.root / rel
+        if not path.is_file():
+            raise ManifestError(f"{path}: listed in the manifest but missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ManifestError(f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...; re-export")
+        self._verified[rel] = path
+        return path
+
+def load_manifest(model_dir: Path | str) -> Manifest:
+    root = Path(model_dir)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{root}: no {MANIFEST_NAME} (run diip-export first)")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        raise ManifestError(f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})")
+    for key in ("model", "chain", "graphs"):
+        if key not in data:
+            raise ManifestError(f"{path}: missing section {key!r}")
+    c = data["chain"]
+    if len(c.get("timesteps", [])) == 0 or len(c["timesteps"]) != len(c.get("alphas_cumprod", [])):
+        raise ManifestError(f"{path}: chain timesteps and alphas_cumprod are missing or differ in length")
+    return Manifest(root=root, data=data)
+
+def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
+    """Atomic write, so a crash never leaves a manifest the runtime half-trusts."""
+    path = Path(model_dir) / MANIFEST_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    return path
+
+def fused_graph_name(gradient: str) -> str:
+    return f"chain_{gradient}"
+

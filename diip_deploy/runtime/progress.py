@@ -1,0 +1,85 @@
+"""Listeners for the loop's per-iteration callback: a progress bar and a history plot."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+
+def format_step(info: Dict[str, Any]) -> str:
+    slope = info["slope"]
+    return (f"loss={info['loss']:.5f} slope={'-' if slope is None else f'{slope:.2e}'} "
+            f"lapvar={info['laplacian_var']:.3e}")
+
+
+class ProgressBar:
+    """A tqdm bar with iteration, loss and both criteria on a terminal; elsewhere (logs,
+    CI) one plain line every ``every`` iterations."""
+
+    def __init__(self, total: int, desc: str, every: int = 10):
+        from tqdm import tqdm
+
+        self.every = max(1, every)
+        self.desc = desc
+        self.total = total
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=desc, unit="it", leave=True, file=sys.stderr,
+                        disable=not self.tty, dynamic_ncols=True)
+        self.n = 0
+
+    def __call__(self, info: Dict[str, Any]) -> None:
+        k = info["k"]
+        self.n = k + 1
+        if (k + 1) % self.every == 0 or k == 0:
+            if self.tty:
+                self.bar.set_postfix_str(format_step(info), refresh=False)
+                self.bar.update(k + 1 - self.bar.n)
+            else:
+                print(f"{self.desc}: iteration {k}/{self.total} {format_step(info)}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.update(self.n - self.bar.n)
+        self.bar.close()
+
+
+def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, stop_reason: str,
+                      extra_marks: Optional[Dict[str, int]] = None) -> None:
+    """Loss, smoothed slope and Laplacian variance against iteration, stop marked (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("plots need matplotlib: pip install 'diip-deploy[bench]'") from None
+    from .images import _atomic
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    series = [("loss", "MSE loss", True), ("slope", "smoothed slope", False), ("laplacian_var", "Var(Laplacian x0)", False)]
+    for ax, (key, title, logy) in zip(axes, series):
+        vals = np.array([np.nan if v is None else v for v in history[key]], dtype=float)
+        ax.plot(vals, lw=1.2)
+        ax.axvline(stop_iteration, color="r", ls="--", lw=1, label=f"stop ({stop_reason}) @ {stop_iteration}")
+        for name, k in (extra_marks or {}).items():
+            ax.axvline(k, color="g", ls=":", lw=1, label=f"{name} @ {k}")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    _atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def save_before_after(path: Path, before: np.ndarray, after: np.ndarray) -> None:
+    """Input and restoration side by side, upscaled with nearest neighbours for viewing."""
+    from .images import save_image
+
+    gap = np.ones((before.shape[0], 4, before.shape[2]), dtype=np.float32)
+    pair = np.concatenate([before, gap, after], axis=1)
+    scale = max(1, 256 // before.shape[0])
+    save_image(path, np.repeat(np.repeat(pair, scale, axis=0), scale, axis=1))

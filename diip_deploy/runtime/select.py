@@ -1,0 +1,92 @@
+"""Open a manifest's graphs on a backend, and pick the best backend available.
+
+``auto`` tries TensorRT engines, then ONNX Runtime with CUDA, then ONNX Runtime on the
+CPU, and says why it skipped each one it did not take.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .backends.base import BackendUnavailable, Runner
+from .backends.onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
+from .chain import GraphChain
+from .manifest import Manifest, fused_graph_name
+
+BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
+AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
+
+
+@dataclass
+class Selection:
+    backend: str
+    skipped: Dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        why = "; ".join(f"{b}: {r}" for b, r in self.skipped.items())
+        return f"backend {self.backend}" + (f" (skipped {why})" if why else "")
+
+
+def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> List[str]:
+    """The graphs one gradient mode needs: the fused chain if shipped, else per-step."""
+    fused = fused_graph_name(gradient)
+    if prefer_fused and manifest.has_graph(fused):
+        return [fused]
+    names = ["unet"] + (["unet_vjp"] if gradient == "exact" else [])
+    missing = [n for n in names if not manifest.has_graph(n)]
+    if missing:
+        from .manifest import ManifestError
+
+        raise ManifestError(f"{manifest.root}: gradient {gradient!r} needs graph(s) {', '.join(missing)}, not in this export")
+    return names
+
+
+def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str]:
+    """Why ``backend`` cannot run this manifest here, or None if it can."""
+    if backend == "tensorrt":
+        from .backends import tensorrt as trt_backend
+
+        return trt_backend.unavailable_reason(manifest)
+    if backend in ORT_PROVIDERS:
+        provider = ORT_PROVIDERS[backend][0]
+        if provider not in available_providers():
+            return f"onnxruntime has no {provider} (install onnxruntime-gpu on a CUDA machine)"
+        return None
+    return f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})"
+
+
+def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
+    if requested != "auto":
+        reason = backend_unavailable_reason(manifest, requested)
+        if reason:
+            raise BackendUnavailable(f"{requested}: {reason}")
+        return Selection(requested)
+    skipped: Dict[str, str] = {}
+    for b in AUTO_ORDER:
+        reason = backend_unavailable_reason(manifest, b)
+        if reason is None:
+            return Selection(b, skipped)
+        skipped[b] = reason
+    raise BackendUnavailable("no backend can run here: " + "; ".join(f"{b}: {r}" for b, r in skipped.items()))
+
+
+def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None) -> Runner:
+    if backend == "tensorrt":
+        from .backends.tensorrt import TensorRTRunner
+
+        return TensorRTRunner(manifest, graph)
+    options = {}
+    if backend == "ort-tensorrt":
+        cache = manifest.root / "ort_trt_cache"
+        options["TensorrtExecutionProvider"] = {"trt_engine_cache_enable": "True",
+                                                "trt_engine_cache_path": str(cache),
+                                                "trt_timing_cache_enable": "True"}
+    return OrtRunner(manifest.graph_path(graph), backend=backend, threads=threads, provider_options=options)
+
+
+def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
+               prefer_fused: bool = True) -> GraphChain:
+    names = graphs_for(manifest, gradient, prefer_fused)
+    runners = {n: make_runner(manifest, backend, n, threads).activate() for n in names}
+    return GraphChain(manifest.chain_spec, runners)

@@ -1,0 +1,1 @@
+"""Training of the shipped default prior (torch side; not needed at run time)."""

@@ -1,0 +1,131 @@
+"""Natural photographs that Python and Debian packages ship, split into train and held-out.
+
+Sources (licences in NOTICE): scikit-image's bundled data, scikit-learn's sample images,
+PyWavelets' images, matplotlib's sample photo, and the example photos of Debian's
+``opencv-doc`` package (``apt-get download opencv-doc && dpkg-deb -x opencv-doc*.deb DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+# Held out from training: used only to evaluate the prior and DIIP (issue 3, 5).
+HELD_OUT = (
+    "skimage/chelsea",
+    "skimage/coffee",
+    "skimage/rocket",
+    "sklearn/china",
+    "opencv/baboon",
+    "opencv/fruits",
+    "opencv/building",
+    "opencv/butterfly",
+    "opencv/messi5",
+    "opencv/home",
+)
+
+_SKIMAGE = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel",
+            "motorcycle_left", "motorcycle_right", "rocket", "hubble_deep_field", "retina")
+# opencv-doc examples/data: photographs only (no logos, text, charts, calibration boards).
+_OPENCV = ("aero1", "aero3", "aloeL", "aloeR", "apple", "baboon", "basketball1", "board",
+           "building", "butterfly", "chicky_512", "fruits", "graf1", "graf3", "HappyFish",
+           "home", "leuvenA", "leuvenB", "lena", "messi5", "orange", "pic1", "pic2", "pic3",
+           "pic4", "pic5", "pic6", "rubberwhale1", "smarties", "squirrel_cls", "starry_night",
+           "stuff", "box_in_scene", "ela_original", "Blender_Suzanne1", "blox")
+
+OPENCV_DOC_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _gray_to_rgb(a: np.ndarray) -> np.ndarray:
+    a = a.astype(np.float32)
+    a = (a - a.min()) / max(float(a.max() - a.min()), 1e-8)
+    return np.repeat(a[..., None], 3, axis=2)
+
+
+def find_opencv_doc(explicit: Optional[str] = None) -> Optional[Path]:
+    """Locate opencv-doc's example data, unpacked or installed."""
+    candidates = [explicit, os.environ.get("DIIP_OPENCV_DOC")] + list(OPENCV_DOC_DIRS)
+    for c in candidates:
+        if not c:
+            continue
+        p = Path(c)
+        for sub in (p, p / "usr/share/doc/opencv-doc/examples/data"):
+            if (sub / "baboon.jpg").exists():
+                return sub
+    return None
+
+
+def load_photos(opencv_doc: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """All available photos as HxWx3 float32 arrays in [0, 1], keyed 'source/name'."""
+    photos: Dict[str, np.ndarray] = {}
+    import skimage
+
+    sk = Path(skimage.__file__).parent / "data"
+    for name in _SKIMAGE:
+        for ext in (".png", ".jpg"):
+            if (sk / (name + ext)).exists():
+                photos[f"skimage/{name}"] = _to_rgb(Image.open(sk / (name + ext)))
+    try:
+        import sklearn
+
+        for f in sorted((Path(sklearn.__file__).parent / "datasets/images").glob("*.jpg")):
+            photos[f"sklearn/{f.stem}"] = _to_rgb(Image.open(f))
+    except ImportError:
+        pass
+    try:
+        import pywt
+
+        for name in ("ascent", "aero"):
+            photos[f"pywt/{name}"] = _gray_to_rgb(np.load(Path(pywt.__file__).parent / "data" / f"{name}.npz")["data"])
+    except ImportError:
+        pass
+    try:
+        import matplotlib
+
+        hop = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+        if hop.exists():
+            photos["matplotlib/grace_hopper"] = _to_rgb(Image.open(hop))
+    except ImportError:
+        pass
+    ocv = find_opencv_doc(opencv_doc)
+    if ocv is not None:
+        for name in _OPENCV:
+            for ext in (".jpg", ".png"):
+                if (ocv / (name + ext)).exists():
+                    photos[f"opencv/{name}"] = _to_rgb(Image.open(ocv / (name + ext)))
+                    break
+    return photos
+
+
+def split(photos: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """(train, held_out) by the fixed HELD_OUT list."""
+    train = {k: v for k, v in photos.items() if k not in HELD_OUT}
+    held = {k: v for k, v in photos.items() if k in HELD_OUT}
+    return train, held
+
+
+def center_crop(img: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """Downscale by ``scale`` (area) then take the centre size x size crop."""
+    if scale != 1.0:
+        h, w = img.shape[:2]
+        pil = Image.fromarray((img * 255).round().astype(np.uint8))
+        pil = pil.resize((max(size, int(w * scale)), max(size, int(h * scale))), Image.BOX)
+        img = np.asarray(pil, dtype=np.float32) / 255.0
+    h, w = img.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top : top + size, left : left + size]
+
+
+def held_out_crops(size: int = 64, opencv_doc: Optional[str] = None, scale: float = 0.25) -> List[Tuple[str, np.ndarray]]:
+    """The evaluation set: a centre crop of each held-out photo, downscaled so a
+    size x size crop shows a scene rather than a flat patch."""
+    _, held = split(load_photos(opencv_doc))
+    return [(k, center_crop(v, size, scale)) for k, v in sorted(held.items())]

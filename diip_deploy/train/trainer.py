@@ -1,0 +1,180 @@
+"""Train the small pixel-space DDPM that ships as ``models/default`` (``diip-train``).
+
+Reproducible from a seed: epsilon prediction, DDPM linear betas 1e-4..0.02 over 1000
+steps, random multi-scale patches with horizontal flips from the packaged photos
+(held-out photos excluded).  Checkpoints let a long CPU run resume after a stop.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+
+from .photos import HELD_OUT, load_photos, split
+
+DEFAULT_CHANNELS = (32, 64, 128)
+
+
+def make_unet(channels: Sequence[int] = DEFAULT_CHANNELS, sample_size: int = 32, norm_groups: Optional[int] = None):
+    """A fully convolutional UNet2DModel, attention only at the coarsest level."""
+    from diffusers import UNet2DModel
+
+    n = len(channels)
+    norm_groups = norm_groups or min(16, channels[0] // 2)
+    down = ["DownBlock2D"] * (n - 1) + ["AttnDownBlock2D"]
+    up = ["AttnUpBlock2D"] + ["UpBlock2D"] * (n - 1)
+    return UNet2DModel(
+        sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1,
+        block_out_channels=tuple(channels), down_block_types=tuple(down), up_block_types=tuple(up),
+        norm_num_groups=norm_groups, attention_head_dim=None,
+    )
+
+
+def make_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                         beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
+
+
+def build_pyramids(photos: Dict[str, np.ndarray], patch: int) -> List[np.ndarray]:
+    """Each photo at scales 1, 1/2, 1/4, 1/8 (box filter), as long as it still holds a patch."""
+    levels = []
+    for img in photos.values():
+        pil = Image.fromarray((img * 255).round().astype(np.uint8))
+        w, h = pil.size
+        for s in (1, 2, 4, 8):
+            if min(w, h) // s < patch:
+                break
+            lv = pil if s == 1 else pil.resize((w // s, h // s), Image.BOX)
+            levels.append(np.asarray(lv, dtype=np.float32) / 127.5 - 1.0)
+    return levels
+
+
+def sample_patches(levels: List[np.ndarray], n: int, patch: int, rng: np.random.Generator) -> np.ndarray:
+    """n random patch x patch crops with random horizontal flips, NCHW in [-1, 1]."""
+    out = np.empty((n, 3, patch, patch), dtype=np.float32)
+    for i in range(n):
+        lv = levels[rng.integers(len(levels))]
+        y = rng.integers(lv.shape[0] - patch + 1)
+        x = rng.integers(lv.shape[1] - patch + 1)
+        crop = lv[y : y + patch, x : x + patch]
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out[i] = crop.transpose(2, 0, 1)
+    return out
+
+
+def save_pipeline(unet, out: Path) -> None:
+    """Write a DDPMPipeline folder (model_index.json, unet/ safetensors, scheduler/)."""
+    from diffusers import DDPMPipeline
+
+    DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(str(out), safe_serialization=True)
+
+
+def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, seed: int,
+          channels: Sequence[int], max_minutes: Optional[float], threads: int, ema_decay: float,
+          checkpoint_every: int, opencv_doc: Optional[str], log=print) -> Dict:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    train_photos, _ = split(load_photos(opencv_doc))
+    levels = build_pyramids(train_photos, patch)
+    unet = make_unet(channels, sample_size=patch)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
+    acp = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)), dtype=torch.float32)
+    losses: List[float] = []
+    step, elapsed = 0, 0.0
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / "train_state.ckpt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"]); ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"]); rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        losses, step, elapsed = state["losses"], state["step"], state["elapsed"]
+        log(f"resumed at step {step}")
+
+    def checkpoint() -> None:
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "losses": losses, "step": step, "elapsed": elapsed}, tmp)
+        tmp.replace(ckpt)
+
+    start = time.time() - elapsed
+    unet.train()
+    while step < steps:
+        if max_minutes is not None and (time.time() - start) > 60 * max_minutes:
+            log(f"time budget reached at step {step}")
+            break
+        x0 = torch.from_numpy(sample_patches(levels, batch, patch, rng))
+        t = torch.randint(0, 1000, (batch,))
+        noise = torch.randn_like(x0)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        warm = min(1.0, (step + 1) / 200)
+        for g in opt.param_groups:
+            g["lr"] = lr * warm
+        loss = torch.nn.functional.mse_loss(unet(xt, t).sample, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        d = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.mul_(d).add_(p.detach(), alpha=1 - d)
+        losses.append(float(loss))
+        step += 1
+        elapsed = time.time() - start
+        if step % 25 == 0:
+            log(f"step {step} loss {np.mean(losses[-25:]):.4f} {elapsed / 60:.1f} min")
+        if step % checkpoint_every == 0:
+            checkpoint()
+    elapsed = time.time() - start
+    checkpoint()
+    ema.eval()
+    save_pipeline(ema, out)
+    info = {"steps": step, "batch": batch, "patch": patch, "lr": lr, "seed": seed,
+            "channels": list(channels), "threads": threads, "ema_decay": ema_decay,
+            "train_seconds": round(elapsed, 1), "n_train_photos": len(train_photos),
+            "train_photos": sorted(train_photos), "held_out": list(HELD_OUT),
+            "params": sum(p.numel() for p in ema.parameters()), "losses": losses}
+    (out / "training.json").write_text(json.dumps(info))
+    return info
+
+
+@click.command()
+@click.option("--out", type=click.Path(), default="models/default", show_default=True)
+@click.option("--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder (resumes).")
+@click.option("--steps", type=int, default=100000, show_default=True)
+@click.option("--batch", type=int, default=32, show_default=True)
+@click.option("--patch", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--channels", default=",".join(map(str, DEFAULT_CHANNELS)), show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Stop after this much wall time.")
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--ema-decay", type=float, default=0.999, show_default=True)
+@click.option("--checkpoint-every", type=int, default=200, show_default=True)
+@click.option("--opencv-doc", type=click.Path(), default=None, help="Unpacked opencv-doc .deb (extra photos).")
+def main(out, work, steps, batch, patch, lr, seed, channels, max_minutes, threads, ema_decay, checkpoint_every, opencv_doc):
+    """Train the default DIIP prior on the photos that packages ship."""
+    info = train(Path(out), Path(work), steps, batch, patch, lr, seed,
+                 tuple(int(c) for c in channels.split(",")), max_minutes, threads, ema_decay,
+                 checkpoint_every, opencv_doc, log=lambda m: click.echo(m, err=True))
+    click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
+
+
+if __name__ == "__main__":
+    main()
