@@ -58,8 +58,8 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
         log(f"exporting {gd.name} ...")
         entry = export_graph(gd, out, channels, tsize, log=log)
         entry["sha256"] = sha256_file(out / gd.file)
-        if gd.name.startswith("chain_"):
-            entry["steps"] = steps
+        if gd.name.startswith("chain_"):  # the chain is baked into the graph: record which
+            entry["chain"] = {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": clamp}
         graphs[gd.name] = entry
         if verify:
             v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)

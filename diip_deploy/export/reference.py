@@ -67,3 +67,27 @@ def eps_and_vjp(eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torc
     return eps.detach(), vjp
 
 
+
+
+def reference_restore(eps_model: torch.nn.Module, y: torch.Tensor, z0: torch.Tensor, spec: ChainSpec,
+                      iterations: int, lr: float, gradient: str = "surrogate", project: bool = True) -> tuple:
+    """The DIIP loop with torch.optim.Adam, no early stop: the oracle for the runtime's loop.
+
+    Returns (x0 of the last iteration, list of losses).
+    """
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+    radius = float(np.sqrt(np.prod(z.shape[1:])))
+    losses = []
+    x0 = None
+    for k in range(iterations):
+        x0, loss, grad = loss_and_grad(eps_model, z.detach(), y, spec, gradient)
+        losses.append(float(loss[0]))
+        if k + 1 == iterations:
+            break
+        z.grad = grad
+        opt.step()
+        if project:
+            with torch.no_grad():
+                z.mul_(radius / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+    return x0, losses

@@ -58,8 +58,12 @@ class GraphChain:
         return self.runners["unet"].infer({"sample": x, "timestep": self._timestep(x, t)})["eps"]
 
     def vjp(self, x: np.ndarray, t: int, cotangent: np.ndarray) -> np.ndarray:
-        out = self.runners["unet_vjp"].infer({"sample": x, "timestep": self._timestep(x, t), "cotangent": cotangent})
-        return out["vjp"]
+        """The VJP is linear in the cotangent: scale it to unit size by a power of two
+        (exact in float32) so fp16 engines neither overflow nor flush it to zero."""
+        peak = float(np.max(np.abs(cotangent))) if cotangent.size else 0.0
+        scale = float(2.0 ** np.round(np.log2(peak))) if peak > 0 and np.isfinite(peak) else 1.0
+        feed = {"sample": x, "timestep": self._timestep(x, t), "cotangent": (cotangent / scale).astype(np.float32)}
+        return self.runners["unet_vjp"].infer(feed)["vjp"] * np.float32(scale)
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return chain_forward(self.eps, z.astype(np.float32), self.spec)[0]

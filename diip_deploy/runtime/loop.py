@@ -47,7 +47,7 @@ class RestoreResult:
     stop_reason: str
     iterations_run: int
     seconds: float
-    history: Dict[str, List[Optional[float]]] = field(default_factory=dict)
+    history: Dict[str, list] = field(default_factory=dict)
 
 
 def initial_latent(shape, seed: int, project: bool = True) -> np.ndarray:
@@ -100,5 +100,5 @@ def restore(chain: LossAndGrad, y: np.ndarray, cfg: RestoreConfig,
     return RestoreResult(
         x0=recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=n,
         seconds=time.perf_counter() - t0,
-        history={"loss": losses, "slope": [_finite_or_none(s) for s in slopes], "laplacian_var": laps},
+        history={"loss": list(losses), "slope": [_finite_or_none(s) for s in slopes], "laplacian_var": list(laps)},
     )

@@ -92,7 +92,9 @@ class Manifest:
         self._verified[rel] = path
         return path
 
-def load_manifest(model_dir: Path | str) -> Manifest:
+def load_manifest(model_dir: Path | str, verify_files: bool = True) -> Manifest:
+    """Read a manifest and, by default, check the sha256 of every graph and engine it lists:
+    a manifest that does not match its files is not trusted at all."""
     root = Path(model_dir)
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -109,7 +111,13 @@ def load_manifest(model_dir: Path | str) -> Manifest:
     c = data["chain"]
     if len(c.get("timesteps", [])) == 0 or len(c["timesteps"]) != len(c.get("alphas_cumprod", [])):
         raise ManifestError(f"{path}: chain timesteps and alphas_cumprod are missing or differ in length")
-    return Manifest(root=root, data=data)
+    manifest = Manifest(root=root, data=data)
+    if verify_files:
+        for name in manifest.graphs:
+            manifest.graph_path(name)
+        for name in manifest.engines:
+            manifest.engine_path(name)
+    return manifest
 
 def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
     """Atomic write, so a crash never leaves a manifest the runtime half-trusts."""

@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 from .backends.base import BackendUnavailable, Runner
 from .backends.onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
 from .chain import GraphChain
-from .manifest import Manifest, fused_graph_name
+from .manifest import Manifest, ManifestError, fused_graph_name
 
 BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
@@ -32,12 +32,14 @@ def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> 
     """The graphs one gradient mode needs: the fused chain if shipped, else per-step."""
     fused = fused_graph_name(gradient)
     if prefer_fused and manifest.has_graph(fused):
+        baked = manifest.graphs[fused].get("chain", {})
+        chain = manifest.data["chain"]
+        if any(baked.get(k) != chain.get(k) for k in ("timesteps", "alphas_cumprod", "clamp")):
+            raise ManifestError(f"{manifest.root}: {fused}.onnx was exported for another chain than the manifest's; re-export")
         return [fused]
     names = ["unet"] + (["unet_vjp"] if gradient == "exact" else [])
     missing = [n for n in names if not manifest.has_graph(n)]
     if missing:
-        from .manifest import ManifestError
-
         raise ManifestError(f"{manifest.root}: gradient {gradient!r} needs graph(s) {', '.join(missing)}, not in this export")
     return names
 

@@ -103,6 +103,11 @@ def unavailable_reason(manifest: Manifest) -> Optional[str]:
     return None
 
 
+def _dims(d: Any) -> Tuple[int, ...]:
+    """A TensorRT Dims as a plain tuple (Dims has len and indexing)."""
+    return tuple(int(d[i]) for i in range(len(d)))
+
+
 _NP_OF_TRT = {"FLOAT": np.float32, "HALF": np.float16, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
 
@@ -122,16 +127,19 @@ class TensorRTRunner(Runner):
 
     def activate_impl(self) -> None:
         check_engine_entry(self.manifest, self.graph)  # hashes, before any TensorRT call
-        trt = import_tensorrt()
+        import_tensorrt()  # a clear error if only the stubs are installed
+        import tensorrt as trt
+
         self.cudart = _import_cudart()
         check_engine_entry(self.manifest, self.graph, trt.__version__, current_gpu())
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         blob = self.manifest.engine_path(self.graph).read_bytes()
-        self.engine = self.runtime.deserialize_cuda_engine(blob)
-        if self.engine is None:
+        engine = self.runtime.deserialize_cuda_engine(blob)
+        if engine is None:  # type: ignore[comparison-overlap]
             raise EngineMismatch(f"{self.graph}: TensorRT could not deserialise the engine")
-        self.context = self.engine.create_execution_context()
+        self.engine = engine
+        self.context = engine.create_execution_context()
         self.stream = _check(self.cudart.cudaStreamCreate())
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self._inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -151,7 +159,7 @@ class TensorRTRunner(Runner):
         for n in self._inputs:
             self.context.set_input_shape(n, tuple(feed[n].shape))
         for n in self._inputs + self._outputs:
-            shape = tuple(self.context.get_tensor_shape(n))
+            shape = _dims(self.context.get_tensor_shape(n))
             nbytes = int(np.prod(shape)) * np.dtype(self._dtypes[n]).itemsize
             ptr = _check(self.cudart.cudaMalloc(max(nbytes, 1)))
             self._buffers[n] = (int(ptr), nbytes)
@@ -162,7 +170,7 @@ class TensorRTRunner(Runner):
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cudart = self.cudart
-        arrays = {n: np.ascontiguousarray(feed[n], dtype=self._dtypes[n]) for n in self._inputs}
+        arrays: Dict[str, np.ndarray] = {n: np.ascontiguousarray(feed[n], dtype=self._dtypes[n]) for n in self._inputs}
         self._allocate(arrays)
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for n, a in arrays.items():
@@ -173,7 +181,7 @@ class TensorRTRunner(Runner):
         out: Dict[str, np.ndarray] = {}
         for n in self._outputs:
             ptr, nbytes = self._buffers[n]
-            host = np.empty(tuple(self.context.get_tensor_shape(n)), dtype=self._dtypes[n])
+            host: np.ndarray = np.empty(_dims(self.context.get_tensor_shape(n)), dtype=self._dtypes[n])
             _check(cudart.cudaMemcpyAsync(host.ctypes.data, ptr, nbytes, d2h, self.stream))
             out[n] = host
         _check(cudart.cudaStreamSynchronize(self.stream))
@@ -188,5 +196,4 @@ class TensorRTRunner(Runner):
     def deactivate_impl(self) -> None:
         self._free()
         self.cudart.cudaStreamDestroy(self.stream)
-        self.context = None
-        self.engine = None
+        del self.context, self.engine

@@ -1,0 +1,158 @@
+"""Build TensorRT engines from the exported ONNX graphs (``diip-export --engine tensorrt``).
+
+One engine per graph, preferring the fused chain graphs (one call per iteration) and
+keeping per-step engines for memory-bound devices.  Each graph first passes the static
+operator check, so unsupported operators are reported before a long build.  Engines are
+recorded in the manifest with the TensorRT version, the GPU, the precision, the
+optimisation profile and the sha256 of the ONNX they came from.
+
+fp16: convolutions and matrix products run in fp16; normalisation, softmax, reductions
+and unary math (sqrt, exp) stay fp32 (OBEY_PRECISION_CONSTRAINTS), which keeps GroupNorm
+statistics and the DDIM arithmetic out of fp16's range limits.  The runtime scales each
+VJP cotangent by a power of two (exact in fp32) so gradients do not under/overflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+import click
+
+from ..runtime.backends.tensorrt import current_gpu, import_tensorrt
+from ..runtime.backends.base import BackendUnavailable
+from ..runtime.manifest import sha256_file, write_manifest
+from .tensorrt_support import check_onnx
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+Shape3 = Tuple[int, int, int]
+
+
+def check_can_build() -> None:
+    """Fail before exporting if this machine cannot build engines."""
+    try:
+        import_tensorrt()
+        current_gpu()
+    except BackendUnavailable as e:
+        raise click.ClickException(f"cannot build TensorRT engines here: {e}")
+    except Exception as e:
+        raise click.ClickException(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})")
+
+
+def parse_bhw(text: Optional[str], default: Shape3) -> Shape3:
+    if not text:
+        return default
+    try:
+        b, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"shape {text!r} must be BxHxW, e.g. 1x256x256") from None
+    return b, h, w
+
+
+def parse_profile(min_shape: Optional[str], opt_shape: Optional[str], max_shape: Optional[str],
+                  manifest: Dict[str, Any]) -> Dict[str, Shape3]:
+    """Profile over batch, height and width; defaults centre on the model's native size."""
+    m = manifest["model"]
+    n, k = int(m["native_size"]), int(m["size_multiple"])
+    prof = {"min": parse_bhw(min_shape, (1, k * 2, k * 2)), "opt": parse_bhw(opt_shape, (1, n, n)),
+            "max": parse_bhw(max_shape, (1, 2 * n, 2 * n))}
+    for i in range(3):
+        if not prof["min"][i] <= prof["opt"][i] <= prof["max"][i]:
+            raise click.BadParameter(f"profile must satisfy min <= opt <= max in every dimension: {prof}")
+    for name, (_, h, w) in prof.items():
+        if h % k or w % k:
+            raise click.BadParameter(f"{name} shape {h}x{w} is not a multiple of the UNet's {k}")
+    return prof
+
+
+def _input_shape(name: str, bhw: Shape3, channels: int) -> Tuple[int, ...]:
+    b, h, w = bhw
+    return (b,) if name == "timestep" else (b, channels, h, w)
+
+
+def _keep_fp32(network: "trt.INetworkDefinition") -> None:
+    import tensorrt as trt
+
+    keep = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.REDUCE, trt.LayerType.UNARY}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in keep:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+
+
+def build_engine(onnx_path: Path, engine_path: Path, channels: int, precision: str, profile: Dict[str, Shape3],
+                 workspace_mb: Optional[int], timing_cache: Optional[Path], log: Callable[[str], None]) -> None:
+    import_tensorrt()  # a clear error if only the stubs are installed
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = []
+        for i in range(parser.num_errors):
+            e = parser.get_error(i)
+            errors.append(f"  node {e.node()} ({e.node_name()}, {e.node_operator()}): {e.desc()}")
+        raise click.ClickException(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n" + "\n".join(errors))
+    config = builder.create_builder_config()
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        _keep_fp32(network)
+    opt_profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        name = network.get_input(i).name
+        lo, mid, hi = (trt.Dims(list(_input_shape(name, profile[k], channels))) for k in ("min", "opt", "max"))
+        opt_profile.set_shape(name, lo, mid, hi)
+    config.add_optimization_profile(opt_profile)
+    cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    t0 = time.time()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:  # type: ignore[comparison-overlap]
+        raise click.ClickException(f"TensorRT failed to build an engine for {onnx_path.name} (see the log above)")
+    tmp = engine_path.with_suffix(".tmp")
+    tmp.write_bytes(bytes(serialized))
+    tmp.replace(engine_path)
+    if timing_cache:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    log(f"  {engine_path.name}: built in {time.time() - t0:.0f} s ({precision})")
+
+
+def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profile: Dict[str, Shape3],
+                  workspace_mb: Optional[int], timing_cache: Optional[Path], log: Callable[[str], None] = print) -> Dict:
+    """Static check, then an engine per graph; updates and rewrites the manifest."""
+    trt = import_tensorrt()
+    gpu = current_gpu()
+    channels = int(manifest["model"]["channels"])
+    reports = {name: check_onnx(out_dir / g["file"]) for name, g in manifest["graphs"].items()}
+    for r in reports.values():
+        log(r.summary())
+    bad = [n for n, r in reports.items() if not r.ok]
+    if bad:
+        raise click.ClickException(f"graphs with operators TensorRT cannot parse: {', '.join(bad)}")
+    engines = {}
+    for name, g in manifest["graphs"].items():
+        engine_file = f"{name}.{precision}.engine"
+        build_engine(out_dir / g["file"], out_dir / engine_file, channels, precision, profile, workspace_mb,
+                     timing_cache, log)
+        engines[name] = {
+            "file": engine_file, "sha256": sha256_file(out_dir / engine_file), "onnx_sha256": g["sha256"],
+            "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision,
+            "profile": {k: list(v) for k, v in profile.items()}, "workspace_mb": workspace_mb,
+        }
+    manifest["engines"] = engines
+    manifest["tensorrt_check"] = {n: {"ok": r.ok, "warnings": r.warnings} for n, r in reports.items()}
+    write_manifest(out_dir, manifest)
+    log(json.dumps({n: e["file"] for n, e in engines.items()}))
+    return manifest

@@ -1,0 +1,52 @@
+"""Shared fixtures: one tiny random UNet, exported once per test session (2 DDIM steps)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_STEPS = 2
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> Path:
+    from tiny_model import make_tiny_pipeline
+
+    return make_tiny_pipeline(tmp_path_factory.mktemp("tiny") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
+    """unet, unet_vjp and both fused chains of the tiny model, verified against autograd."""
+    from diip_deploy.export.cli import export_model
+
+    out = tmp_path_factory.mktemp("tiny_export")
+    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused=True, verify=True,
+                 defaults={"lr": 0.02, "max_iters": 12, "k_min": 5}, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_torch(tiny_pipeline):
+    """(EpsModel, ChainSpec) of the tiny model, as the torch reference sees it."""
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.export.reference import EpsModel
+    from diip_deploy.export.trace import prepare_unet
+    from diip_deploy.schedule import ChainSpec
+
+    m = load_model(str(tiny_pipeline))
+    return EpsModel(prepare_unet(m.unet), m.alphas_cumprod, m.prediction_type).eval(), ChainSpec.from_table(m.alphas_cumprod, TINY_STEPS)
+
+
+def copy_export(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst

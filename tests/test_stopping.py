@@ -1,0 +1,59 @@
+"""Stopping criteria on synthetic histories with known answers."""
+
+import numpy as np
+import pytest
+
+from diip_deploy.runtime.stopping import (decide, laplacian_stop, laplacian_variance, raw_slopes, slope_stop,
+                                          smoothed_slopes)
+
+
+def test_raw_slope_definition():
+    s = raw_slopes([4.0, 2.0, 1.0, 1.0])
+    assert np.isnan(s[0])
+    np.testing.assert_allclose(s[1:], [0.5, 0.5, 0.0])
+
+
+def test_slope_stop_on_geometric_then_flat_loss():
+    # 10% drop per iteration up to k = 30, then flat: the 5-window mean falls below eps
+    # once the window holds enough flat steps: mean(0.1*a + 0*b) < 1e-3 needs all 5 flat.
+    losses = [0.9**k for k in range(31)] + [0.9**30] * 20
+    d = slope_stop(losses, eps=1e-3, window=5)
+    assert d is not None and d.iteration == 35 and d.reason == "slope"
+
+
+def test_slope_smoothing_ignores_a_single_flat_step():
+    losses = list(0.95 ** np.arange(40))
+    losses[10] = losses[9]  # one stalled Adam step
+    assert slope_stop(losses, eps=1e-3, window=1).iteration == 10
+    assert slope_stop(losses, eps=1e-3, window=5) is None
+    assert np.isnan(smoothed_slopes(losses, 5)[4]) and not np.isnan(smoothed_slopes(losses, 5)[5])
+
+
+def test_laplacian_peak_after_k_min():
+    k = np.arange(200)
+    v = -((k - 150.0) ** 2)  # rises to a peak at 150, then falls
+    v[20] = v[21] + 5  # an early local bump before k_min is ignored
+    d = laplacian_stop(v, k_min=100)
+    assert d.iteration == 150 and d.detected_at == 151 and d.reason == "laplacian"
+    assert laplacian_stop(v[:151], k_min=100) is None  # the peak is not known before k = 151
+
+
+def test_auto_takes_whichever_is_detected_first():
+    losses = [0.9**k for k in range(60)] + [0.9**60] * 20  # slope stops at 65
+    lap = list(-((np.arange(80) - 40.0) ** 2))  # peak at 40, known at 41
+    assert decide(losses, lap, "auto", k_min=10).reason == "laplacian"
+    late_peak = list(-((np.arange(80) - 75.0) ** 2))  # peak at 75, after the slope stop
+    assert decide(losses, late_peak, "auto", k_min=10).reason == "slope"
+    assert decide(losses, lap, "slope", k_min=10).iteration == 65
+    assert decide(losses, lap, "laplacian", k_min=10).iteration == 40
+    assert decide(losses, lap, "none") is None
+    with pytest.raises(ValueError):
+        decide(losses, lap, "sometimes")
+
+
+def test_laplacian_variance_grows_with_detail():
+    rng = np.random.default_rng(0)
+    flat = np.zeros((1, 3, 16, 16))
+    noisy = rng.standard_normal((1, 3, 16, 16))
+    assert laplacian_variance(flat)[0] == 0.0
+    assert laplacian_variance(noisy)[0] > 1.0
