@@ -1,0 +1,1 @@
+"""Restoration benchmark: degradations, baselines (DIP, classic denoisers), metrics."""

@@ -1,0 +1,247 @@
+"""``diip-bench``: DIIP against the baselines a user would pick instead, per degradation,
+and how close its self-stopping comes to the best possible stop.
+
+One DIIP run per image and gradient mode records the whole history (stop = none); every
+stopping rule is then applied to that history with the same pure functions the runtime
+uses online, so auto/slope/Laplacian/oracle stops are compared on identical runs.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+import numpy as np
+
+from ..runtime.images import from_model_range, load_image, save_json, to_model_range
+from ..runtime.loop import RestoreConfig, restore
+from ..runtime.stopping import decide
+from .classic import CLASSIC
+from .degrade import TASKS
+from .metrics import haarpsi, lpips_or_none, psnr, ssim
+
+STOP_RULES = ("auto", "slope", "laplacian")
+
+
+@dataclass
+class BenchSettings:
+    tasks: Sequence[str] = ("noise25", "jpeg10", "sr4", "waterdrop")
+    lr: Optional[float] = None
+    max_iters: Optional[int] = None
+    eps: Optional[float] = None
+    slope_window: Optional[int] = None
+    k_min: Optional[int] = None
+    exact_tasks: Sequence[str] = ("noise25",)
+    dip_iters: int = 1500
+    dip_every: int = 10
+    seed: int = 0
+    threads: Optional[int] = None
+    dip: bool = True
+    classic: bool = True
+
+
+@dataclass
+class MethodResult:
+    outputs: Dict[str, np.ndarray] = field(default_factory=dict)  # image name -> restored
+    stop: Dict[str, int] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+    iterations: Dict[str, int] = field(default_factory=dict)
+
+
+def _metrics(clean: np.ndarray, out: np.ndarray) -> Dict[str, Optional[float]]:
+    out = np.clip(out, 0, 1)
+    return {"psnr": psnr(clean, out), "ssim": ssim(clean, out), "haarpsi": haarpsi(clean, out),
+            "lpips": lpips_or_none(clean, out)}
+
+
+def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) -> Dict[str, Any]:
+    """One run to max_iters with every iteration's reconstruction and PSNR kept."""
+    xs: List[np.ndarray] = []
+    psnrs: List[float] = []
+
+    def keep(info):
+        x = from_model_range(info["x0"])
+        xs.append(x)
+        psnrs.append(psnr(clean, x))
+
+    t0 = time.perf_counter()
+    r = restore(chain, to_model_range(y.astype(np.float32)), RestoreConfig(**{**asdict(cfg), "stop": "none"}), callback=keep)
+    sec = time.perf_counter() - t0
+    stops: Dict[str, Tuple[int, int]] = {}
+    for rule in STOP_RULES:
+        d = decide(r.history["loss"], r.history["laplacian_var"], rule, cfg.eps, cfg.slope_window, cfg.k_min)
+        last = len(xs) - 1
+        stops[rule] = (d.iteration, d.detected_at) if d else (last, last)
+    best = int(np.argmax(psnrs))
+    stops["oracle"] = (best, best)
+    return {"xs": xs, "psnr": psnrs, "stops": stops, "sec_per_iter": sec / len(xs), "loss": r.history["loss"],
+            "laplacian_var": r.history["laplacian_var"]}
+
+
+def dip_history(y: np.ndarray, clean: np.ndarray, iters: int, every: int, seed: int) -> Dict[str, Any]:
+    from .dip import run_dip
+
+    psnrs: List[float] = []
+    snaps: Dict[int, np.ndarray] = {}
+    best = {"psnr": -1.0, "k": 0, "x": y}
+
+    def keep(info):
+        p = psnr(clean, np.clip(info["x"], 0, 1))
+        psnrs.append(p)
+        if (info["k"] + 1) % every == 0:
+            snaps[info["k"]] = info["x"].copy()
+        if p > best["psnr"]:
+            best.update(psnr=p, k=info["k"], x=info["x"].copy())
+
+    t0 = time.perf_counter()
+    run_dip(y, iterations=iters, seed=seed, callback=keep)
+    return {"psnr": psnrs, "snaps": snaps, "best": best, "sec_per_iter": (time.perf_counter() - t0) / iters}
+
+
+def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settings: BenchSettings, out_dir: Path,
+                  dataset: str, model_dir: Optional[str] = None, log=print) -> Dict[str, Any]:
+    from ..runtime import load_manifest, open_chain
+
+    manifest = load_manifest(export_dir)
+    d = manifest.defaults
+    cfg = RestoreConfig(lr=settings.lr or float(d["lr"]), optimizer=d["optimizer"], gradient="surrogate",
+                        max_iters=settings.max_iters or int(d["max_iters"]), eps=settings.eps or float(d["eps"]),
+                        slope_window=settings.slope_window or int(d["slope_window"]),
+                        k_min=settings.k_min if settings.k_min is not None else int(d["k_min"]), seed=settings.seed)
+    chains = {g: open_chain(manifest, "ort-cpu", g, settings.threads) for g in ("surrogate", "exact")
+              if g == "surrogate" or settings.exact_tasks}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: Dict[str, Any] = {
+        "benchmark": "diip-bench", "dataset": {"name": dataset, "count": len(images), "images": [n for n, _ in images],
+                                               "size": list(images[0][1].shape[:2]) if images else None},
+        "model": manifest.data["model"], "chain_steps": len(manifest.chain_spec.timesteps),
+        "diip_settings": asdict(cfg), "settings": {k: v for k, v in asdict(settings).items()},
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "tasks": {}}
+    for task in settings.tasks:
+        deg = TASKS[task]
+        log(f"[{task}] {deg.label} on {len(images)} images")
+        methods: Dict[str, Dict[str, Any]] = {}
+        curves: Dict[str, Dict[str, Any]] = {}
+        per_image: Dict[str, Dict[str, Any]] = {}
+
+        def add(method: str, name: str, clean: np.ndarray, out: np.ndarray, **extra):
+            m = methods.setdefault(method, {"per_image": {}, "outputs": {}})
+            m["per_image"][name] = {**_metrics(clean, out), **extra}
+            m["outputs"][name] = np.clip(out, 0, 1)
+
+        dip_runs = {}
+        for i, (name, clean) in enumerate(images):
+            y = deg(clean, seed=settings.seed + i)
+            per_image[name] = {"clean": clean, "degraded": y}
+            add("input (degraded)", name, clean, y)
+            grads = ["surrogate"] + (["exact"] if task in settings.exact_tasks else [])
+            for g in grads:
+                h = diip_history(chains[g], y, clean, RestoreConfig(**{**asdict(cfg), "gradient": g}))
+                curves.setdefault(f"DIIP {g}", {})[name] = h
+                for rule, (k, detected) in h["stops"].items():
+                    label = f"DIIP {g} ({'oracle stop' if rule == 'oracle' else rule + ' stop'})"
+                    iters = detected + 1
+                    add(label, name, clean, h["xs"][k], stop_iteration=k, iterations=iters,
+                        seconds=round(iters * h["sec_per_iter"], 3), sec_per_iter=round(h["sec_per_iter"], 4))
+                log(f"  {name} DIIP {g}: input {psnr(clean, y):.2f} dB -> auto {psnr(clean, h['xs'][h['stops']['auto'][0]]):.2f} "
+                    f"(k={h['stops']['auto'][0]}), oracle {max(h['psnr']):.2f} (k={h['stops']['oracle'][0]})")
+            if settings.dip:
+                dh = dip_history(y, clean, settings.dip_iters, settings.dip_every, settings.seed + i)
+                dip_runs[name] = dh
+                add("DIP (oracle stop)", name, clean, dh["best"]["x"], stop_iteration=dh["best"]["k"],
+                    iterations=settings.dip_iters, seconds=round(dh["sec_per_iter"] * settings.dip_iters, 3),
+                    sec_per_iter=round(dh["sec_per_iter"], 4))
+            if settings.classic:
+                for cname, fn in CLASSIC.get(deg.name, {}).items():
+                    t0 = time.perf_counter()
+                    out = fn(y)
+                    add(cname, name, clean, out, seconds=round(time.perf_counter() - t0, 3))
+        if dip_runs:  # DIP at one fixed iteration count, tuned on this set (the mean-PSNR peak)
+            ks = sorted(next(iter(dip_runs.values()))["snaps"])
+            mean_curve = [np.mean([dh["psnr"][k] for dh in dip_runs.values()]) for k in ks]
+            k_fixed = ks[int(np.argmax(mean_curve))]
+            for name, clean in images:
+                dh = dip_runs[name]
+                add(f"DIP (fixed {k_fixed + 1} iters)", name, clean, dh["snaps"][k_fixed], stop_iteration=k_fixed,
+                    iterations=k_fixed + 1, seconds=round(dh["sec_per_iter"] * (k_fixed + 1), 3),
+                    sec_per_iter=round(dh["sec_per_iter"], 4))
+        summary = {}
+        for method, m in methods.items():
+            vals = list(m["per_image"].values())
+            mean = {k: (float(np.mean([v[k] for v in vals])) if all(v.get(k) is not None for v in vals) else None)
+                    for k in ("psnr", "ssim", "haarpsi", "lpips")}
+            for k in ("seconds", "sec_per_iter", "iterations", "stop_iteration"):
+                if all(k in v for v in vals):
+                    mean[k] = float(np.mean([v[k] for v in vals]))
+            summary[method] = {"mean": mean, "per_image": m["per_image"]}
+        report["tasks"][task] = {"degradation": deg.label, "methods": summary}
+        from .report import save_curves, save_grid
+
+        save_curves(out_dir / f"curves_{task}.png", task, curves, dip_runs)
+        save_grid(out_dir / f"grid_{task}.png", task, per_image, methods)
+    if model_dir:
+        from .speed import runtime_vs_torch
+
+        log("timing the runtime against the torch reference ...")
+        report["runtime_vs_torch"] = runtime_vs_torch(model_dir, str(export_dir), size=int(images[0][1].shape[0]),
+                                                      threads=settings.threads or 2, rounds=3, iters=2)
+    for c in chains.values():
+        c.close()
+    from .report import markdown_table
+
+    save_json(out_dir / "results.json", report)
+    (out_dir / "results.md").write_text(markdown_table(report))
+    return report
+
+
+def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
+    from ..train.photos import center_crop
+
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in (".png", ".jpg", ".jpeg"):
+            img = load_image(p).astype(np.float64)
+            scale = min(1.0, 4 * size / min(img.shape[:2]))
+            out.append((p.stem, center_crop(img, size, scale) if min(img.shape[:2]) >= size else img))
+    return out
+
+
+@click.command()
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="diip-export folder.")
+@click.option("--model", "model_dir", default=None, help="Diffusers folder of the export, to time torch against the runtime.")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Folder of clean photos (default: the held-out set).")
+@click.option("--n", "n_images", type=int, default=8, show_default=True)
+@click.option("--size", type=int, default=64, show_default=True)
+@click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25", "jpeg10", "sr4", "waterdrop"), show_default=True)
+@click.option("--exact-task", "exact_tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True, help="Tasks also run with the exact gradient.")
+@click.option("--lr", type=float, default=None)
+@click.option("--max-iters", type=int, default=None)
+@click.option("--k-min", type=int, default=None)
+@click.option("--dip-iters", type=int, default=1500, show_default=True)
+@click.option("--no-dip", is_flag=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True)
+def main(export_dir, model_dir, images_dir, n_images, size, tasks, exact_tasks, lr, max_iters, k_min, dip_iters, no_dip,
+         threads, seed, out_dir):
+    """Run the restoration benchmark and write JSON, a markdown table and pictures."""
+    if images_dir:
+        images = _images_from_dir(images_dir, size)[:n_images]
+        dataset = f"{images_dir} (centre crops {size}x{size})"
+    else:
+        from ..train.photos import HELD_OUT, held_out_crops
+
+        images = [(k.replace("/", "_"), v.astype(np.float64)) for k, v in held_out_crops(size)][:n_images]
+        dataset = f"held-out photos of the default model ({len(HELD_OUT)} listed in diip_deploy/train/photos.py), centre crops {size}x{size} at 1/4 scale"
+    if not images:
+        raise click.ClickException("no images found (the held-out set needs opencv-doc's photos; see README)")
+    settings = BenchSettings(tasks=tasks, lr=lr, max_iters=max_iters, k_min=k_min, exact_tasks=exact_tasks,
+                             dip_iters=dip_iters, dip=not no_dip, seed=seed, threads=threads)
+    report = run_benchmark(export_dir, images, settings, out_dir, dataset, model_dir, log=lambda m: click.echo(m, err=True))
+    click.echo((out_dir / "results.md").read_text())
+    click.echo(f"wrote {out_dir}/results.json, results.md and pictures ({len(report['tasks'])} tasks)")

@@ -1,0 +1,88 @@
+"""Benchmark pieces: degradations, metrics, and the bench end to end on a tiny run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from diip_deploy.bench.degrade import TASKS
+from diip_deploy.bench.metrics import haarpsi, lpips_or_none, psnr, ssim
+from images import save, smooth_image
+
+
+def _photo(seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(smooth_image(64, 64, seed) + 0.05 * rng.standard_normal((64, 64, 3)), 0, 1)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_degradations_are_seeded_and_change_the_image(task):
+    x = _photo()
+    a, b = TASKS[task](x, seed=3), TASKS[task](x, seed=3)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    assert psnr(x, a) < 35.0, f"{task} barely changes the image"
+    if task in ("noise25", "waterdrop", "deform"):  # randomness that depends on the seed
+        assert not np.array_equal(a, TASKS[task](x, seed=4))
+
+
+def test_metrics_agree_with_scikit_image():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    x = _photo(0)
+    y = TASKS["noise25"](x, seed=1)
+    assert psnr(x, y) == pytest.approx(peak_signal_noise_ratio(x, y, data_range=1.0), abs=1e-9)
+    assert ssim(x, y) == pytest.approx(structural_similarity(x, y, data_range=1.0, channel_axis=2), abs=1e-12)
+    assert psnr(x, x) == float("inf")
+
+
+def test_haarpsi_orders_damage():
+    x = _photo(0)
+    assert haarpsi(x, x) == pytest.approx(1.0, abs=1e-9)
+    mild, strong = TASKS["noise25"](x, seed=1), np.clip(x + np.random.default_rng(2).normal(0, 0.3, x.shape), 0, 1)
+    assert 1.0 > haarpsi(x, mild) > haarpsi(x, strong) > 0.0
+
+
+def test_lpips_is_not_faked_without_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert lpips_or_none(_photo(0), _photo(1)) is None
+
+
+def test_bench_end_to_end_on_two_small_images(tiny_export, tmp_path):
+    from click.testing import CliRunner
+
+    from diip_deploy.bench.run import main as bench
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        save(tmp_path / "imgs" / f"im{i}.png", smooth_image(40, 40, seed=i))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(bench, ["--export", str(tiny_export), "--images", str(tmp_path / "imgs"), "--n", "2",
+                                   "--size", "32", "--task", "noise25", "--task", "sr4", "--max-iters", "6",
+                                   "--k-min", "2", "--dip-iters", "20", "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "results.json").read_text())
+    assert rep["dataset"]["count"] == 2 and set(rep["tasks"]) == {"noise25", "sr4"}
+    noise = rep["tasks"]["noise25"]["methods"]
+    for m in ("DIIP surrogate (auto stop)", "DIIP surrogate (oracle stop)", "DIIP exact (auto stop)", "DIP (oracle stop)", "TV"):
+        assert m in noise, m
+    oracle = noise["DIIP surrogate (oracle stop)"]["per_image"]
+    for rule in ("auto", "slope", "laplacian"):
+        for name, v in noise[f"DIIP surrogate ({rule} stop)"]["per_image"].items():
+            assert v["psnr"] <= oracle[name]["psnr"] + 1e-9  # the oracle is an upper bound
+    assert "bicubic" in rep["tasks"]["sr4"]["methods"]
+    md = (out / "results.md").read_text()
+    assert "| DIIP surrogate (auto stop) |" in md and "noise25 PSNR" in md
+    for f in ("curves_noise25.png", "grid_noise25.png", "curves_sr4.png", "grid_sr4.png"):
+        assert (out / f).stat().st_size > 1000
+
+
+def test_degrade_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from diip_deploy.bench.degrade import main as degrade
+
+    src = save(tmp_path / "p.png", smooth_image(32, 32))
+    r = CliRunner().invoke(degrade, [str(src), "--task", "jpeg10", "--task", "waterdrop", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "d" / "p_jpeg10.png").exists() and (tmp_path / "d" / "p_waterdrop.png").exists()
