@@ -28,7 +28,7 @@ def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
     from diip_deploy.export.cli import export_model
 
     out = tmp_path_factory.mktemp("tiny_export")
-    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused=True, verify=True,
+    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused="both", verify=True,
                  defaults={"lr": 0.02, "max_iters": 12, "k_min": 5}, log=lambda m: None)
     return out
 

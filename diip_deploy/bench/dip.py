@@ -17,9 +17,10 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SkipNet(nn.Module):
-    """DIP's 'skip' architecture, scaled down for CPU: ``depth`` down/up levels."""
+    """DIP's 'skip' architecture scaled down for CPU (the paper's has 128 channels and
+    5 levels, sized for 512x512 images): ``depth`` down/up levels of ``width`` channels."""
 
-    def __init__(self, cin: int = 32, width: int = 64, skip: int = 4, depth: int = 4, cout: int = 3):
+    def __init__(self, cin: int = 32, width: int = 32, skip: int = 4, depth: int = 4, cout: int = 3):
         super().__init__()
         self.down = nn.ModuleList()
         self.skips = nn.ModuleList()

@@ -37,7 +37,7 @@ class BenchSettings:
     slope_window: Optional[int] = None
     k_min: Optional[int] = None
     exact_tasks: Sequence[str] = ("noise25",)
-    dip_iters: int = 1500
+    dip_iters: int = 1000
     dip_every: int = 10
     seed: int = 0
     threads: Optional[int] = None
@@ -222,7 +222,7 @@ def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
 @click.option("--lr", type=float, default=None)
 @click.option("--max-iters", type=int, default=None)
 @click.option("--k-min", type=int, default=None)
-@click.option("--dip-iters", type=int, default=1500, show_default=True)
+@click.option("--dip-iters", type=int, default=1000, show_default=True)
 @click.option("--no-dip", is_flag=True)
 @click.option("--threads", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -26,7 +26,7 @@ def tool_versions() -> dict:
     return out
 
 
-def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both", fused: bool = False,
+def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both", fused: str = "none",
                  clamp: bool = True, verify: bool = True, prediction_type: Optional[str] = None,
                  trace_size: Optional[int] = None, verify_size: Optional[int] = None,
                  defaults: Optional[dict] = None, log=print) -> dict:
@@ -48,13 +48,14 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
     spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp)
     eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
     gradients = ["exact", "surrogate"] if gradient == "both" else [gradient]
+    fused_modes = [g for g in gradients if fused in (g, "both")]
     out.mkdir(parents=True, exist_ok=True)
     tsize = trace_size or max(2 * multiple, 16)
     vsize = verify_size or min(max(native, 2 * multiple), 64)
     if vsize == tsize:
         vsize += multiple  # verify at a size the tracer never saw
     graphs, verification = {}, {}
-    for gd in graph_defs(eps_model, spec, gradients, fused):
+    for gd in graph_defs(eps_model, spec, gradients, fused_modes):
         log(f"exporting {gd.name} ...")
         entry = export_graph(gd, out, channels, tsize, log=log)
         entry["sha256"] = sha256_file(out / gd.file)
@@ -94,7 +95,9 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--steps", type=int, default=10, show_default=True, help="DDIM steps S of the chain.")
 @click.option("--gradient", type=click.Choice(("exact", "surrogate", "both")), default="both", show_default=True)
-@click.option("--fused/--no-fused", default=False, show_default=True, help="Also export one graph per gradient mode for the whole chain (slow to export; one call per iteration).")
+@click.option("--fused", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
+              help="Also export the whole chain as one graph for these gradient modes: one call per iteration, no "
+                   "recomputed forward (exact runs faster on CPU; surrogate gains little). Slow to export.")
 @click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
 @click.option("--verify/--no-verify", default=True, show_default=True)
 @click.option("--prediction-type", type=click.Choice(("epsilon", "v_prediction")), default=None, help="Override the scheduler config.")

@@ -38,14 +38,14 @@ class GraphDef:
         return f"{self.name}.onnx"
 
 
-def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: bool) -> List[GraphDef]:
+def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: Sequence[str]) -> List[GraphDef]:
     """The graphs an export writes: per-step always, fused chains when asked."""
     defs = [GraphDef("unet", lambda s, t: eps_model(s, t), ["sample", "timestep"], ["eps"], ["float32", "int64"])]
     if "exact" in gradients:
         defs.append(GraphDef("unet_vjp", lambda s, t, c: reference.eps_and_vjp(eps_model, s, t, c),
                              ["sample", "timestep", "cotangent"], ["eps", "vjp"], ["float32", "int64", "float32"]))
-    if fused:
-        for g in gradients:
+    for g in fused:
+        if g in gradients:
             defs.append(GraphDef(f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"],
                                  ["float32", "float32"]))
     return defs

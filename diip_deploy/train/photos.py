@@ -37,7 +37,8 @@ _OPENCV = ("aero1", "aero3", "aloeL", "aloeR", "apple", "baboon", "basketball1",
            "pic4", "pic5", "pic6", "rubberwhale1", "smarties", "squirrel_cls", "starry_night",
            "stuff", "box_in_scene", "ela_original", "Blender_Suzanne1", "blox")
 
-OPENCV_DOC_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
+REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
+OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
