@@ -156,3 +156,24 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
     write_manifest(out_dir, manifest)
     log(json.dumps({n: e["file"] for n, e in engines.items()}))
     return manifest
+
+
+@click.command()
+@click.argument("export_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True)
+@click.option("--min-shape", default=None, help="Profile minimum, BxHxW.")
+@click.option("--opt-shape", default=None, help="Profile optimum, BxHxW.")
+@click.option("--max-shape", default=None, help="Profile maximum, BxHxW.")
+@click.option("--workspace", type=int, default=None, help="Workspace limit in MB.")
+@click.option("--timing-cache", type=click.Path(path_type=Path), default=None)
+def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
+    """Build TensorRT engines for an existing export (on the device that will run them; no torch)."""
+    from ..runtime.manifest import ManifestError, load_manifest
+
+    check_can_build()
+    try:
+        manifest = load_manifest(export_dir).data
+    except ManifestError as e:
+        raise click.ClickException(str(e))
+    build_engines(export_dir, manifest, precision, parse_profile(min_shape, opt_shape, max_shape, manifest),
+                  workspace, timing_cache, log=lambda m: click.echo(m, err=True))

@@ -98,6 +98,11 @@ def _restore_one(path: Path, manifest, chain, cfg: RestoreConfig, out_dir: Path,
         "size": [int(size[1]), int(size[0])], "padded_size": [int(padded.shape[1]), int(padded.shape[0])],
         "history": result.history,
     }
+    peaks = [getattr(r, "peak_device_bytes", 0) for r in chain.runners.values()]
+    if max(peaks, default=0):
+        report["peak_device_memory_mb"] = round(max(peaks) / 2**20, 1)
+        if not quiet:
+            click.echo(f"{path}: peak device memory {report['peak_device_memory_mb']} MB", err=True)
     if save_plots:
         save_history_plot(out_dir / f"{stem}_curves.png", result.history, result.stop_iteration, result.stop_reason)
         save_before_after(out_dir / f"{stem}_before_after.png", img, restored)

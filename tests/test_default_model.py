@@ -1,0 +1,71 @@
+"""The shipped default model: it loads, its export is the one its manifest describes,
+it exports again, and it restores a held-out example."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO
+
+MODEL = REPO / "models" / "default"
+EXPORT = REPO / "models" / "default-export"
+
+
+def test_loads_as_a_ddpm_pipeline():
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(str(MODEL))
+    assert type(pipe.unet).__name__ == "UNet2DModel"
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    size = sum(p.stat().st_size for p in MODEL.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, f"models/default is {size / 2**20:.1f} MB"
+
+
+def test_shipped_export_matches_its_manifest_and_weights():
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.runtime import load_manifest
+
+    m = load_manifest(EXPORT)  # checks every graph's sha256
+    assert m.data["model"]["weights_sha256"] == load_model(str(MODEL)).weights_sha256
+    assert all(v["passed"] for v in m.data["verification"].values())
+
+
+def test_exports_and_round_trips(tmp_path):
+    """A fresh 2-step export of the shipped weights agrees with the torch reference."""
+    import torch
+
+    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.export.reference import EpsModel, loss_and_grad
+    from diip_deploy.export.trace import prepare_unet
+    from diip_deploy.export.verify import rel_l2
+    from diip_deploy.runtime import load_manifest, open_chain
+
+    export_model(str(MODEL), tmp_path, steps=2, gradient="surrogate", verify=True, log=lambda m: None)
+    manifest = load_manifest(tmp_path)
+    loaded = load_model(str(MODEL))
+    eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, "epsilon").eval()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    y = rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    x0, loss, grad = open_chain(manifest, "ort-cpu", "surrogate").loss_and_grad(z, y, "surrogate")
+    x0_t, loss_t, grad_t = loss_and_grad(eps_model, torch.from_numpy(z), torch.from_numpy(y), manifest.chain_spec, "surrogate")
+    assert rel_l2(x0, x0_t.numpy()) <= 1e-4 and rel_l2(grad, grad_t.numpy()) <= 1e-4
+
+
+def test_restores_a_noisy_held_out_photo(tmp_path):
+    """Default settings on a held-out 64x64 crop with noise sigma 25/255: the output is
+    closer to the clean photo than the input was."""
+    from diip_deploy.bench.metrics import psnr
+    from diip_deploy.runtime.cli import main as diip_run
+    from diip_deploy.runtime.images import load_image
+
+    noisy = REPO / "examples" / "chelsea_noise25.png"
+    r = CliRunner().invoke(diip_run, [str(noisy), "--model", str(EXPORT), "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    clean = load_image(REPO / "examples" / "clean" / "chelsea.png")
+    before, after = psnr(clean, load_image(noisy)), psnr(clean, load_image(tmp_path / "chelsea_noise25.png"))
+    rep = json.loads((tmp_path / "chelsea_noise25.json").read_text())
+    assert after > before + 2.0, (before, after, rep["stop_iteration"], rep["stop_reason"])
