@@ -12,6 +12,7 @@ import click
 from .. import __version__
 from ..runtime.manifest import FALLBACK_DEFAULTS, SCHEMA_VERSION, sha256_file, write_manifest
 from ..schedule import ChainSpec
+from .tensorrt_build import engine_options
 
 
 def tool_versions() -> dict:
@@ -108,12 +109,7 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
 @click.option("--default-gradient", type=click.Choice(("exact", "surrogate")), default=None)
 @click.option("--trace-size", type=int, default=None, help="Spatial size used for tracing (default small).")
 @click.option("--engine", type=click.Choice(("none", "tensorrt")), default="none", show_default=True)
-@click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True)
-@click.option("--min-shape", default=None, help="TensorRT profile minimum, BxHxW.")
-@click.option("--opt-shape", default=None, help="TensorRT profile optimum, BxHxW.")
-@click.option("--max-shape", default=None, help="TensorRT profile maximum, BxHxW.")
-@click.option("--workspace", type=int, default=None, help="TensorRT workspace limit in MB.")
-@click.option("--timing-cache", type=click.Path(path_type=Path), default=None)
+@engine_options
 def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type, lr, max_iters, k_min, slope_eps,
          default_gradient, trace_size, engine, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
     """Export MODEL (a diffusers pipeline or UNet folder, or a hub id) for diip-run."""

@@ -16,6 +16,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..runtime.manifest import sha256_file
 from ..schedule import (PREDICTION_TYPES, linear_alphas_cumprod, scaled_linear_alphas_cumprod,
                         squaredcos_alphas_cumprod)
 
@@ -50,14 +51,6 @@ def alphas_from_scheduler_config(cfg: Dict[str, Any]) -> np.ndarray:
     if kind == "squaredcos_cap_v2":
         return squaredcos_alphas_cumprod(n)
     raise ModelLoadError(f"unsupported beta_schedule {kind!r} (linear, scaled_linear, squaredcos_cap_v2)")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_hub(model_id: str) -> Path:
@@ -119,7 +112,7 @@ def load_model(source: str, prediction_type: Optional[str] = None) -> LoadedMode
         raise ModelLoadError(f"unsupported prediction_type {pred!r} (one of {', '.join(PREDICTION_TYPES)})")
     digest = hashlib.sha256()
     for w in weights:
-        digest.update(_sha256(w).encode())
+        digest.update(sha256_file(w).encode())
     return LoadedModel(unet=unet, alphas_cumprod=alphas_from_scheduler_config(sched_cfg), prediction_type=pred,
                        source=source, weights_sha256=digest.hexdigest(), unet_config=dict(unet.config))
 

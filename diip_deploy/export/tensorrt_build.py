@@ -158,14 +158,24 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
     return manifest
 
 
+def engine_options(fn: Callable) -> Callable:
+    """The engine-building options, shared by diip-export and diip-build-engines."""
+    options = [
+        click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True),
+        click.option("--min-shape", default=None, help="TensorRT profile minimum, BxHxW."),
+        click.option("--opt-shape", default=None, help="TensorRT profile optimum, BxHxW."),
+        click.option("--max-shape", default=None, help="TensorRT profile maximum, BxHxW."),
+        click.option("--workspace", type=int, default=None, help="TensorRT workspace limit in MB."),
+        click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="Timing cache file (reused)."),
+    ]
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
 @click.command()
 @click.argument("export_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True)
-@click.option("--min-shape", default=None, help="Profile minimum, BxHxW.")
-@click.option("--opt-shape", default=None, help="Profile optimum, BxHxW.")
-@click.option("--max-shape", default=None, help="Profile maximum, BxHxW.")
-@click.option("--workspace", type=int, default=None, help="Workspace limit in MB.")
-@click.option("--timing-cache", type=click.Path(path_type=Path), default=None)
+@engine_options
 def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
     """Build TensorRT engines for an existing export (on the device that will run them; no torch)."""
     from ..runtime.manifest import ManifestError, load_manifest
