@@ -125,15 +125,40 @@ def test_fused_graph_for_another_chain_refused(tiny_export, tmp_path):
     assert r.exit_code == 2 and "exported for another chain" in r.output
 
 
+def _nan_model(tiny_export, dst):
+    """A real ONNX graph whose eps is NaN (as a broken export would give), with a
+    manifest that correctly describes it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from diip_deploy.runtime.manifest import sha256_file, write_manifest
+
+    m = copy_export(tiny_export, dst)
+    sample = helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    timestep = helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"])
+    eps = helper.make_tensor_value_info("eps", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    nan = helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])
+    graph = helper.make_graph([helper.make_node("Mul", ["sample", "nan"], ["eps"])], "nan_unet", [sample, timestep], [eps], [nan])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), m / "unet.onnx")
+    man = json.loads((m / "manifest.json").read_text())
+    man["graphs"] = {"unet": {**man["graphs"]["unet"], "sha256": sha256_file(m / "unet.onnx")}}
+    write_manifest(m, man)
+    return m
+
+
 def test_nan_loss_is_an_error_not_an_output(tiny_export, tmp_path):
-    """alphas_cumprod = 1 makes the re-derived eps divide by zero: NaN through the real graphs."""
+    m = _nan_model(tiny_export, tmp_path / "m")
+    good = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = run([good, "--model", m, "--out", tmp_path / "o", "--quiet", "--stop", "none"])
+    assert r.exit_code == 1 and "non-finite at iteration 0" in r.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_manifest_with_impossible_schedule_refused(tiny_export, tmp_path):
     m = copy_export(tiny_export, tmp_path / "m")
     man = json.loads((m / "manifest.json").read_text())
     man["chain"]["alphas_cumprod"] = [1.0] * len(man["chain"]["alphas_cumprod"])
-    for fused in ("chain_exact", "chain_surrogate"):  # per-step graphs take the schedule from the manifest
-        del man["graphs"][fused]
     (m / "manifest.json").write_text(json.dumps(man))
     png = save(tmp_path / "a.png", smooth_image(16, 16))
-    r = run([png, "--model", m, "--out", tmp_path / "o", "--quiet", "--stop", "none"])
-    assert r.exit_code == 1 and "non-finite" in r.output
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    r = run([png, "--model", m, "--out", tmp_path / "o", "--quiet"])
+    assert r.exit_code == 2 and "alphas_cumprod" in r.output

@@ -111,6 +111,8 @@ def load_manifest(model_dir: Path | str, verify_files: bool = True) -> Manifest:
     c = data["chain"]
     if len(c.get("timesteps", [])) == 0 or len(c["timesteps"]) != len(c.get("alphas_cumprod", [])):
         raise ManifestError(f"{path}: chain timesteps and alphas_cumprod are missing or differ in length")
+    if not all(isinstance(a, (int, float)) and 0.0 < a < 1.0 for a in c["alphas_cumprod"]):
+        raise ManifestError(f"{path}: chain alphas_cumprod must lie strictly between 0 and 1")
     manifest = Manifest(root=root, data=data)
     if verify_files:
         for name in manifest.graphs:
