@@ -65,6 +65,6 @@ def run_dip(y: np.ndarray, iterations: int = 1500, lr: float = 0.01, seed: int =
         loss.backward()
         opt.step()
         if callback is not None:
-            callback({"k": k, "x": out.detach()[0].numpy().transpose(1, 2, 0), "loss": float(loss)})
+            callback({"k": k, "x": out.detach()[0].numpy().transpose(1, 2, 0), "loss": loss.item()})
     assert out is not None
     return out.detach()[0].numpy().transpose(1, 2, 0)

@@ -111,3 +111,7 @@ def _restore_one(path: Path, manifest, chain, cfg: RestoreConfig, out_dir: Path,
     if not quiet:
         click.echo(f"{path} -> {out_dir / (stem + '.png')}: stopped at {result.stop_iteration} ({result.stop_reason}), "
                    f"{result.iterations_run} iterations, {result.seconds:.1f} s", err=True)
+
+
+if __name__ == "__main__":
+    main()
