@@ -134,7 +134,7 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), unet.parameters()):
                 pe.mul_(d).add_(p.detach(), alpha=1 - d)
-        losses.append(float(loss))
+        losses.append(loss.item())
         step += 1
         elapsed = time.time() - start
         if step % 25 == 0:
