@@ -162,3 +162,18 @@ def test_manifest_with_impossible_schedule_refused(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     r = run([png, "--model", m, "--out", tmp_path / "o", "--quiet"])
     assert r.exit_code == 2 and "alphas_cumprod" in r.output
+
+
+def test_graph_onnx_runtime_cannot_load_is_one_line(tiny_export, tmp_path):
+    """A file whose hash the manifest vouches for but that is no ONNX model."""
+    from diip_deploy.runtime.manifest import sha256_file, write_manifest
+
+    m = copy_export(tiny_export, tmp_path / "m")
+    (m / "unet.onnx").write_bytes(b"not an onnx model")
+    man = json.loads((m / "manifest.json").read_text())
+    man["graphs"] = {"unet": {**man["graphs"]["unet"], "sha256": sha256_file(m / "unet.onnx")}}
+    write_manifest(m, man)
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = run([png, "--model", m, "--out", tmp_path / "o", "--quiet"])
+    assert r.exit_code == 2 and "ONNX Runtime cannot load it" in r.output
+    assert len([l for l in r.output.splitlines() if l.strip()]) == 1

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from .backends.base import BackendUnavailable
+from .backends.base import BackendUnavailable, RunnerError
 from .images import ImageError, crop_to, from_model_range, load_image, pad_to_multiple, save_image, save_json, to_model_range
 from .loop import NonFiniteError, RestoreConfig, restore
 from .manifest import ManifestError, load_manifest
@@ -55,13 +55,13 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
             stop=stop or d["stop"], eps=eps if eps is not None else float(d["eps"]),
             slope_window=slope_window if slope_window is not None else int(d["slope_window"]),
             k_min=k_min if k_min is not None else int(d["k_min"]), seed=seed)
-        if cfg.max_iters < 1 or cfg.lr <= 0 or cfg.slope_window < 1:
-            raise click.BadParameter("--max-iters and --slope-window must be >= 1, --lr > 0")
+        if cfg.max_iters < 1 or not 0 < cfg.lr < float("inf") or cfg.slope_window < 1:
+            raise click.BadParameter("--max-iters and --slope-window must be >= 1, --lr finite and > 0")
         selection = select_backend(manifest, backend)
         if not quiet:
             click.echo(f"diip-run: {selection.describe()}", err=True)
         chain = open_chain(manifest, selection.backend, cfg.gradient, threads)
-    except (ManifestError, BackendUnavailable, click.BadParameter, ValueError) as e:
+    except (ManifestError, BackendUnavailable, RunnerError, click.BadParameter, ValueError, OSError) as e:
         _fail(str(e).splitlines()[0])
         sys.exit(2)
 
@@ -69,7 +69,7 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
     for path in inputs:
         try:
             _restore_one(path, manifest, chain, cfg, out_dir, selection.backend, steps_per_report, save_plots, quiet)
-        except (ImageError, NonFiniteError, ValueError, RuntimeError) as e:
+        except (ImageError, NonFiniteError, RunnerError, ValueError, RuntimeError) as e:
             failures += 1
             _fail(f"{path}: {str(e).splitlines()[0]}" if not str(e).startswith(str(path)) else str(e).splitlines()[0])
     chain.close()

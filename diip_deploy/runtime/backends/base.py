@@ -17,6 +17,10 @@ class BackendUnavailable(Exception):
     """The backend cannot run here (library or device missing); the message says which."""
 
 
+class RunnerError(Exception):
+    """A backend could not load or run a graph; the message says which and why."""
+
+
 class Runner(abc.ABC):
     name: str = "runner"
 

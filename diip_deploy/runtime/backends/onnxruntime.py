@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .base import BackendUnavailable, Runner
+from .base import BackendUnavailable, Runner, RunnerError
 
 # The runtime's ORT backends, best first, as --backend names them.
 ORT_PROVIDERS = {
@@ -62,8 +62,11 @@ class OrtRunner(Runner):
             raise BackendUnavailable(f"{self.backend}: onnxruntime here has no {wanted[0]} (has {', '.join(sorted(have))})")
         providers: Sequence[Any] = [(p, self.provider_options[p]) if p in self.provider_options else p
                                     for p in wanted if p in have]
-        self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads),
-                                            providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads),
+                                                providers=list(providers))
+        except Exception as e:  # ORT's own exception types derive from Exception only
+            raise RunnerError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 
@@ -72,7 +75,10 @@ class OrtRunner(Runner):
         return self._inputs
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        outs = self.session.run(self._outputs, {k: feed[k] for k in self._inputs})
+        try:
+            outs = self.session.run(self._outputs, {k: feed[k] for k in self._inputs})
+        except Exception as e:
+            raise RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         return dict(zip(self._outputs, outs))
 
     def deactivate_impl(self) -> None:
