@@ -102,9 +102,7 @@ def diip_by_size(export_dir: str, sizes=(32, 64, 128), n: int = 3) -> dict:
     from diip_deploy.train.photos import held_out_crops
 
     manifest = load_manifest(export_dir)
-    d = manifest.defaults
-    cfg = RestoreConfig(lr=d["lr"], optimizer=d["optimizer"], gradient=d["gradient"], max_iters=d["max_iters"],
-                        stop=d["stop"], eps=d["eps"], slope_window=d["slope_window"], k_min=d["k_min"])
+    cfg = RestoreConfig.from_defaults(manifest.defaults)
     chain = open_chain(manifest, "ort-cpu", cfg.gradient)
     out = {}
     for size in sizes:

@@ -108,11 +108,9 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
     from ..runtime import load_manifest, open_chain
 
     manifest = load_manifest(export_dir)
-    d = manifest.defaults
-    cfg = RestoreConfig(lr=settings.lr or float(d["lr"]), optimizer=d["optimizer"], gradient="surrogate",
-                        max_iters=settings.max_iters or int(d["max_iters"]), eps=settings.eps or float(d["eps"]),
-                        slope_window=settings.slope_window or int(d["slope_window"]),
-                        k_min=settings.k_min if settings.k_min is not None else int(d["k_min"]), seed=settings.seed)
+    cfg = RestoreConfig.from_defaults(manifest.defaults, gradient="surrogate", lr=settings.lr,
+                                      max_iters=settings.max_iters, eps=settings.eps, slope_window=settings.slope_window,
+                                      k_min=settings.k_min, seed=settings.seed)
     chains = {g: open_chain(manifest, "ort-cpu", g, settings.threads) for g in ("surrogate", "exact")
               if g == "surrogate" or settings.exact_tasks}
     out_dir.mkdir(parents=True, exist_ok=True)

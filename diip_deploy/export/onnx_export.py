@@ -58,25 +58,27 @@ def _fused(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str) -> Callab
     return fn
 
 
-def example_inputs(gd: GraphDef, channels: int, size: int, batch: int = 2) -> Tuple[torch.Tensor, ...]:
-    """Random inputs for tracing and verification; timesteps spread over [0, 999]."""
-    g = torch.Generator().manual_seed(1234)
-    out = []
-    for name, dt in zip(gd.inputs, gd.input_dtypes):
-        if dt == "int64":
-            out.append(torch.randint(0, 1000, (batch,), generator=g, dtype=torch.int64))
-        elif name == "y":
-            out.append(torch.rand(batch, channels, size, size, generator=g) * 2 - 1)
+def random_inputs(names: Sequence[str], channels: int, size: int, batch: int, seed: int) -> Dict[str, torch.Tensor]:
+    """Random graph inputs by name: timesteps include 999, 0 and 500 (the ends of the
+    schedule), ``y`` is uniform in [-1, 1], every other input standard normal."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n in names:
+        if n == "timestep":
+            extra = torch.randint(0, 1000, (max(0, batch - 3),), generator=g)
+            out[n] = torch.tensor([999, 0, 500][:batch] + [int(t) for t in extra], dtype=torch.int64)
+        elif n == "y":
+            out[n] = torch.rand(batch, channels, size, size, generator=g) * 2 - 1
         else:
-            out.append(torch.randn(batch, channels, size, size, generator=g))
-    return tuple(out)
+            out[n] = torch.randn(batch, channels, size, size, generator=g)
+    return out
 
 
 def export_graph(gd: GraphDef, out_dir: Path, channels: int, size: int, log=print) -> Dict:
     """Trace and write one graph; returns its manifest entry (without the hash)."""
     from torch.export import Dim
 
-    args = example_inputs(gd, channels, size)
+    args = tuple(random_inputs(gd.inputs, channels, size, batch=2, seed=1234).values())
     t0 = time.time()
     gm = trace(gd.fn, *args)
     batch, height, width = Dim("batch"), Dim("height"), Dim("width")

@@ -15,25 +15,13 @@ import torch
 from ..runtime.backends.onnxruntime import OrtRunner
 from ..schedule import ChainSpec
 from . import reference
+from .onnx_export import random_inputs
 
 TOLERANCE = 1e-4
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm((np.asarray(a, np.float64) - b).ravel()) / max(np.linalg.norm(np.asarray(b, np.float64).ravel()), 1e-30))
-
-
-def _inputs(names: List[str], channels: int, size: int, batch: int, seed: int) -> Dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for n in names:
-        if n == "timestep":
-            out[n] = torch.tensor([999, 0, 500][:batch] + [int(t) for t in torch.randint(0, 1000, (max(0, batch - 3),), generator=g)])
-        elif n == "y":
-            out[n] = torch.rand(batch, channels, size, size, generator=g) * 2 - 1
-        else:
-            out[n] = torch.randn(batch, channels, size, size, generator=g)
-    return out
 
 
 def torch_outputs(name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
@@ -51,7 +39,7 @@ def torch_outputs(name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dic
 def verify_graph(name: str, path: Path, inputs: List[str], eps_model: torch.nn.Module, spec: ChainSpec,
                  channels: int, size: int, batch: int = 3, seed: int = 7) -> Dict:
     """Relative L2 error of each output against torch autograd."""
-    x = _inputs(inputs, channels, size, batch, seed)
+    x = random_inputs(inputs, channels, size, batch, seed)
     want = torch_outputs(name, eps_model, spec, x)
     error = None
     try:

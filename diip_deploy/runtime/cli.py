@@ -48,13 +48,9 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
     """
     try:
         manifest = load_manifest(model_dir)
-        d = manifest.defaults
-        cfg = RestoreConfig(
-            lr=lr if lr is not None else float(d["lr"]), optimizer=optimizer or d["optimizer"],
-            gradient=gradient or d["gradient"], max_iters=max_iters if max_iters is not None else int(d["max_iters"]),
-            stop=stop or d["stop"], eps=eps if eps is not None else float(d["eps"]),
-            slope_window=slope_window if slope_window is not None else int(d["slope_window"]),
-            k_min=k_min if k_min is not None else int(d["k_min"]), seed=seed)
+        cfg = RestoreConfig.from_defaults(manifest.defaults, lr=lr, optimizer=optimizer, gradient=gradient,
+                                          max_iters=max_iters, stop=stop, eps=eps, slope_window=slope_window,
+                                          k_min=k_min, seed=seed)
         if cfg.max_iters < 1 or not 0 < cfg.lr < float("inf") or cfg.slope_window < 1:
             raise click.BadParameter("--max-iters and --slope-window must be >= 1, --lr finite and > 0")
         selection = select_backend(manifest, backend)

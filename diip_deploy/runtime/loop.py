@@ -39,6 +39,14 @@ class RestoreConfig:
     seed: int = 0
     project: bool = True
 
+    @classmethod
+    def from_defaults(cls, defaults: Dict[str, Any], **overrides: Any) -> "RestoreConfig":
+        """A manifest's defaults, with every override that is not None taking precedence."""
+        d = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(lr=float(d["lr"]), optimizer=str(d["optimizer"]), gradient=str(d["gradient"]),
+                   max_iters=int(d["max_iters"]), stop=str(d["stop"]), eps=float(d["eps"]),
+                   slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)))
+
 
 @dataclass
 class RestoreResult:
