@@ -44,7 +44,10 @@ def test_haarpsi_orders_damage():
 
 
 def test_lpips_is_not_faked_without_weights(monkeypatch, tmp_path):
+    from diip_deploy.bench.metrics import _lpips_model
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    _lpips_model.cache_clear()
     assert lpips_or_none(_photo(0), _photo(1)) is None
 
 

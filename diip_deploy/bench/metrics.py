@@ -3,6 +3,7 @@ its backbone weights are already on disk (never a random backbone)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -60,23 +61,33 @@ def haarpsi(ref: np.ndarray, img: np.ndarray, C: float = 30.0, alpha: float = 4.
     return float((np.log(v / (1 - v)) / alpha) ** 2)
 
 
-def lpips_or_none(ref: np.ndarray, img: np.ndarray) -> Optional[float]:
-    """LPIPS (AlexNet) if the lpips package and its torchvision backbone weights are
-    present locally; None otherwise (reported as n/a).  Never downloads."""
+@functools.lru_cache(maxsize=1)
+def _lpips_model():
+    """LPIPS (AlexNet), loaded once, or None when its backbone weights are not on disk."""
     try:
         import os
 
-        import torch
         from torch.hub import get_dir
 
-        ckpt = os.path.join(get_dir(), "checkpoints", "alexnet-owt-7be5be79.pth")
-        if not os.path.exists(ckpt):
+        if not os.path.exists(os.path.join(get_dir(), "checkpoints", "alexnet-owt-7be5be79.pth")):
             return None
         import lpips  # type: ignore[import-not-found]
 
-        model = lpips.LPIPS(net="alex", verbose=False)
-        t = lambda x: torch.from_numpy(np.asarray(x, np.float32).transpose(2, 0, 1)[None] * 2 - 1)  # noqa: E731
-        with torch.no_grad():
-            return float(model(t(ref), t(img)))
+        return lpips.LPIPS(net="alex", verbose=False)
     except Exception:
         return None
+
+
+def lpips_or_none(ref: np.ndarray, img: np.ndarray) -> Optional[float]:
+    """LPIPS if the lpips package and its torchvision backbone weights are present
+    locally; None otherwise (reported as n/a).  Never downloads."""
+    model = _lpips_model()
+    if model is None:
+        return None
+    import torch
+
+    def t(x):
+        return torch.from_numpy(np.asarray(x, np.float32).transpose(2, 0, 1)[None] * 2 - 1)
+
+    with torch.no_grad():
+        return float(model(t(ref), t(img)))

@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ..runtime.images import _atomic, save_image
+from ..runtime.images import write_atomic, save_image
 
 METRICS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("haarpsi", "HaarPSI", "{:.3f}"), ("lpips", "LPIPS", "{:.3f}"))
 
@@ -90,7 +90,7 @@ def save_curves(path: Path, task: str, curves: Dict[str, Dict[str, Any]], dip_ru
         axes.ravel()[0].legend(fontsize=6)
     fig.suptitle(f"{task}: DIIP PSNR per iteration, stops marked", fontsize=9)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
     plt.close(fig)
 
 

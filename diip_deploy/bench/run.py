@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -45,14 +45,6 @@ class BenchSettings:
     classic: bool = True
 
 
-@dataclass
-class MethodResult:
-    outputs: Dict[str, np.ndarray] = field(default_factory=dict)  # image name -> restored
-    stop: Dict[str, int] = field(default_factory=dict)
-    seconds: Dict[str, float] = field(default_factory=dict)
-    iterations: Dict[str, int] = field(default_factory=dict)
-
-
 def _metrics(clean: np.ndarray, out: np.ndarray) -> Dict[str, Optional[float]]:
     out = np.clip(out, 0, 1)
     return {"psnr": psnr(clean, out), "ssim": ssim(clean, out), "haarpsi": haarpsi(clean, out),
@@ -70,7 +62,7 @@ def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) ->
         psnrs.append(psnr(clean, x))
 
     t0 = time.perf_counter()
-    r = restore(chain, to_model_range(y.astype(np.float32)), RestoreConfig(**{**asdict(cfg), "stop": "none"}), callback=keep)
+    r = restore(chain, to_model_range(y.astype(np.float32)), replace(cfg, stop="none"), callback=keep)
     sec = time.perf_counter() - t0
     stops: Dict[str, Tuple[int, int]] = {}
     for rule in STOP_RULES:
@@ -118,7 +110,7 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
         "benchmark": "diip-bench", "dataset": {"name": dataset, "count": len(images), "images": [n for n, _ in images],
                                                "size": list(images[0][1].shape[:2]) if images else None},
         "model": manifest.data["model"], "chain_steps": len(manifest.chain_spec.timesteps),
-        "diip_settings": asdict(cfg), "settings": {k: v for k, v in asdict(settings).items()},
+        "diip_settings": asdict(cfg), "settings": asdict(settings),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "tasks": {}}
     for task in settings.tasks:
         deg = TASKS[task]
@@ -139,7 +131,7 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
             add("input (degraded)", name, clean, y)
             grads = ["surrogate"] + (["exact"] if task in settings.exact_tasks else [])
             for g in grads:
-                h = diip_history(chains[g], y, clean, RestoreConfig(**{**asdict(cfg), "gradient": g}))
+                h = diip_history(chains[g], y, clean, replace(cfg, gradient=g))
                 curves.setdefault(f"DIIP {g}", {})[name] = h
                 for rule, (k, detected) in h["stops"].items():
                     label = f"DIIP {g} ({'oracle stop' if rule == 'oracle' else rule + ' stop'})"

@@ -77,7 +77,7 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -98,7 +98,7 @@ def save_image(path: Path, img: np.ndarray) -> None:
 
     a = (np.clip(img, 0, 1) * 255.0 + 0.5).astype(np.uint8)
     pil = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
-    _atomic(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    write_atomic(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def save_json(path: Path, data: Any) -> None:
@@ -106,4 +106,4 @@ def save_json(path: Path, data: Any) -> None:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=1)
 
-    _atomic(Path(path), write)
+    write_atomic(Path(path), write)

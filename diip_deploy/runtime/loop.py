@@ -108,5 +108,5 @@ def restore(chain: LossAndGrad, y: np.ndarray, cfg: RestoreConfig,
     return RestoreResult(
         x0=recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=n,
         seconds=time.perf_counter() - t0,
-        history={"loss": list(losses), "slope": [_finite_or_none(s) for s in slopes], "laplacian_var": list(laps)},
+        history={"loss": losses, "slope": [_finite_or_none(s) for s in slopes], "laplacian_var": laps},
     )

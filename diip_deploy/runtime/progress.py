@@ -55,7 +55,7 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("plots need matplotlib: pip install 'diip-deploy[bench]'") from None
-    from .images import _atomic
+    from .images import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     series = [("loss", "MSE loss", True), ("slope", "smoothed slope", False), ("laplacian_var", "Var(Laplacian x0)", False)]
@@ -71,7 +71,7 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    _atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    write_atomic(Path(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
