@@ -57,3 +57,31 @@ def test_laplacian_variance_grows_with_detail():
     noisy = rng.standard_normal((1, 3, 16, 16))
     assert laplacian_variance(flat)[0] == 0.0
     assert laplacian_variance(noisy)[0] > 1.0
+
+
+@pytest.mark.parametrize("mode", ["auto", "slope", "laplacian", "none"])
+@pytest.mark.parametrize("seed", range(12))
+def test_online_stopper_matches_decide_on_the_history(mode, seed):
+    """The batch loop's per-sample stopper sees one iteration at a time; its first decision
+    must be the one the pure function gives on the history up to then."""
+    from diip_deploy.runtime.stopping import Stopper
+
+    rng = np.random.default_rng(seed)
+    n = 120
+    losses = np.exp(-np.linspace(0, rng.uniform(1, 4), n)) * (1 + rng.normal(0, rng.uniform(0, 0.02), n)) + 0.05
+    laps = np.sin(np.linspace(0, rng.uniform(2, 8), n)) + rng.normal(0, 0.05, n)
+    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)))
+    stopper = Stopper(mode, **kw)
+    online = None
+    for k in range(n):
+        online = stopper.update(losses[k], laps[k])
+        if online is not None:
+            break
+    offline = None
+    for k in range(n):  # what decide says as the history grows
+        offline = decide(losses[: k + 1], laps[: k + 1], mode, **kw)
+        if offline is not None:
+            break
+    assert online == offline
+    if mode == "none":
+        assert online is None

@@ -159,8 +159,8 @@ def test_ort_cuda_matches_cpu(tiny_export, gradient):
     z = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     y = rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)
     m = load_manifest(tiny_export)
-    ref = open_chain(m, "ort-cpu", gradient).loss_and_grad(z, y, gradient)
-    got = open_chain(m, "ort-cuda", gradient).loss_and_grad(z, y, gradient)
+    ref = open_chain(m, "ort-cpu", gradient).loss_and_grad(z, y)
+    got = open_chain(m, "ort-cuda", gradient).loss_and_grad(z, y)
     for a, b in zip(got, ref):
         assert rel_l2(a, b) <= 1e-4
 
@@ -184,7 +184,7 @@ def test_tensorrt_engines_match_ort(tiny_export, tmp_path, precision):
     manifest = load_manifest(m)
     for gradient in ("exact", "surrogate"):
         for fused in (True, False):
-            ref = open_chain(manifest, "ort-cpu", gradient, prefer_fused=fused).loss_and_grad(z, y, gradient)
-            got = open_chain(manifest, "tensorrt", gradient, prefer_fused=fused).loss_and_grad(z, y, gradient)
+            ref = open_chain(manifest, "ort-cpu", gradient, prefer_fused=fused).loss_and_grad(z, y)
+            got = open_chain(manifest, "tensorrt", gradient, prefer_fused=fused).loss_and_grad(z, y)
             tol = FP16_TOLERANCE if precision == "fp16" else {"x0": 1e-4, "grad": 1e-4}
             assert rel_l2(got[0], ref[0]) <= tol["x0"] and rel_l2(got[2], ref[2]) <= tol["grad"]

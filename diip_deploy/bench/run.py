@@ -57,12 +57,12 @@ def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) ->
     psnrs: List[float] = []
 
     def keep(info):
-        x = from_model_range(info["x0"])
+        x = from_model_range(info["x0"][:1])
         xs.append(x)
         psnrs.append(psnr(clean, x))
 
     t0 = time.perf_counter()
-    r = restore(chain, to_model_range(y.astype(np.float32)), replace(cfg, stop="none"), callback=keep)
+    (r,) = restore(chain, to_model_range(y.astype(np.float32)), replace(cfg, stop="none"), callback=keep)
     sec = time.perf_counter() - t0
     stops: Dict[str, Tuple[int, int]] = {}
     for rule in STOP_RULES:

@@ -30,7 +30,7 @@ def tool_versions() -> dict:
 def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both", fused: str = "none",
                  clamp: bool = True, verify: bool = True, prediction_type: Optional[str] = None,
                  trace_size: Optional[int] = None, verify_size: Optional[int] = None,
-                 defaults: Optional[dict] = None, log=print) -> dict:
+                 defaults: Optional[dict] = None, tile_size: Optional[int] = None, log=print) -> dict:
     """Export ``model`` into ``out``; returns the manifest written.  Raises on failure."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
@@ -80,6 +80,7 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
                   "clamp": clamp, "eta": 0.0, "x0": "last step's clamped x0_hat" if clamp else "last step's x0_hat",
                   "loss": "per-image mean squared error"},
         "graphs": graphs,
+        "tiling": tiling_entry(tile_size or native, multiple),
         "defaults": {**FALLBACK_DEFAULTS, "gradient": default_gradient, **(defaults or {})},
         "tools": tool_versions(),
         "verification": verification if verify else {"skipped": True},
@@ -89,6 +90,14 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
     if failed:
         raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above 1e-4 (graphs kept in {out} for inspection)")
     return manifest
+
+
+def tiling_entry(tile_size: int, multiple: int) -> dict:
+    """The runtime's tile (where the model's criteria hold) and the largest whole image it
+    may try at once (the UNet's attention grows with the square of the pixel count)."""
+    if tile_size < multiple or tile_size % multiple:
+        raise click.ClickException(f"--tile-size {tile_size} must be a positive multiple of the UNet's {multiple}")
+    return {"tile_size": int(tile_size), "max_tile_pixels": int(max(4 * tile_size ** 2, 256 * 256))}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,10 +117,11 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
 @click.option("--eps", "slope_eps", type=float, default=None, help="Runtime default slope threshold.")
 @click.option("--default-gradient", type=click.Choice(("exact", "surrogate")), default=None)
 @click.option("--trace-size", type=int, default=None, help="Spatial size used for tracing (default small).")
+@click.option("--tile-size", type=int, default=None, help="Runtime tile size for this model (default: its sample size).")
 @click.option("--engine", type=click.Choice(("none", "tensorrt")), default="none", show_default=True)
 @engine_options
 def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type, lr, max_iters, k_min, slope_eps,
-         default_gradient, trace_size, engine, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
+         default_gradient, trace_size, tile_size, engine, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
     """Export MODEL (a diffusers pipeline or UNet folder, or a hub id) for diip-run."""
     from .loading import ModelLoadError
 
@@ -123,7 +133,7 @@ def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
         check_can_build()
     try:
         manifest = export_model(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
-                                trace_size, defaults=defaults, log=lambda m: click.echo(m, err=True))
+                                trace_size, defaults=defaults, tile_size=tile_size, log=lambda m: click.echo(m, err=True))
     except ModelLoadError as e:
         click.echo(f"diip-export: error: {e}", err=True)
         sys.exit(2)

@@ -43,6 +43,9 @@ def check_can_build() -> None:
         raise click.ClickException(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})")
 
 
+DEFAULT_BATCH, MAX_BATCH = 8, 16
+
+
 def parse_bhw(text: Optional[str], default: Shape3) -> Shape3:
     if not text:
         return default
@@ -55,11 +58,13 @@ def parse_bhw(text: Optional[str], default: Shape3) -> Shape3:
 
 def parse_profile(min_shape: Optional[str], opt_shape: Optional[str], max_shape: Optional[str],
                   manifest: Dict[str, Any]) -> Dict[str, Shape3]:
-    """Profile over batch, height and width; defaults centre on the model's native size."""
+    """Profile over batch, height and width; defaults centre on batches of the runtime's
+    tiles (diip-run --batch 8 at the manifest's tile size), up to 16 tiles."""
     m = manifest["model"]
     n, k = int(m["native_size"]), int(m["size_multiple"])
-    prof = {"min": parse_bhw(min_shape, (1, k * 2, k * 2)), "opt": parse_bhw(opt_shape, (1, n, n)),
-            "max": parse_bhw(max_shape, (1, 2 * n, 2 * n))}
+    t = int(manifest.get("tiling", {}).get("tile_size", n))
+    prof = {"min": parse_bhw(min_shape, (1, k * 2, k * 2)), "opt": parse_bhw(opt_shape, (DEFAULT_BATCH, t, t)),
+            "max": parse_bhw(max_shape, (MAX_BATCH, max(t, 2 * n), max(t, 2 * n)))}
     for i in range(3):
         if not prof["min"][i] <= prof["opt"][i] <= prof["max"][i]:
             raise click.BadParameter(f"profile must satisfy min <= opt <= max in every dimension: {prof}")

@@ -45,11 +45,18 @@ def chain_backward(vjp_fn: Optional[VjpFn], states: List[Tuple[np.ndarray, np.nd
 
 
 class GraphChain:
-    """The chain over one model's runners ({'unet', 'unet_vjp', 'chain_*'}: Runner)."""
+    """The chain over one model's runners ({'unet', 'unet_vjp', 'chain_*'}: Runner), for
+    one gradient mode, bound when the chain is opened."""
 
-    def __init__(self, spec: ChainSpec, runners: Dict[str, Runner]):
+    def __init__(self, spec: ChainSpec, runners: Dict[str, Runner], gradient: str = "surrogate"):
+        if gradient not in ("exact", "surrogate"):
+            raise ValueError(f"gradient must be exact or surrogate, got {gradient!r}")
+        if gradient == "exact" and "unet_vjp" not in runners and fused_graph_name(gradient) not in runners:
+            raise ValueError("exact gradient needs the unet_vjp graph; this export has only the surrogate")
         self.spec = spec
         self.runners = runners
+        self.gradient = gradient
+        self.fused = runners.get(fused_graph_name(gradient))
 
     def _timestep(self, x: np.ndarray, t: int) -> np.ndarray:
         return np.full((x.shape[0],), t, dtype=np.int64)
@@ -58,31 +65,33 @@ class GraphChain:
         return self.runners["unet"].infer({"sample": x, "timestep": self._timestep(x, t)})["eps"]
 
     def vjp(self, x: np.ndarray, t: int, cotangent: np.ndarray) -> np.ndarray:
-        """The VJP is linear in the cotangent: scale it to unit size by a power of two
-        (exact in float32) so fp16 engines neither overflow nor flush it to zero."""
-        peak = float(np.max(np.abs(cotangent))) if cotangent.size else 0.0
-        scale = float(2.0 ** np.round(np.log2(peak))) if peak > 0 and np.isfinite(peak) else 1.0
+        """The VJP is linear in the cotangent: scale each sample's to unit size by a power
+        of two (exact in float32) so fp16 engines neither overflow nor flush it to zero,
+        whatever the other samples of the batch hold."""
+        peak = np.abs(cotangent).reshape(cotangent.shape[0], -1).max(axis=1) if cotangent.size else np.ones(len(cotangent))
+        ok = (peak > 0) & np.isfinite(peak)
+        scale = np.where(ok, 2.0 ** np.round(np.log2(np.where(ok, peak, 1.0))), 1.0).astype(np.float32)
+        scale = scale.reshape(-1, *([1] * (cotangent.ndim - 1)))
         feed = {"sample": x, "timestep": self._timestep(x, t), "cotangent": (cotangent / scale).astype(np.float32)}
-        return self.runners["unet_vjp"].infer(feed)["vjp"] * np.float32(scale)
+        return self.runners["unet_vjp"].infer(feed)["vjp"] * scale
 
     def forward(self, z: np.ndarray) -> np.ndarray:
         return chain_forward(self.eps, z.astype(np.float32), self.spec)[0]
 
-    def uses_fused(self, gradient: str) -> bool:
-        return fused_graph_name(gradient) in self.runners
+    @property
+    def uses_fused(self) -> bool:
+        return self.fused is not None
 
-    def loss_and_grad(self, z: np.ndarray, y: np.ndarray, gradient: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x0, per-image MSE loss [B], d(sum loss)/dz), float32."""
+    def loss_and_grad(self, z: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x0, per-image MSE loss [B], d(sum loss)/dz), float32; samples are independent."""
         z = z.astype(np.float32, copy=False)
         y = y.astype(np.float32, copy=False)
-        if self.uses_fused(gradient):
-            out = self.runners[fused_graph_name(gradient)].infer({"z": z, "y": y})
+        if self.fused is not None:
+            out = self.fused.infer({"z": z, "y": y})
             return out["x0"], out["loss"], out["grad"]
-        if gradient == "exact" and "unet_vjp" not in self.runners:
-            raise ValueError("exact gradient needs the unet_vjp graph; this export has only the surrogate")
         x0, states = chain_forward(self.eps, z, self.spec)
         loss, gbar = mse_loss_grad(x0, y)
-        grad = chain_backward(self.vjp if gradient == "exact" else None, states, self.spec, gbar.astype(np.float32))
+        grad = chain_backward(self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32))
         return x0, loss.astype(np.float32), grad
 
     def close(self) -> None:

@@ -9,12 +9,13 @@ from typing import Optional
 import click
 
 from .backends.base import BackendUnavailable, RunnerError
-from .images import ImageError, crop_to, from_model_range, load_image, pad_to_multiple, save_image, save_json, to_model_range
-from .loop import NonFiniteError, RestoreConfig, restore
-from .manifest import ManifestError, load_manifest
+from .images import ImageError, load_image, save_image, save_json
+from .loop import NonFiniteError
+from .manifest import ManifestError
 from .optim import OPTIMIZERS
 from .progress import ProgressBar, save_before_after, save_history_plot
-from .select import BACKENDS, open_chain, select_backend
+from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
+from .select import BACKENDS
 from .stopping import STOP_MODES
 
 
@@ -36,27 +37,38 @@ def _fail(msg: str) -> None:
 @click.option("--slope-window", type=int, default=None, help="Iterations in the slope's moving average.")
 @click.option("--k-min", type=int, default=None, help="Earliest Laplacian-peak stop. Default: the manifest's.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tile", type=int, default=None, help="Tile size (a multiple of the model's); 0 = the whole image, "
+              "where it fits. Default: the manifest's tile size.")
+@click.option("--tile-overlap", type=int, default=None, help="Overlap between tiles. Default: a quarter of the tile.")
+@click.option("--batch", type=int, default=8, show_default=True, help="Tiles per graph call.")
+@click.option("--stop-scope", type=click.Choice(STOP_SCOPES), default="image", show_default=True,
+              help="image: one stop for all tiles (summed loss, Laplacian of the blended image); tile: each tile its own.")
+@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
+              help="Refuse larger images before any compute.")
 @click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--steps-per-report", type=int, default=10, show_default=True, help="Progress refresh interval.")
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         seed, threads, steps_per_report, save_plots, quiet) -> None:
+         seed, tile, tile_overlap, batch, stop_scope, max_pixels, threads, steps_per_report, save_plots, quiet) -> None:
     """Restore INPUT images (PNG/JPEG) blindly with the Diffusion Image Prior.
 
-    Writes OUT/<stem>.png and OUT/<stem>.json per input.  Exits non-zero if any input failed.
+    Images are restored in overlapping tiles of the model's tile size, each with its own
+    noise seed and early stop, blended back smoothly.  Writes OUT/<stem>.png and
+    OUT/<stem>.json per input.  Exits non-zero if any input failed.
     """
     try:
-        manifest = load_manifest(model_dir)
-        cfg = RestoreConfig.from_defaults(manifest.defaults, lr=lr, optimizer=optimizer, gradient=gradient,
-                                          max_iters=max_iters, stop=stop, eps=eps, slope_window=slope_window,
-                                          k_min=k_min, seed=seed)
-        if cfg.max_iters < 1 or not 0 < cfg.lr < float("inf") or cfg.slope_window < 1:
-            raise click.BadParameter("--max-iters and --slope-window must be >= 1, --lr finite and > 0")
-        selection = select_backend(manifest, backend)
+        if max_iters is not None and max_iters < 1 or slope_window is not None and slope_window < 1:
+            raise click.BadParameter("--max-iters and --slope-window must be >= 1")
+        if lr is not None and not 0 < lr < float("inf"):
+            raise click.BadParameter("--lr must be finite and > 0")
+        restorer = Restorer(model_dir, backend, threads,
+                            TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
+                                         stop_scope=stop_scope),
+                            lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
+                            slope_window=slope_window, k_min=k_min, seed=seed)
         if not quiet:
-            click.echo(f"diip-run: {selection.describe()}", err=True)
-        chain = open_chain(manifest, selection.backend, cfg.gradient, threads)
+            click.echo(f"diip-run: {restorer.selection.describe()}", err=True)
     except (ManifestError, BackendUnavailable, RunnerError, click.BadParameter, ValueError, OSError) as e:
         _fail(str(e).splitlines()[0])
         sys.exit(2)
@@ -64,49 +76,39 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
     failures = 0
     for path in inputs:
         try:
-            _restore_one(path, manifest, chain, cfg, out_dir, selection.backend, steps_per_report, save_plots, quiet)
+            _restore_one(restorer, path, out_dir, steps_per_report, save_plots, quiet)
         except (ImageError, NonFiniteError, RunnerError, ValueError, RuntimeError) as e:
             failures += 1
             _fail(f"{path}: {str(e).splitlines()[0]}" if not str(e).startswith(str(path)) else str(e).splitlines()[0])
-    chain.close()
+    restorer.close()
     sys.exit(1 if failures else 0)
 
 
-def _restore_one(path: Path, manifest, chain, cfg: RestoreConfig, out_dir: Path, backend: str,
-                 steps_per_report: int, save_plots: bool, quiet: bool) -> None:
-    img = load_image(path, manifest.channels)
-    padded, size = pad_to_multiple(img, manifest.size_multiple)
-    bar: Optional[ProgressBar] = None if quiet else ProgressBar(cfg.max_iters, path.name, steps_per_report)
+def _restore_one(restorer: Restorer, path: Path, out_dir: Path, steps_per_report: int, save_plots: bool,
+                 quiet: bool) -> None:
+    img = load_image(path, restorer.manifest.channels, restorer.tiles.max_pixels)
+    plan = restorer.plan(*img.shape[:2])
+    by_tile = restorer.tiles.stop_scope == "tile" and len(plan) > 1
+    desc = path.name if len(plan) == 1 else f"{path.name} ({len(plan)} tiles)"
+    bar: Optional[ProgressBar] = (None if quiet else
+                                  ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, steps_per_report))
     try:
-        result = restore(chain, to_model_range(padded), cfg, callback=bar)
+        restored, report = restorer.restore_array(img, callback=bar)
     finally:
         if bar is not None:
             bar.close()
-    restored = crop_to(from_model_range(result.x0), size)
+    report = {"input": str(path), **report}
     stem = path.stem
-    report = {
-        "input": str(path), "stop_iteration": result.stop_iteration, "stop_reason": result.stop_reason,
-        "iterations_run": result.iterations_run, "seconds": round(result.seconds, 3), "backend": backend,
-        "gradient": cfg.gradient, "seed": cfg.seed,
-        "settings": {"lr": cfg.lr, "optimizer": cfg.optimizer, "max_iters": cfg.max_iters, "stop": cfg.stop,
-                     "eps": cfg.eps, "slope_window": cfg.slope_window, "k_min": cfg.k_min,
-                     "steps": len(manifest.chain_spec.timesteps)},
-        "size": [int(size[1]), int(size[0])], "padded_size": [int(padded.shape[1]), int(padded.shape[0])],
-        "history": result.history,
-    }
-    peaks = [getattr(r, "peak_device_bytes", 0) for r in chain.runners.values()]
-    if max(peaks, default=0):
-        report["peak_device_memory_mb"] = round(max(peaks) / 2**20, 1)
-        if not quiet:
-            click.echo(f"{path}: peak device memory {report['peak_device_memory_mb']} MB", err=True)
-    if save_plots:
-        save_history_plot(out_dir / f"{stem}_curves.png", result.history, result.stop_iteration, result.stop_reason)
-        save_before_after(out_dir / f"{stem}_before_after.png", img, restored)
     save_image(out_dir / f"{stem}.png", restored)
     save_json(out_dir / f"{stem}.json", report)
+    if save_plots:
+        if "history" in report:
+            save_history_plot(out_dir / f"{stem}_curves.png", report["history"], report["stop_iteration"], report["stop_reason"])
+        save_before_after(out_dir / f"{stem}_before_after.png", img, restored)
     if not quiet:
-        click.echo(f"{path} -> {out_dir / (stem + '.png')}: stopped at {result.stop_iteration} ({result.stop_reason}), "
-                   f"{result.iterations_run} iterations, {result.seconds:.1f} s", err=True)
+        t = report["tiling"]
+        click.echo(f"{path} -> {out_dir / (stem + '.png')}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
+                   f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['seconds']:.1f} s", err=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -18,8 +18,15 @@ class ImageError(Exception):
     """An input image cannot be used; one line says why."""
 
 
-def load_image(path: Path | str, channels: int = 3) -> np.ndarray:
-    """HxWxC float32 in [0, 1]; grayscale, alpha (over white) and palette images converted."""
+def check_pixels(height: int, width: int, max_pixels: Optional[int]) -> None:
+    """Refuse an image larger than ``max_pixels`` before any decoding or compute."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageError(f"image is {width}x{height} = {height * width} pixels, over --max-pixels {max_pixels}")
+
+
+def load_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = None) -> np.ndarray:
+    """HxWxC float32 in [0, 1]; grayscale, alpha (over white) and palette images converted.
+    The size is checked against ``max_pixels`` from the header, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -27,6 +34,10 @@ def load_image(path: Path | str, channels: int = 3) -> np.ndarray:
         raise ImageError(f"{p}: no such file")
     try:
         with Image.open(p) as im:
+            try:
+                check_pixels(im.height, im.width, max_pixels)
+            except ImageError as e:
+                raise ImageError(f"{p}: {e}") from None
             im.load()
             if im.mode in ("P", "PA"):
                 im = im.convert("RGBA")
@@ -38,6 +49,8 @@ def load_image(path: Path | str, channels: int = 3) -> np.ndarray:
             a = np.asarray(im, dtype=np.float32) / 255.0
     except UnidentifiedImageError:
         raise ImageError(f"{p}: not an image PIL can read (PNG or JPEG expected)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{p}: refused as a possible decompression bomb ({str(e).splitlines()[0]})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageError(f"{p}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if a.ndim == 2:

@@ -1,21 +1,25 @@
 """The DIIP loop: optimise z so that g(z) fits y, and stop before it fits the damage.
 
-A plain function over arrays, k-diffusion style: per iteration it hands a small dict
-(k, x0, loss, slope, laplacian_var) to ``callback``; progress bars, previews and the
-benchmark's oracle hang on that.  The reconstruction returned is the one of the
-iteration the stopping criterion chose, not the last one computed.
+Batch-native and plain, k-diffusion style: samples (images or tiles) run together in
+graph calls of up to ``batch``, each with its own noise seed, optimiser moments,
+histories and online stopper, so a sample's result is the one it would get alone.  A
+finished sample leaves the batch and the next waiting one takes its place, so a batch
+stays full until the work runs out.  Per iteration ``callback`` gets a small dict
+(k, x0, loss, slope, laplacian_var per sample, and the counts done / total); progress
+bars, previews and the benchmark's oracle hang on that.  The reconstruction returned
+is the one of the iteration the stopping criterion chose, not the last one computed.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from .optim import make_optimizer, project_to_sphere
-from .stopping import decide, laplacian_variance, smoothed_slopes
+from .stopping import Stopper, laplacian_variance
 
 
 class NonFiniteError(Exception):
@@ -23,7 +27,7 @@ class NonFiniteError(Exception):
 
 
 class LossAndGrad(Protocol):
-    def loss_and_grad(self, z: np.ndarray, y: np.ndarray, gradient: str) -> tuple: ...
+    def loss_and_grad(self, z: np.ndarray, y: np.ndarray) -> tuple: ...
 
 
 @dataclass
@@ -48,9 +52,135 @@ class RestoreConfig:
                    slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)))
 
 
+Seed = Union[int, Tuple[int, ...]]
+
+
 @dataclass
 class RestoreResult:
-    x0: np.ndarray  # [1, C, H, W] in [-1, 1], from iteration stop_iteration
+    x0: np.ndarray  # [C, H, W] in [-1, 1], from iteration stop_iteration
+    stop_iteration: int
+    stop_reason: str
+    iterations_run: int
+    seconds: float  # from the sample's first graph call to its last
+    history: Dict[str, list] = field(default_factory=dict)
+
+
+def initial_latent(shape, seed: Seed, project: bool = True) -> np.ndarray:
+    """Seeded Gaussian z of ``shape`` ([C, H, W] or [1, C, H, W]); a tuple seed (image seed,
+    tile row, tile column) gives each tile its own independent stream."""
+    z = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    if not project:
+        return z
+    return project_to_sphere(z[None])[0] if len(shape) == 3 else project_to_sphere(z)
+
+
+def _finite_or_none(v: float) -> Optional[float]:
+    return float(v) if np.isfinite(v) else None
+
+
+class _Sample:
+    """One sample's state in the batch: z, optimiser moments, stopper, last two x0."""
+
+    def __init__(self, index: int, y: np.ndarray, seed: Seed, cfg: RestoreConfig):
+        self.index = index
+        self.y = np.asarray(y, dtype=np.float32)
+        if not np.all(np.isfinite(self.y)):
+            raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
+        self.z = initial_latent(self.y.shape, seed, cfg.project)[None]
+        self.opt = make_optimizer(cfg.optimizer, cfg.lr)
+        self.stopper = Stopper(cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
+        self.recent: Dict[int, np.ndarray] = {}
+        self.result: Optional[RestoreResult] = None
+        self.t0 = time.perf_counter()
+
+    def step(self, grad: np.ndarray, project: bool) -> None:
+        z = self.opt.step(self.z, grad)
+        self.z = project_to_sphere(z) if project else z
+
+    @property
+    def k(self) -> int:
+        return len(self.stopper.losses)
+
+
+def restore_iter(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
+                 batch: Optional[int] = None, callback: Optional[Callable[[Dict[str, Any]], None]] = None
+                 ) -> Iterator[Tuple[int, RestoreResult]]:
+    """Run DIIP on every sample of ``ys`` (each [C, H, W] in [-1, 1], all one shape; an
+    array [N, C, H, W] or any sequence that cuts them lazily), yielding (index, result) as
+    samples finish.  ``seeds[i]`` seeds sample i's z (default: cfg.seed for all)."""
+    n = len(ys)
+    if cfg.max_iters < 1:
+        raise ValueError("max_iters must be >= 1")
+    batch = n if not batch else batch
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    seeds = [cfg.seed] * n if seeds is None else list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} samples")
+    waiting = iter(range(n))
+    active: List[_Sample] = []
+    done = 0
+    while True:
+        while len(active) < batch:
+            i = next(waiting, None)
+            if i is None:
+                break
+            active.append(_Sample(i, ys[i], seeds[i], cfg))
+        if not active:
+            return
+        x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in active]), np.stack([s.y for s in active]))
+        laps = laplacian_variance(x0s)
+        finished: List[_Sample] = []
+        for j, s in enumerate(active):
+            k, loss = s.k, float(losses[j])
+            if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
+                raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+            decision = s.stopper.update(loss, float(laps[j]))
+            s.recent = {k: x0s[j].copy(), **({k - 1: s.recent[k - 1]} if k - 1 in s.recent else {})}
+            if decision is not None or k + 1 >= cfg.max_iters:
+                finished.append(s)
+                stop_k, reason = (decision.iteration, decision.reason) if decision else (k, "max_iters")
+                s.result = RestoreResult(
+                    x0=s.recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=k + 1,
+                    seconds=time.perf_counter() - s.t0,
+                    history={"loss": s.stopper.losses, "slope": s.stopper.slopes, "laplacian_var": s.stopper.laplacian_vars})
+            else:
+                s.step(grads[j:j + 1], cfg.project)
+        done += len(finished)
+        if callback is not None:
+            callback({"index": [s.index for s in active], "k": [s.k - 1 for s in active], "x0": x0s,
+                      "loss": [float(v) for v in losses], "slope": [s.stopper.slopes[-1] for s in active],
+                      "laplacian_var": [float(v) for v in laps], "done": done, "total": n})
+        for s in finished:
+            active.remove(s)
+            assert s.result is not None
+            yield s.index, s.result
+
+
+def restore(chain: LossAndGrad, y: np.ndarray, cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
+            batch: Optional[int] = None, callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[RestoreResult]:
+    """Run DIIP on y [B, C, H, W] in [-1, 1]; one result per sample, in order."""
+    if y.ndim != 4:
+        raise ValueError(f"restore takes images [B, C, H, W], got shape {y.shape}")
+    results: List[Optional[RestoreResult]] = [None] * len(y)
+    for i, r in restore_iter(chain, y, cfg, seeds, batch, callback):
+        results[i] = r
+    return results  # type: ignore[return-value]
+
+
+class Assembler(Protocol):
+    """Puts per-sample reconstructions of one iteration together (e.g. blends tiles)."""
+
+    def start(self) -> None: ...
+
+    def add(self, index: int, x0: np.ndarray) -> None: ...
+
+    def result(self) -> np.ndarray: ...
+
+
+@dataclass
+class JointResult:
+    x0: np.ndarray  # the assembled reconstruction of iteration stop_iteration
     stop_iteration: int
     stop_reason: str
     iterations_run: int
@@ -58,55 +188,51 @@ class RestoreResult:
     history: Dict[str, list] = field(default_factory=dict)
 
 
-def initial_latent(shape, seed: int, project: bool = True) -> np.ndarray:
-    z = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    return project_to_sphere(z) if project else z
-
-
-def _finite_or_none(v: float) -> Optional[float]:
-    return float(v) if np.isfinite(v) else None
-
-
-def restore(chain: LossAndGrad, y: np.ndarray, cfg: RestoreConfig,
-            callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> RestoreResult:
-    """Run DIIP on one image y [1, C, H, W] in [-1, 1]."""
-    if y.ndim != 4 or y.shape[0] != 1:
-        raise ValueError(f"restore takes one image [1, C, H, W], got shape {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise NonFiniteError("input image holds NaN or infinite values")
-    if cfg.max_iters < 1:
-        raise ValueError("max_iters must be >= 1")
-    t0 = time.perf_counter()
-    y = y.astype(np.float32)
-    z = initial_latent(y.shape, cfg.seed, cfg.project)
-    opt = make_optimizer(cfg.optimizer, cfg.lr)
-    losses: List[float] = []
-    laps: List[float] = []
+def restore_joint(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConfig, assembler: Assembler,
+                  seeds: Optional[Sequence[Seed]] = None, batch: Optional[int] = None,
+                  callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> JointResult:
+    """All samples (the tiles of one image) step in lockstep, ``batch`` per graph call, and
+    one stopper decides for all: on the summed loss and on the Laplacian variance of the
+    assembled reconstruction.  Each sample keeps its own seed and optimiser, so the result
+    depends neither on the batch size nor on the order samples run in; memory holds every
+    sample's z and moments, and two assembled reconstructions."""
+    n = len(ys)
+    batch = n if not batch else batch
+    if cfg.max_iters < 1 or batch < 1:
+        raise ValueError("max_iters and batch must be >= 1")
+    seeds = [cfg.seed] * n if seeds is None else list(seeds)
+    samples = [_Sample(i, ys[i], seeds[i], cfg) for i in range(n)]
+    stopper = Stopper(cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
     recent: Dict[int, np.ndarray] = {}
+    t0 = time.perf_counter()
     decision = None
     for k in range(cfg.max_iters):
-        x0, loss, grad = chain.loss_and_grad(z, y, cfg.gradient)
-        loss_k = float(loss[0])
-        if not np.isfinite(loss_k) or not np.all(np.isfinite(grad)):
-            raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss_k}); try a lower --lr")
-        losses.append(loss_k)
-        laps.append(float(laplacian_variance(x0)[0]))
-        recent = {k: x0, **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
-        slope = smoothed_slopes(losses, cfg.slope_window)[-1]
+        assembler.start()
+        total = 0.0
+        losses_k: List[float] = []
+        for lo in range(0, n, batch):
+            part = samples[lo:lo + batch]
+            x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]), np.stack([s.y for s in part]))
+            for j, s in enumerate(part):
+                loss = float(losses[j])
+                if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
+                    raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+                assembler.add(s.index, x0s[j])
+                losses_k.append(loss)
+                if k + 1 < cfg.max_iters:
+                    s.step(grads[j:j + 1], cfg.project)
+        total = float(np.sum(losses_k))
+        image = assembler.result()
+        lap = float(laplacian_variance(image[None])[0])
+        decision = stopper.update(total, lap)
+        recent = {k: image, **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
         if callback is not None:
-            callback({"k": k, "x0": x0, "loss": loss_k, "slope": _finite_or_none(slope), "laplacian_var": laps[-1]})
-        decision = decide(losses, laps, cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
+            callback({"index": list(range(n)), "k": [k] * n, "x0": image[None], "loss": [total], "slope": [stopper.slopes[-1]],
+                      "laplacian_var": [lap], "done": n if decision is not None or k + 1 == cfg.max_iters else 0,
+                      "total": n})
         if decision is not None:
             break
-        if k + 1 < cfg.max_iters:
-            z = opt.step(z, grad)
-            if cfg.project:
-                z = project_to_sphere(z)
-    n = len(losses)
-    stop_k, reason = (decision.iteration, decision.reason) if decision else (n - 1, "max_iters")
-    slopes = smoothed_slopes(losses, cfg.slope_window)
-    return RestoreResult(
-        x0=recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=n,
-        seconds=time.perf_counter() - t0,
-        history={"loss": losses, "slope": [_finite_or_none(s) for s in slopes], "laplacian_var": laps},
-    )
+    stop_k, reason = (decision.iteration, decision.reason) if decision else (cfg.max_iters - 1, "max_iters")
+    return JointResult(x0=recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=len(stopper.losses),
+                       seconds=time.perf_counter() - t0,
+                       history={"loss": stopper.losses, "slope": stopper.slopes, "laplacian_var": stopper.laplacian_vars})

@@ -55,6 +55,17 @@ class Manifest:
         return int(self.data["model"]["size_multiple"])
 
     @property
+    def tile_size(self) -> int:
+        """The tile the model restores best at (its criteria were tuned there); default: native size."""
+        t = self.data.get("tiling", {}).get("tile_size", self.data["model"].get("native_size", 64))
+        return int(t)
+
+    @property
+    def max_tile_pixels(self) -> int:
+        """The largest tile (or whole image) the model's attention is allowed to see at once."""
+        return int(self.data.get("tiling", {}).get("max_tile_pixels", 4 * self.tile_size ** 2))
+
+    @property
     def defaults(self) -> Dict[str, Any]:
         return {**FALLBACK_DEFAULTS, **self.data.get("defaults", {})}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -10,35 +11,56 @@ import numpy as np
 
 
 def format_step(info: Dict[str, Any]) -> str:
-    slope = info["slope"]
-    return (f"loss={info['loss']:.5f} slope={'-' if slope is None else f'{slope:.2e}'} "
-            f"lapvar={info['laplacian_var']:.3e}")
+    """One sample's iteration: loss and both criteria."""
+    slope = info["slope"][0]
+    return (f"loss={info['loss'][0]:.5f} slope={'-' if slope is None else f'{slope:.2e}'} "
+            f"lapvar={info['laplacian_var'][0]:.3e}")
+
+
+def format_batch(info: Dict[str, Any]) -> str:
+    """A batch of tiles: how many run, the furthest iteration, the mean loss."""
+    return f"running={len(info['k'])} iteration={max(info['k'])} loss={float(np.mean(info['loss'])):.5f}"
+
+
+def _eta(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class ProgressBar:
-    """A tqdm bar with iteration, loss and both criteria on a terminal; elsewhere (logs,
-    CI) one plain line every ``every`` iterations."""
+    """The loop's listener: for one tile, iterations with loss and both criteria; for
+    many, tiles done / total with the iteration, loss and an ETA.  A tqdm bar on a
+    terminal; elsewhere (logs, CI) one plain line every ``every`` iterations."""
 
-    def __init__(self, total: int, desc: str, every: int = 10):
+    def __init__(self, tiles: int, max_iters: int, desc: str, every: int = 10):
         from tqdm import tqdm
 
+        self.single = tiles == 1
+        self.total = max_iters if self.single else tiles
         self.every = max(1, every)
         self.desc = desc
-        self.total = total
         self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=total, desc=desc, unit="it", leave=True, file=sys.stderr,
-                        disable=not self.tty, dynamic_ncols=True)
+        self.bar = tqdm(total=self.total, desc=desc, unit="it" if self.single else "tile", leave=True,
+                        file=sys.stderr, disable=not self.tty, dynamic_ncols=True)
         self.n = 0
+        self.calls = 0
+        self.t0 = time.perf_counter()
 
     def __call__(self, info: Dict[str, Any]) -> None:
-        k = info["k"]
-        self.n = k + 1
-        if (k + 1) % self.every == 0 or k == 0:
-            if self.tty:
-                self.bar.set_postfix_str(format_step(info), refresh=False)
-                self.bar.update(k + 1 - self.bar.n)
-            else:
-                print(f"{self.desc}: iteration {k}/{self.total} {format_step(info)}", file=sys.stderr, flush=True)
+        self.calls += 1
+        self.n = info["k"][0] + 1 if self.single else info["done"]
+        if self.calls % self.every and self.calls != 1:
+            return
+        text = format_step(info) if self.single else format_batch(info)
+        if self.tty:
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.update(self.n - self.bar.n)
+        elif self.single:
+            print(f"{self.desc}: iteration {self.n - 1}/{self.total} {text}", file=sys.stderr, flush=True)
+        else:
+            elapsed = time.perf_counter() - self.t0
+            eta = f", ETA {_eta(elapsed / self.n * (self.total - self.n))}" if self.n else ""
+            print(f"{self.desc}: tiles {self.n}/{self.total} {text}{eta}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.update(self.n - self.bar.n)

@@ -91,4 +91,4 @@ def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optiona
                prefer_fused: bool = True) -> GraphChain:
     names = graphs_for(manifest, gradient, prefer_fused)
     runners = {n: make_runner(manifest, backend, n, threads).activate() for n in names}
-    return GraphChain(manifest.chain_spec, runners)
+    return GraphChain(manifest.chain_spec, runners, gradient)

@@ -86,6 +86,37 @@ def decide(losses: Sequence[float], laplacian_vars: Sequence[float], mode: str =
     return min(found, key=lambda d: (d.detected_at, d.iteration)) if found else None
 
 
+class Stopper:
+    """``decide`` evaluated online, one iteration at a time, for one sample of a batch.
+
+    Each update looks only at the newest iteration (earlier ones were looked at when
+    they were newest), so a run of n iterations costs O(n * window), and the first
+    decision it returns is the one ``decide`` gives on the history so far.
+    """
+
+    def __init__(self, mode: str = "auto", eps: float = 1e-3, window: int = 5, k_min: int = 100):
+        if mode not in STOP_MODES:
+            raise ValueError(f"stop must be one of {STOP_MODES}, got {mode!r}")
+        self.mode, self.eps, self.window, self.k_min = mode, eps, window, k_min
+        self.losses: List[float] = []
+        self.laplacian_vars: List[float] = []
+        self.slopes: List[Optional[float]] = []
+
+    def update(self, loss: float, laplacian_var: float) -> Optional[StopDecision]:
+        self.losses.append(float(loss))
+        self.laplacian_vars.append(float(laplacian_var))
+        k = len(self.losses) - 1
+        slope = float(smoothed_slopes(self.losses[-(self.window + 1):], self.window)[-1])
+        self.slopes.append(slope if np.isfinite(slope) else None)
+        found: List[StopDecision] = []
+        if self.mode in ("auto", "slope") and k >= self.window and slope < self.eps:
+            found.append(StopDecision(iteration=k, reason="slope", detected_at=k))
+        j = k - 1  # the Laplacian peak at j is known once j + 1 is
+        if self.mode in ("auto", "laplacian") and j >= self.k_min + 1 and self.laplacian_vars[j] > self.laplacian_vars[k]:
+            found.append(StopDecision(iteration=j, reason="laplacian", detected_at=k))
+        return min(found, key=lambda d: (d.detected_at, d.iteration)) if found else None
+
+
 def laplacian_variance(x: np.ndarray) -> np.ndarray:
     """Variance of the 4-neighbour Laplacian of each image's channel mean ([B,C,H,W] -> [B])."""
     g = np.asarray(x, dtype=np.float64).mean(axis=1)

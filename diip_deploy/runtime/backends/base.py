@@ -8,7 +8,7 @@ numpy arrays; ``deactivate()`` frees what activate made.  Runners are context ma
 from __future__ import annotations
 
 import abc
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -39,6 +39,11 @@ class Runner(abc.ABC):
     @property
     @abc.abstractmethod
     def input_names(self) -> List[str]: ...
+
+    def device_memory_bytes(self) -> Optional[int]:
+        """Device memory this runner itself holds now (engine activations and its buffers);
+        None where the backend cannot say (host memory is the process's peak RSS)."""
+        return None
 
     def activate(self) -> "Runner":
         if not self.is_active:

@@ -123,7 +123,6 @@ class TensorRTRunner(Runner):
         self._outputs: List[str] = []
         self._buffers: Dict[str, Tuple[int, int]] = {}  # name -> (device ptr, nbytes)
         self._shape_key: Optional[Tuple] = None
-        self.peak_device_bytes = 0
 
     def activate_impl(self) -> None:
         check_engine_entry(self.manifest, self.graph)  # hashes, before any TensorRT call
@@ -165,8 +164,12 @@ class TensorRTRunner(Runner):
             self._buffers[n] = (int(ptr), nbytes)
             self.context.set_tensor_address(n, int(ptr))
         self._shape_key = key
-        free, total = _check(self.cudart.cudaMemGetInfo())
-        self.peak_device_bytes = max(self.peak_device_bytes, int(total) - int(free))
+
+    def device_memory_bytes(self) -> Optional[int]:
+        """This engine's own: the context's activation memory for profile 0 plus its IO buffers."""
+        if not self.is_active:
+            return None
+        return int(self.engine.get_device_memory_size_for_profile_v2(0)) + sum(n for _, n in self._buffers.values())
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cudart = self.cudart

@@ -1,0 +1,182 @@
+"""``Restorer``: one model and one backend, opened once, restoring arrays and files.
+
+The CLI, the benchmark and distributed runners all go through it.  An image is cut
+into overlapping tiles of the model's tile size (from the manifest); tiles run through
+the batch loop ``batch`` at a time, each with its own seed and stop, and are blended
+back as they finish, so memory grows with the batch, not with the image.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import numpy as np
+
+from .images import ImageError, check_pixels, load_image, pad_to_multiple
+from .loop import RestoreConfig, restore_iter, restore_joint
+from .manifest import Manifest, load_manifest
+from .select import Selection, open_chain, select_backend
+from .tiling import Blender, TilePlan, cut, plan_tiles, tile_seed
+
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+@dataclass
+class TileSettings:
+    tile: Optional[int] = None  # None: the manifest's tile size; 0: the whole image
+    overlap: Optional[int] = None  # None: a quarter of the tile
+    batch: int = 8
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    stop_scope: str = "image"  # "image": one stop for all tiles; "tile": each tile its own
+
+
+STOP_SCOPES = ("image", "tile")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+class _TileSource:
+    """Tiles of one padded image in model range, cut on demand (no [N, C, h, w] copy)."""
+
+    def __init__(self, image: np.ndarray, plan: TilePlan):
+        self.image = image
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return cut(self.image, [self.plan.tiles[i]])[0]
+
+
+class Restorer:
+    """Opens a manifest and a backend once; ``restore_array`` and ``restore_file`` use them."""
+
+    def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None,
+                 tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None, **overrides: Any):
+        self.manifest = manifest if manifest is not None else load_manifest(model_dir)
+        self.cfg = RestoreConfig.from_defaults(self.manifest.defaults, **overrides)
+        self.tiles = tiles or TileSettings()
+        self._check_tile_settings()
+        self.selection: Selection = select_backend(self.manifest, backend)
+        self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads)
+
+    @property
+    def backend(self) -> str:
+        return self.selection.backend
+
+    @property
+    def tile_size(self) -> int:
+        return self.manifest.tile_size if self.tiles.tile is None else int(self.tiles.tile)
+
+    @property
+    def overlap(self) -> int:
+        return self.tile_size // 4 if self.tiles.overlap is None else int(self.tiles.overlap)
+
+    def _check_tile_settings(self) -> None:
+        m, t = self.manifest.size_multiple, self.tile_size
+        if t < 0 or (t and t % m):
+            raise ValueError(f"--tile {t} must be 0 or a positive multiple of the model's size multiple {m}")
+        if t * t > self.manifest.max_tile_pixels:
+            raise ValueError(f"--tile {t} exceeds the model's largest tile ({self.manifest.max_tile_pixels} pixels)")
+        if t and not 0 <= self.overlap <= t // 2:
+            raise ValueError(f"--tile-overlap {self.overlap} must be in 0..{t // 2} for --tile {t}")
+        if self.tiles.batch < 1:
+            raise ValueError("--batch must be >= 1")
+        if self.tiles.stop_scope not in STOP_SCOPES:
+            raise ValueError(f"--stop-scope must be one of {', '.join(STOP_SCOPES)}")
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """The tiles of an image of this size (padded to the model's multiple)."""
+        m = self.manifest.size_multiple
+        hp, wp = height + (-height) % m, width + (-width) % m
+        if self.tile_size == 0 and hp * wp > self.manifest.max_tile_pixels:
+            raise ImageError(f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
+                             f"(at most {self.manifest.max_tile_pixels} pixels); use tiles")
+        return plan_tiles(hp, wp, self.tile_size, self.overlap)
+
+    def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
+                      callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """Restore an HxWxC image in [0, 1]: (restored HxWxC in [0, 1], report)."""
+        h, w, c = img.shape
+        if c != self.manifest.channels:
+            raise ImageError(f"image has {c} channels, the model takes {self.manifest.channels}")
+        check_pixels(h, w, self.tiles.max_pixels)
+        seed = self.cfg.seed if seed is None else int(seed)
+        plan = self.plan(h, w)
+        padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
+        y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
+        del padded
+        blender = Blender(plan, c)
+        tiles, seeds = _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
+        t0 = time.perf_counter()
+        if self.tiles.stop_scope == "image":
+            joint = restore_joint(self.chain, tiles, self.cfg, blender, seeds, self.tiles.batch, callback)
+            canvas, stops, reasons = joint.x0, [joint.stop_iteration], Counter({joint.stop_reason: 1})
+            iters, single = joint.iterations_run * len(plan), joint
+        else:
+            stops, reasons, iters, single = [], Counter(), 0, None
+            for i, r in restore_iter(self.chain, tiles, self.cfg, seeds, self.tiles.batch, callback):
+                blender.add(i, r.x0)
+                stops.append(r.stop_iteration)
+                reasons[r.stop_reason] += 1
+                iters += r.iterations_run
+                single = r if len(plan) == 1 else None
+            canvas = blender.result()
+        seconds = time.perf_counter() - t0
+        restored = np.clip((canvas[:, :h, :w].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0)
+        report = self._report(plan, seed, h, w, stops, reasons, iters, seconds, single)
+        return restored, report
+
+    def _report(self, plan: TilePlan, seed: int, h: int, w: int, stops, reasons, iters: int, seconds: float,
+                single) -> Dict[str, Any]:
+        s = np.asarray(stops)
+        report: Dict[str, Any] = {
+            "stop_iteration": int(np.median(s)) if single is None else single.stop_iteration,
+            "stop_reason": (single.stop_reason if single is not None
+                            else "per tile: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
+            "iterations_run": iters, "seconds": round(seconds, 3), "backend": self.backend,
+            "gradient": self.cfg.gradient, "seed": seed,
+            "settings": {**{k: v for k, v in asdict(self.cfg).items() if k not in ("seed", "gradient")},
+                         "steps": len(self.manifest.chain_spec.timesteps)},
+            "size": [int(w), int(h)], "padded_size": [int(plan.width), int(plan.height)],
+            "tiling": {"tile": [plan.tile_w, plan.tile_h], "overlap": plan.overlap, "tiles": len(plan),
+                       "batch": self.tiles.batch, "stop_scope": self.tiles.stop_scope,
+                       "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
+                                           "max": int(s.max())},
+                       "stop_reasons": dict(reasons)},
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        }
+        device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
+        if device:
+            report["device_memory_mb"] = round(sum(device) / 2**20, 1)
+        if single is not None:
+            report["history"] = single.history
+        return report
+
+    def restore_file(self, path: Path | str, seed: Optional[int] = None,
+                     callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
+        """(input HxWxC, restored HxWxC, report) for one image file."""
+        img = load_image(path, self.manifest.channels, self.tiles.max_pixels)
+        restored, report = self.restore_array(img, seed, callback)
+        return img, restored, {"input": str(path), **report}
+
+    def close(self) -> None:
+        self.chain.close()
+
+    def __enter__(self) -> "Restorer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+

@@ -1,0 +1,101 @@
+"""Restorer and diip-run's tiling: tiles, batches, stop scopes, size guards, reports."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.restorer import Restorer, TileSettings
+from images import save, smooth_image
+
+
+def run(args):
+    return CliRunner().invoke(diip_run, [str(a) for a in args], catch_exceptions=False)
+
+
+def _noisy(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(smooth_image(h, w, seed) + rng.normal(0, 0.1, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("scope", ["image", "tile"])
+def test_one_tile_image_equals_whole_image_restore(tiny_export, scope):
+    img = _noisy(16, 16)
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, stop_scope=scope), max_iters=6) as tiled, \
+            Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=0, stop_scope=scope), max_iters=6) as whole:
+        a, ra = tiled.restore_array(img)
+        b, rb = whole.restore_array(img)
+    assert ra["tiling"]["tiles"] == rb["tiling"]["tiles"] == 1
+    np.testing.assert_array_equal(a, b)
+    assert ra["history"] == rb["history"]
+
+
+def test_tiles_cover_the_image_and_report_says_how(tiny_export):
+    img = _noisy(40, 50)
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, batch=3), max_iters=4) as r:
+        out, rep = r.restore_array(img)
+    assert out.shape == img.shape and np.isfinite(out).all()
+    t = rep["tiling"]
+    assert t["tile"] == [16, 16] and t["overlap"] == 4 and t["batch"] == 3 and t["stop_scope"] == "image"
+    assert t["tiles"] == 3 * 4 and rep["iterations_run"] == 4 * 12
+    assert rep["peak_rss_mb"] > 0 and "device_memory_mb" not in rep  # ORT CPU cannot say
+
+
+@pytest.mark.parametrize("scope", ["image", "tile"])
+def test_outputs_identical_for_batch_1_and_5(tiny_export, tmp_path, scope):
+    png = save(tmp_path / "a.png", _noisy(40, 44, seed=3))
+    outs = []
+    for b in (1, 5):
+        out = tmp_path / f"o{b}"
+        r = run([png, "--model", tiny_export, "--out", out, "--tile", 16, "--batch", b, "--stop-scope", scope,
+                 "--max-iters", 10, "--stop", "slope", "--eps", 1e-2, "--slope-window", 1, "--quiet"])
+        assert r.exit_code == 0, r.output
+        outs.append(out)
+    assert (outs[0] / "a.png").read_bytes() == (outs[1] / "a.png").read_bytes()
+    reps = [json.loads((o / "a.json").read_text()) for o in outs]
+    for rep in reps:
+        rep.pop("seconds"), rep.pop("peak_rss_mb"), rep["tiling"].pop("batch")
+    assert reps[0] == reps[1]
+    if scope == "tile":  # tiles stopped at different iterations, and the result still did not depend on the batch
+        assert reps[0]["tiling"]["stop_iterations"]["min"] < reps[0]["tiling"]["stop_iterations"]["max"]
+
+
+def test_image_over_max_pixels_refused_before_any_graph_runs(tiny_export, tmp_path):
+    """The model's graph would fail with a NaN error if it ran; the size error comes first."""
+    from test_cli import _nan_model
+
+    m = _nan_model(tiny_export, tmp_path / "m")
+    big = save(tmp_path / "big.png", smooth_image(60, 70))
+    r = run([big, "--model", m, "--out", tmp_path / "o", "--max-pixels", 4000, "--quiet"])
+    assert r.exit_code == 1
+    assert "over --max-pixels 4000" in r.output and "non-finite" not in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_whole_image_only_where_it_fits(tiny_export, tmp_path):
+    big = save(tmp_path / "big.png", smooth_image(280, 280))
+    r = run([big, "--model", tiny_export, "--out", tmp_path / "o", "--tile", 0, "--quiet"])
+    assert r.exit_code == 1 and "too large to restore whole" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [(["--tile", 15], "multiple"), (["--tile", 16, "--tile-overlap", 9], "overlap"),
+                                      (["--batch", 0], "batch"), (["--tile", 1024], "largest tile")])
+def test_bad_tile_options_refused(tiny_export, tmp_path, args, msg):
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = run([png, "--model", tiny_export, "--out", tmp_path / "o", *args])
+    assert r.exit_code == 2 and msg in r.output
+    assert len([l for l in r.output.splitlines() if l.strip()]) == 1
+
+
+def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
+    png = save(tmp_path / "a.png", _noisy(40, 40))
+    r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--tile", 16, "--batch", 2, "--stop-scope", "tile",
+             "--max-iters", 4, "--steps-per-report", 1])
+    assert r.exit_code == 0, r.output
+    lines = [l for l in r.output.splitlines() if "tiles " in l]
+    assert lines and "iteration=" in lines[-1] and "loss=" in lines[-1]
+    assert any("ETA" in l for l in lines) and any("tiles 9/9" in l or "/9" in l for l in lines)
+    r = run([png, "--model", tiny_export, "--out", tmp_path / "o2", "--tile", 16, "--max-iters", 3, "--steps-per-report", 1])
+    assert "(9 tiles): iteration 2/3" in r.output
