@@ -72,3 +72,49 @@ def test_twenty_iterations_match_torch_adam(tiny_export, tiny_torch, gradient):
     assert rel_l2(result.x0[None], x0_ref.numpy()) <= 1e-3
     assert rel_l2(np.array(result.history["loss"]), np.array(losses_ref)) <= 1e-3
     assert losses_ref[-1] < losses_ref[0], "the loop should reduce the loss"
+
+
+@pytest.mark.parametrize("gradient", ["exact", "surrogate"])
+def test_reference_keeps_every_tensor_on_the_inputs_device(tiny_torch, gradient):
+    """Model and inputs on the 'meta' device: any tensor the chain makes on the CPU (the
+    CUDA bug: a timestep built on the CPU meeting CUDA weights) raises here too."""
+    import copy
+
+    eps_model, spec = tiny_torch
+    meta_model = copy.deepcopy(eps_model).to("meta")
+    z = torch.zeros(2, 3, 16, 16, device="meta")
+    x0, loss, grad = loss_and_grad(meta_model, z, torch.zeros_like(z), spec, gradient)
+    assert x0.device.type == loss.device.type == grad.device.type == "meta"
+    assert grad.shape == z.shape and loss.shape == (2,)
+
+
+def test_verification_fails_for_a_graph_of_another_model(tiny_export, tmp_path):
+    """verify_graph can say False: the tiny export's UNet checked against a different UNet."""
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.export.reference import EpsModel
+    from diip_deploy.export.trace import prepare_unet
+    from diip_deploy.export.verify import verify_graph
+    from diip_deploy.schedule import ChainSpec
+    from tiny_model import make_tiny_pipeline
+
+    other = load_model(str(make_tiny_pipeline(tmp_path / "other", seed=1)))
+    eps_other = EpsModel(prepare_unet(other.unet), other.alphas_cumprod, other.prediction_type).eval()
+    spec = ChainSpec.from_table(other.alphas_cumprod, 2)
+    v = verify_graph("unet", tiny_export / "unet.onnx", ["sample", "timestep"], eps_other, spec, 3, 20)
+    assert v["passed"] is False and v["max_rel_l2"] > 1e-2
+
+
+def test_export_refuses_when_verification_fails(tiny_pipeline, tmp_path, monkeypatch):
+    """With a tolerance no float32 graph meets, the exporter raises and the manifest says why."""
+    import json
+
+    import click
+
+    from diip_deploy.export import verify
+    from diip_deploy.export.cli import export_model
+
+    monkeypatch.setattr(verify, "TOLERANCE", 0.0)
+    with pytest.raises(click.ClickException, match="verification failed for unet"):
+        export_model(str(tiny_pipeline), tmp_path / "x", steps=2, gradient="surrogate", fused="none", log=lambda m: None)
+    v = json.loads((tmp_path / "x" / "manifest.json").read_text())["verification"]["unet"]
+    assert v["passed"] is False and v["max_rel_l2"] > 0.0

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, copy_export
-from diip_deploy.export.tensorrt_support import SUPPORTED, TENSORRT_VERSION, check_onnx
+from diip_deploy.export.tensorrt_support import SUPPORTED, check_onnx
 from diip_deploy.runtime import load_manifest
 from diip_deploy.runtime.backends import tensorrt as trt_backend
 from diip_deploy.runtime.backends.base import BackendUnavailable
@@ -40,7 +40,6 @@ def test_exported_graphs_pass_static_tensorrt_check(tiny_export):
         r = check_onnx(tiny_export / g["file"])
         assert r.ok, r.summary()
         assert set(r.op_counts) <= SUPPORTED
-    assert TENSORRT_VERSION.startswith("10.")
 
 
 def test_static_check_flags_unsupported_ops(tmp_path):

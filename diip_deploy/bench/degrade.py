@@ -14,6 +14,8 @@ import click
 import numpy as np
 from PIL import Image
 
+from ..runtime.cli_errors import OneLineErrors
+
 
 def gaussian_noise(img: np.ndarray, sigma: float = 25.0, seed: int = 0) -> np.ndarray:
     """Additive white Gaussian noise, sigma in 0..255 units, clipped to [0, 1]."""
@@ -123,15 +125,25 @@ TASKS: Dict[str, Degradation] = {
 }
 
 
-@click.command()
+SCIPY_TASKS = ("waterdrop", "deform", "blur")  # these use scipy.ndimage
+
+
+@click.command(cls=OneLineErrors, name="diip-degrade", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def main(inputs, tasks, out_dir, seed):
     """Write degraded copies of INPUTS (OUT/<stem>_<task>.png), to try diip-run on."""
     from ..runtime.images import ImageError, load_image, save_image
 
+    needs = [t for t in tasks if t in SCIPY_TASKS]
+    if needs:
+        try:
+            import scipy.ndimage  # noqa: F401
+        except ImportError:
+            raise click.UsageError(f"--task {needs[0]} needs scipy: pip install scipy") from None
+    sources = {Path(p).resolve() for p in inputs}
     failed = 0
     for path in inputs:
         try:
@@ -141,6 +153,11 @@ def main(inputs, tasks, out_dir, seed):
             failed += 1
             continue
         for t in tasks:
-            save_image(out_dir / f"{path.stem}_{t}.png", TASKS[t](img, seed=seed))
-            click.echo(f"{out_dir / f'{path.stem}_{t}.png'}: {TASKS[t].label}")
-    raise SystemExit(1 if failed else 0)
+            target = out_dir / f"{path.stem}_{t}.png"
+            if target.resolve() in sources:
+                click.echo(f"diip-degrade: error: {target} is an input; not overwriting it", err=True)
+                failed += 1
+                continue
+            save_image(target, TASKS[t](img, seed=seed))
+            click.echo(f"{target}: {TASKS[t].label}")
+    return 1 if failed else 0

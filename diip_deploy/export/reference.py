@@ -38,7 +38,7 @@ def chain(eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_e
     x = z
     x0 = z
     for c in spec.coefficients():
-        t = torch.full((z.shape[0],), c.t, dtype=torch.int64)
+        t = torch.full((z.shape[0],), c.t, dtype=torch.int64, device=z.device)
         eps = eps_model(x.detach() if detach_eps else x, t)
         if detach_eps:
             eps = eps.detach()

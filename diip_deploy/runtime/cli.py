@@ -1,95 +1,146 @@
-"""``diip-run``: restore images with an exported model, torch-free."""
+"""``diip-run``: restore images with an exported model, torch-free.
+
+Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import click
 
 from .backends.base import BackendUnavailable, RunnerError
-from .images import ImageError, load_image, save_image, save_json
+from .cli_errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, OneLineErrors
+from .images import ImageError, read_image
 from .loop import NonFiniteError
 from .manifest import ManifestError
 from .optim import OPTIMIZERS
+from .outputs import Job, OutputError, check_writable, expand_inputs, is_complete, plan_outputs, write_result
 from .progress import ProgressBar, save_before_after, save_history_plot
 from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
 from .select import BACKENDS
 from .stopping import STOP_MODES
+
+POSITIVE = click.FloatRange(min=0.0, min_open=True)
 
 
 def _fail(msg: str) -> None:
     click.echo(f"diip-run: error: {msg}", err=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _warn(msg: str) -> None:
+    click.echo(f"diip-run: warning: {msg}", err=True)
+
+
+@click.command(cls=OneLineErrors, name="diip-run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path), help="Export folder (manifest.json).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--backend", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True)
 @click.option("--gradient", type=click.Choice(("exact", "surrogate")), default=None, help="Default: the manifest's.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help="Default: the manifest's.")
-@click.option("--lr", type=float, default=None, help="Learning rate. Default: the manifest's.")
-@click.option("--max-iters", type=int, default=None, help="Iteration cap. Default: the manifest's.")
+@click.option("--lr", type=POSITIVE, default=None, help="Learning rate (> 0). Default: the manifest's.")
+@click.option("--max-iters", type=click.IntRange(min=1), default=None, help="Iteration cap. Default: the manifest's.")
 @click.option("--stop", type=click.Choice(STOP_MODES), default=None, help="Stopping criterion. Default: the manifest's (auto).")
-@click.option("--eps", type=float, default=None, help="Slope threshold. Default: the manifest's (1e-3).")
-@click.option("--slope-window", type=int, default=None, help="Iterations in the slope's moving average.")
-@click.option("--k-min", type=int, default=None, help="Earliest Laplacian-peak stop. Default: the manifest's.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--tile", type=int, default=None, help="Tile size (a multiple of the model's); 0 = the whole image, "
-              "where it fits. Default: the manifest's tile size.")
-@click.option("--tile-overlap", type=int, default=None, help="Overlap between tiles. Default: a quarter of the tile.")
-@click.option("--batch", type=int, default=8, show_default=True, help="Tiles per graph call.")
+@click.option("--eps", type=click.FloatRange(min=0.0), default=None, help="Slope threshold (>= 0). Default: the manifest's.")
+@click.option("--slope-window", type=click.IntRange(min=1), default=None, help="Iterations in the slope's moving average.")
+@click.option("--k-min", type=click.IntRange(min=0), default=None, help="Earliest Laplacian-peak stop. Default: the manifest's.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size (a multiple of the model's); 0 = the "
+              "whole image, where it fits. Default: the manifest's tile size.")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=None, help="Overlap between tiles. Default: a quarter of the tile.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per graph call.")
 @click.option("--stop-scope", type=click.Choice(STOP_SCOPES), default="image", show_default=True,
               help="image: one stop for all tiles (summed loss, Laplacian of the blended image); tile: each tile its own.")
-@click.option("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, show_default=True,
+@click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse larger images before any compute.")
-@click.option("--threads", type=int, default=None, help="CPU threads for ONNX Runtime.")
-@click.option("--steps-per-report", type=int, default=10, show_default=True, help="Progress refresh interval.")
-@click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png.")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output JSON is complete and whose PNG matches its hash.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--steps-per-report", type=click.IntRange(min=1), default=10, show_default=True, help="Progress refresh interval.")
+@click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         seed, tile, tile_overlap, batch, stop_scope, max_pixels, threads, steps_per_report, save_plots, quiet) -> None:
-    """Restore INPUT images (PNG/JPEG) blindly with the Diffusion Image Prior.
+         seed, tile, tile_overlap, batch, stop_scope, max_pixels, skip_existing, threads, steps_per_report, save_plots,
+         quiet) -> int:
+    """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
-    Images are restored in overlapping tiles of the model's tile size, each with its own
-    noise seed and early stop, blended back smoothly.  Writes OUT/<stem>.png and
-    OUT/<stem>.json per input.  Exits non-zero if any input failed.
+    Images are restored in overlapping tiles of the model's tile size and blended back
+    smoothly.  IN.ext writes OUT/IN.png and OUT/IN.json (folders mirror their layout);
+    where two inputs share a name, the later keeps its extension (a.jpg -> a.jpg.png).
+    Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.
     """
+    if lr is not None and not math.isfinite(lr):
+        raise click.BadParameter(f"{lr} is not a finite number", param_hint="'--lr'")
+    found, input_errors = expand_inputs(list(inputs))
     try:
-        if max_iters is not None and max_iters < 1 or slope_window is not None and slope_window < 1:
-            raise click.BadParameter("--max-iters and --slope-window must be >= 1")
-        if lr is not None and not 0 < lr < float("inf"):
-            raise click.BadParameter("--lr must be finite and > 0")
+        jobs, warnings = plan_outputs(found, out_dir)
+        if save_plots:
+            _require_matplotlib()
+    except OutputError as e:
+        _fail(str(e))
+        return EXIT_USAGE
+    for w in warnings:
+        _warn(w)
+    try:
         restorer = Restorer(model_dir, backend, threads,
                             TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
                                          stop_scope=stop_scope),
                             lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
                             slope_window=slope_window, k_min=k_min, seed=seed)
-        if not quiet:
-            click.echo(f"diip-run: {restorer.selection.describe()}", err=True)
-    except (ManifestError, BackendUnavailable, RunnerError, click.BadParameter, ValueError, OSError) as e:
+    except (ManifestError, BackendUnavailable, RunnerError, ValueError, OSError) as e:
         _fail(str(e).splitlines()[0])
-        sys.exit(2)
-
-    failures = 0
-    for path in inputs:
+        return EXIT_USAGE
+    if jobs:
         try:
-            _restore_one(restorer, path, out_dir, steps_per_report, save_plots, quiet)
-        except (ImageError, NonFiniteError, RunnerError, ValueError, RuntimeError) as e:
-            failures += 1
-            _fail(f"{path}: {str(e).splitlines()[0]}" if not str(e).startswith(str(path)) else str(e).splitlines()[0])
-    restorer.close()
-    sys.exit(1 if failures else 0)
+            check_writable(out_dir)
+        except OutputError as e:
+            restorer.close()
+            _fail(str(e))
+            return EXIT_USAGE
+    if not quiet:
+        click.echo(f"diip-run: {restorer.selection.describe()}", err=True)
+
+    for msg in input_errors:
+        _fail(msg)
+    failures, finished = len(input_errors), 0
+    try:
+        for job in jobs:
+            if skip_existing and is_complete(job):
+                if not quiet:
+                    click.echo(f"{job.source}: {job.png} is complete, skipped", err=True)
+                finished += 1
+                continue
+            try:
+                _restore_one(restorer, job, steps_per_report, save_plots, quiet)
+                finished += 1
+            except (ImageError, NonFiniteError, RunnerError, ValueError, RuntimeError, MemoryError, OSError) as e:
+                failures += 1
+                text = str(e).splitlines()[0] if str(e) else type(e).__name__
+                _fail(text if text.startswith(str(job.source)) else f"{job.source}: {text}")
+    except KeyboardInterrupt:
+        click.echo(f"diip-run: interrupted: {finished} of {len(jobs)} images finished and kept", err=True)
+        return EXIT_INTERRUPTED
+    finally:
+        restorer.close()
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
-def _restore_one(restorer: Restorer, path: Path, out_dir: Path, steps_per_report: int, save_plots: bool,
-                 quiet: bool) -> None:
-    img = load_image(path, restorer.manifest.channels, restorer.tiles.max_pixels)
+def _require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise OutputError("--save-plots needs matplotlib: pip install matplotlib (or '.[bench]' in the checkout); "
+                          "nothing was restored") from None
+
+
+def _restore_one(restorer: Restorer, job: Job, steps_per_report: int, save_plots: bool, quiet: bool) -> None:
+    img, notes = read_image(job.source, restorer.manifest.channels, restorer.tiles.max_pixels)
     plan = restorer.plan(*img.shape[:2])
     by_tile = restorer.tiles.stop_scope == "tile" and len(plan) > 1
-    desc = path.name if len(plan) == 1 else f"{path.name} ({len(plan)} tiles)"
+    desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
     bar: Optional[ProgressBar] = (None if quiet else
                                   ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, steps_per_report))
     try:
@@ -97,18 +148,21 @@ def _restore_one(restorer: Restorer, path: Path, out_dir: Path, steps_per_report
     finally:
         if bar is not None:
             bar.close()
-    report = {"input": str(path), **report}
-    stem = path.stem
-    save_image(out_dir / f"{stem}.png", restored)
-    save_json(out_dir / f"{stem}.json", report)
-    if save_plots:
-        if "history" in report:
-            save_history_plot(out_dir / f"{stem}_curves.png", report["history"], report["stop_iteration"], report["stop_reason"])
-        save_before_after(out_dir / f"{stem}_before_after.png", img, restored)
+    report = write_result(job, restored, {"input": str(job.source), "decoding": notes, **report})
+    if save_plots:  # extras come after the restoration is safe on disk
+        stem = job.png.with_suffix("")
+        try:
+            if "history" in report:
+                save_history_plot(Path(f"{stem}_curves.png"), report["history"], report["stop_iteration"],
+                                  report["stop_reason"])
+            save_before_after(Path(f"{stem}_before_after.png"), img, restored)
+        except (RuntimeError, OSError, ValueError) as e:
+            _warn(f"{job.source}: restoration saved, plots not: {str(e).splitlines()[0]}")
     if not quiet:
         t = report["tiling"]
-        click.echo(f"{path} -> {out_dir / (stem + '.png')}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
-                   f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['seconds']:.1f} s", err=True)
+        click.echo(f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
+                   f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['seconds']:.1f} s",
+                   err=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -24,40 +24,86 @@ def check_pixels(height: int, width: int, max_pixels: Optional[int]) -> None:
         raise ImageError(f"image is {width}x{height} = {height * width} pixels, over --max-pixels {max_pixels}")
 
 
-def load_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = None) -> np.ndarray:
-    """HxWxC float32 in [0, 1]; grayscale, alpha (over white) and palette images converted.
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _high_depth_to_unit(im, notes: Dict[str, Any]) -> np.ndarray:
+    """16-bit and 32-bit integer or float single-channel images, scaled to [0, 1] (Pillow's
+    own convert('L') clips them to 255 and gives all-white or all-black pictures)."""
+    a = np.asarray(im, dtype=np.float64)
+    if im.mode == "F":
+        if not np.isfinite(a).all():
+            raise ImageError("float image holds NaN or infinite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo >= 0.0 and hi <= 1.0:
+            notes["converted"] = "32-bit float, used as [0, 1]"
+            return a
+        scale = hi if lo >= 0.0 else None
+        if scale:
+            notes["converted"] = f"32-bit float, scaled by 1/{hi:g}"
+            return a / hi
+        notes["converted"] = f"32-bit float, rescaled from [{lo:g}, {hi:g}]"
+        return (a - lo) / max(hi - lo, 1e-30)
+    peak = 65535.0 if im.mode.startswith("I;16") or a.max() <= 65535 else float(2**32 - 1)
+    notes["converted"] = f"{'16' if peak == 65535.0 else '32'}-bit integer, scaled by 1/{int(peak)}"
+    return np.clip(a / peak, 0.0, 1.0)
+
+
+def read_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """(HxWxC float32 in [0, 1], notes on what was converted).  EXIF orientation is applied;
+    grayscale, alpha (over white), palette, CMYK, 16-bit and float images are converted.
     The size is checked against ``max_pixels`` from the header, before decoding."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"{p}: is a folder (diip-run takes folders only as inputs, not here)")
     if not p.is_file():
         raise ImageError(f"{p}: no such file")
+    notes: Dict[str, Any] = {}
     try:
-        with Image.open(p) as im:
+        with Image.open(p) as opened:
             try:
-                check_pixels(im.height, im.width, max_pixels)
+                check_pixels(opened.height, opened.width, max_pixels)
             except ImageError as e:
                 raise ImageError(f"{p}: {e}") from None
-            im.load()
-            if im.mode in ("P", "PA"):
-                im = im.convert("RGBA")
-            if im.mode in ("RGBA", "LA", "La", "RGBa"):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, im)
-            im = im.convert("L" if channels == 1 else "RGB")
-            a = np.asarray(im, dtype=np.float32) / 255.0
+            notes["format"], notes["mode"] = opened.format, opened.mode
+            opened.load()
+            orientation = opened.getexif().get(0x0112, 1)  # EXIF Orientation; phones rotate this way
+            im = ImageOps.exif_transpose(opened)
+            if orientation not in (None, 1):
+                notes["exif_orientation_applied"] = int(orientation)
+            if im.mode in HIGH_DEPTH_MODES:
+                a = _high_depth_to_unit(im, notes)[..., None]
+                a = np.repeat(a, channels, axis=2) if channels == 3 else a
+            else:
+                if im.mode in ("P", "PA"):
+                    im = im.convert("RGBA")
+                if im.mode in ("RGBA", "LA", "La", "RGBa"):
+                    im = im.convert("RGBA")
+                    bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(bg, im)
+                    notes["alpha"] = "composited over white"
+                im = im.convert("L" if channels == 1 else "RGB")
+                a = np.asarray(im, dtype=np.float64) / 255.0
+    except ImageError as e:
+        raise ImageError(str(e) if str(e).startswith(str(p)) else f"{p}: {e}") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{p}: not an image PIL can read (PNG or JPEG expected)") from None
+        raise ImageError(f"{p}: not an image Pillow can read (PNG, JPEG, TIFF, ... expected)") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"{p}: refused as a possible decompression bomb ({str(e).splitlines()[0]})") from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except (OSError, ValueError, SyntaxError, MemoryError) as e:
         raise ImageError(f"{p}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if a.ndim == 2:
         a = a[..., None]
     if min(a.shape[:2]) < MIN_SIDE:
         raise ImageError(f"{p}: image is {a.shape[1]}x{a.shape[0]}, smaller than {MIN_SIDE} px on a side")
-    return a
+    return a.astype(np.float32), notes
+
+
+def load_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = None) -> np.ndarray:
+    """HxWxC float32 in [0, 1] (``read_image`` without the notes)."""
+    return read_image(path, channels, max_pixels)[0]
 
 
 def to_model_range(img: np.ndarray) -> np.ndarray:
@@ -105,13 +151,17 @@ def write_atomic(path: Path, write) -> None:
         raise
 
 
-def save_image(path: Path, img: np.ndarray) -> None:
-    """HxWxC [0, 1] -> 8-bit PNG, atomically."""
+def encode_png(img: np.ndarray, path: Path | str) -> None:
+    """HxWxC [0, 1] -> 8-bit PNG at ``path`` (not atomic: callers write to a temporary name)."""
     from PIL import Image
 
     a = (np.clip(img, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-    pil = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
-    write_atomic(Path(path), lambda tmp: pil.save(tmp, format="PNG"))
+    Image.fromarray(a[..., 0] if a.shape[2] == 1 else a).save(path, format="PNG")
+
+
+def save_image(path: Path, img: np.ndarray) -> None:
+    """HxWxC [0, 1] -> 8-bit PNG, atomically."""
+    write_atomic(Path(path), lambda tmp: encode_png(img, tmp))
 
 
 def save_json(path: Path, data: Any) -> None:

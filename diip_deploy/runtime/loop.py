@@ -55,6 +55,17 @@ class RestoreConfig:
 Seed = Union[int, Tuple[int, ...]]
 
 
+class SampleSource(Protocol):
+    """Samples cut on demand (e.g. tiles of one image)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+
+Samples = Union[np.ndarray, Sequence[np.ndarray], SampleSource]
+
+
 @dataclass
 class RestoreResult:
     x0: np.ndarray  # [C, H, W] in [-1, 1], from iteration stop_iteration
@@ -82,11 +93,10 @@ class _Sample:
     """One sample's state in the batch: z, optimiser moments, stopper, last two x0."""
 
     def __init__(self, index: int, y: np.ndarray, seed: Seed, cfg: RestoreConfig):
-        self.index = index
-        self.y = np.asarray(y, dtype=np.float32)
-        if not np.all(np.isfinite(self.y)):
+        self.index = index  # y itself is not kept: the loop cuts it from the source per call
+        if not np.all(np.isfinite(y)):
             raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
-        self.z = initial_latent(self.y.shape, seed, cfg.project)[None]
+        self.z = initial_latent(y.shape, seed, cfg.project)[None]
         self.opt = make_optimizer(cfg.optimizer, cfg.lr)
         self.stopper = Stopper(cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
         self.recent: Dict[int, np.ndarray] = {}
@@ -102,7 +112,7 @@ class _Sample:
         return len(self.stopper.losses)
 
 
-def restore_iter(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
+def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
                  batch: Optional[int] = None, callback: Optional[Callable[[Dict[str, Any]], None]] = None
                  ) -> Iterator[Tuple[int, RestoreResult]]:
     """Run DIIP on every sample of ``ys`` (each [C, H, W] in [-1, 1], all one shape; an
@@ -128,7 +138,8 @@ def restore_iter(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConfi
             active.append(_Sample(i, ys[i], seeds[i], cfg))
         if not active:
             return
-        x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in active]), np.stack([s.y for s in active]))
+        x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in active]),
+                                                 np.stack([ys[s.index] for s in active]).astype(np.float32, copy=False))
         laps = laplacian_variance(x0s)
         finished: List[_Sample] = []
         for j, s in enumerate(active):
@@ -188,7 +199,7 @@ class JointResult:
     history: Dict[str, list] = field(default_factory=dict)
 
 
-def restore_joint(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConfig, assembler: Assembler,
+def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler: Assembler,
                   seeds: Optional[Sequence[Seed]] = None, batch: Optional[int] = None,
                   callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> JointResult:
     """All samples (the tiles of one image) step in lockstep, ``batch`` per graph call, and
@@ -212,7 +223,8 @@ def restore_joint(chain: LossAndGrad, ys: Sequence[np.ndarray], cfg: RestoreConf
         losses_k: List[float] = []
         for lo in range(0, n, batch):
             part = samples[lo:lo + batch]
-            x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]), np.stack([s.y for s in part]))
+            x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]),
+                                                     np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False))
             for j, s in enumerate(part):
                 loss = float(losses[j])
                 if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):

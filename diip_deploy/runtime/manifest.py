@@ -103,6 +103,77 @@ class Manifest:
         self._verified[rel] = path
         return path
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+# field -> (check, what it must be); every field the runtime reads, so a broken manifest
+# fails here with its name, not later with a KeyError or a ZeroDivisionError
+_FIELDS = {
+    "model.channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
+    "model.size_multiple": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "chain.timesteps": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(t) and 0 <= t for t in v),
+                        "a non-empty list of integer timesteps"),
+    "chain.alphas_cumprod": (lambda v: isinstance(v, list) and all(_is_num(a) and 0.0 < a < 1.0 for a in v),
+                             "a list of numbers strictly between 0 and 1"),
+    "chain.clamp": (lambda v: isinstance(v, bool), "true or false"),
+    "graphs": (lambda v: isinstance(v, dict) and all(isinstance(g, dict) and isinstance(g.get("file"), str)
+                                                     and isinstance(g.get("sha256"), str) for g in v.values()),
+               "an object of {file, sha256} entries"),
+}
+_OPTIONAL = {
+    "model.native_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "tiling.tile_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "tiling.max_tile_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "engines": (lambda v: isinstance(v, dict) and all(isinstance(g, dict) and isinstance(g.get("file"), str)
+                                                      and isinstance(g.get("sha256"), str) for g in v.values()),
+                "an object of {file, sha256} entries"),
+    "defaults.lr": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "defaults.optimizer": (lambda v: v in ("adam", "gd"), "adam or gd"),
+    "defaults.gradient": (lambda v: v in ("exact", "surrogate"), "exact or surrogate"),
+    "defaults.max_iters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "defaults.stop": (lambda v: v in ("auto", "slope", "laplacian", "none"), "auto, slope, laplacian or none"),
+    "defaults.eps": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    "defaults.slope_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "defaults.k_min": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+}
+_MISSING = object()
+
+
+def _get(data: Dict[str, Any], dotted: str) -> Any:
+    v: Any = data
+    for part in dotted.split("."):
+        if not isinstance(v, dict) or part not in v:
+            return _MISSING
+        v = v[part]
+    return v
+
+
+def validate(data: Dict[str, Any], path: Path) -> None:
+    """Every field the runtime reads, checked; one line names the file and the field."""
+    for section in ("model", "chain", "graphs"):
+        if not isinstance(data.get(section), dict):
+            raise ManifestError(f"{path}: missing section {section!r}")
+    for fields, required in ((_FIELDS, True), (_OPTIONAL, False)):
+        for name, (ok, what) in fields.items():
+            v = _get(data, name)
+            if v is _MISSING:
+                if required:
+                    raise ManifestError(f"{path}: missing field {name!r} ({what})")
+                continue
+            if not ok(v):
+                raise ManifestError(f"{path}: field {name!r} must be {what}, got {json.dumps(v)[:60]}")
+    if len(data["chain"]["timesteps"]) != len(data["chain"]["alphas_cumprod"]):
+        raise ManifestError(f"{path}: chain timesteps and alphas_cumprod differ in length")
+    tile = _get(data, "tiling.tile_size")
+    if tile is not _MISSING and tile % data["model"]["size_multiple"]:
+        raise ManifestError(f"{path}: field 'tiling.tile_size' must be a multiple of model.size_multiple")
+
+
 def load_manifest(model_dir: Path | str, verify_files: bool = True) -> Manifest:
     """Read a manifest and, by default, check the sha256 of every graph and engine it lists:
     a manifest that does not match its files is not trusted at all."""
@@ -116,14 +187,7 @@ def load_manifest(model_dir: Path | str, verify_files: bool = True) -> Manifest:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         raise ManifestError(f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})")
-    for key in ("model", "chain", "graphs"):
-        if key not in data:
-            raise ManifestError(f"{path}: missing section {key!r}")
-    c = data["chain"]
-    if len(c.get("timesteps", [])) == 0 or len(c["timesteps"]) != len(c.get("alphas_cumprod", [])):
-        raise ManifestError(f"{path}: chain timesteps and alphas_cumprod are missing or differ in length")
-    if not all(isinstance(a, (int, float)) and 0.0 < a < 1.0 for a in c["alphas_cumprod"]):
-        raise ManifestError(f"{path}: chain alphas_cumprod must lie strictly between 0 and 1")
+    validate(data, path)
     manifest = Manifest(root=root, data=data)
     if verify_files:
         for name in manifest.graphs:

@@ -76,7 +76,7 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install 'diip-deploy[bench]'") from None
+        raise RuntimeError("plots need matplotlib: pip install '.[bench]' (in the diip-deploy checkout) or pip install matplotlib") from None
     from .images import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))

@@ -14,12 +14,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
 from .images import ImageError, check_pixels, load_image, pad_to_multiple
-from .loop import RestoreConfig, restore_iter, restore_joint
+from .loop import JointResult, RestoreConfig, RestoreResult, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
 from .select import Selection, open_chain, select_backend
 from .tiling import Blender, TilePlan, cut, plan_tiles, tile_seed
@@ -120,12 +120,13 @@ class Restorer:
         blender = Blender(plan, c)
         tiles, seeds = _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
         t0 = time.perf_counter()
+        single: Optional[Union[JointResult, RestoreResult]] = None
         if self.tiles.stop_scope == "image":
             joint = restore_joint(self.chain, tiles, self.cfg, blender, seeds, self.tiles.batch, callback)
             canvas, stops, reasons = joint.x0, [joint.stop_iteration], Counter({joint.stop_reason: 1})
             iters, single = joint.iterations_run * len(plan), joint
         else:
-            stops, reasons, iters, single = [], Counter(), 0, None
+            stops, reasons, iters = [], Counter(), 0
             for i, r in restore_iter(self.chain, tiles, self.cfg, seeds, self.tiles.batch, callback):
                 blender.add(i, r.x0)
                 stops.append(r.stop_iteration)

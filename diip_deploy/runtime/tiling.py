@@ -136,7 +136,7 @@ def tile_seed(seed: int, tile: Tile) -> Tuple[int, int, int]:
     return (int(seed), int(tile.y), int(tile.x))
 
 
-def border_mask(plan: TilePlan, width: int = 1) -> np.ndarray:
+def border_mask(plan: TilePlan, width: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """[H, W-1] and [H-1, W] boolean masks of horizontal and vertical pixel differences
     that cross a tile edge (within ``width`` pixels of one), for measuring seams."""
     cols = np.zeros(plan.width - 1, dtype=bool)
