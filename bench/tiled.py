@@ -44,7 +44,7 @@ def quality(args) -> dict:
 
     photos = load_photos()
     r = Restorer(args.export, "ort-cpu", args.threads, TileSettings(batch=args.batch))
-    rule = asdict(r.cfg)
+    rule = r.cfg.stop_settings()
     rows = []
     for task in args.tasks.split(","):
         for i, name in enumerate(args.photos.split(",")):
@@ -77,7 +77,7 @@ def quality(args) -> dict:
                          for k in ("input", "per_tile", "per_image", "oracle")}
         summary[task]["images"] = len(tr)
     r.close()
-    return {"settings": {**rule, "tile": r.tile_size, "overlap": r.overlap, "batch": args.batch,
+    return {"settings": {**asdict(r.cfg), "tile": r.tile_size, "overlap": r.overlap, "batch": args.batch,
                          "export": str(args.export)}, "summary": summary, "rows": rows}
 
 

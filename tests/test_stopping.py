@@ -59,7 +59,7 @@ def test_laplacian_variance_grows_with_detail():
     assert laplacian_variance(noisy)[0] > 1.0
 
 
-@pytest.mark.parametrize("mode", ["auto", "slope", "laplacian", "none"])
+@pytest.mark.parametrize("mode", ["auto", "slope", "laplacian", "none", "paper-auto"])
 @pytest.mark.parametrize("seed", range(12))
 def test_online_stopper_matches_decide_on_the_history(mode, seed):
     """The batch loop's per-sample stopper sees one iteration at a time; its first decision
@@ -70,7 +70,9 @@ def test_online_stopper_matches_decide_on_the_history(mode, seed):
     n = 120
     losses = np.exp(-np.linspace(0, rng.uniform(1, 4), n)) * (1 + rng.normal(0, rng.uniform(0, 0.02), n)) + 0.05
     laps = np.sin(np.linspace(0, rng.uniform(2, 8), n)) + rng.normal(0, 0.05, n)
-    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)))
+    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)),
+              slope_min_iter=int(rng.integers(0, 30)), patience=int(rng.integers(1, 5)),
+              slope_fit=["mean", "regression"][seed % 2], lap_window=int(rng.integers(1, 6)))
     stopper = Stopper(mode, **kw)
     online = None
     for k in range(n):
@@ -85,3 +87,38 @@ def test_online_stopper_matches_decide_on_the_history(mode, seed):
     assert online == offline
     if mode == "none":
         assert online is None
+
+
+def test_noisy_start_fools_the_window_but_not_a_minimum_iteration_or_patience():
+    """Adam's early bump (loss falls, rises, falls) makes the smoothed slope negative at
+    k = 7: the shipped rule stops there.  A minimum iteration or patience waits it out."""
+    bump = [3.6, 0.87, 0.61, 0.73, 0.75, 0.72, 0.68, 0.66]
+    losses = bump + list(0.66 * 0.97 ** np.arange(1, 60)) + [0.66 * 0.97**59] * 20
+    assert slope_stop(losses, eps=1e-3, window=5).iteration == 7
+    late = slope_stop(losses, eps=1e-3, window=5, min_iter=20)
+    assert late is not None and late.iteration > 60
+    assert slope_stop(losses, eps=1e-3, window=5, patience=3).iteration > 60
+
+
+def test_regression_slope_of_a_geometric_decay():
+    """A loss falling 5% per iteration has a regression slope of about 5% of its mean."""
+    losses = 0.95 ** np.arange(30)
+    s = smoothed_slopes(losses, 10, fit="regression")
+    assert np.isnan(s[9]) and 0.045 < s[20] < 0.055
+
+
+def test_smoothed_laplacian_peak_ignores_a_one_iteration_blip():
+    v = np.concatenate([np.linspace(0, 1, 60), np.linspace(1, 0.5, 40)])
+    v[30] += 0.05  # one blip on the way up
+    assert laplacian_stop(v, k_min=10).iteration == 30
+    assert laplacian_stop(v, k_min=10, window=5).iteration >= 59
+
+
+def test_paper_auto_is_the_raw_rules():
+    from diip_deploy.runtime.stopping import StopRule
+
+    r = StopRule(mode="paper-auto", window=9, slope_min_iter=40, patience=4, lap_window=3).resolved()
+    assert (r.mode, r.window, r.slope_min_iter, r.patience, r.lap_window) == ("auto", 1, 0, 1, 1)
+    losses = list(0.95 ** np.arange(40))
+    losses[10] = losses[9]
+    assert decide(losses, np.zeros(40), "paper-auto", window=5, k_min=100).iteration == 10

@@ -66,7 +66,7 @@ def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) ->
     sec = time.perf_counter() - t0
     stops: Dict[str, Tuple[int, int]] = {}
     for rule in STOP_RULES:
-        d = decide(r.history["loss"], r.history["laplacian_var"], rule, cfg.eps, cfg.slope_window, cfg.k_min)
+        d = decide(r.history["loss"], r.history["laplacian_var"], **{**cfg.stop_settings(), "mode": rule})
         last = len(xs) - 1
         stops[rule] = (d.iteration, d.detected_at) if d else (last, last)
     best = int(np.argmax(psnrs))

@@ -72,6 +72,7 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
 
 
 def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: Dict[str, Any]) -> Dict[str, Any]:
+    """``rule``: the stop settings (RestoreConfig.stop_settings())."""
     """Per-tile, per-image and oracle stops of one recorded run: PSNR, SSIM, seams, stops."""
     plan, xs = hist["plan"], hist["xs"]
     h, w = hist["size"]
@@ -82,7 +83,7 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     # per tile: each tile's own decision on its own history
     stops = []
     for i in range(n):
-        d = decide(hist["loss"][i], hist["laplacian_var"][i], rule["stop"], rule["eps"], rule["slope_window"], rule["k_min"])
+        d = decide(hist["loss"][i], hist["laplacian_var"][i], **rule)
         stops.append(d.iteration if d else k_max - 1)
     img = _blend(plan, xs[np.arange(n), stops], h, w)
     out["per_tile"] = {"psnr": psnr(clean, img), "ssim": ssim(clean, img), "seam_ratio": seam_ratio(img, plan),
@@ -91,7 +92,7 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     # per image: the summed loss and the blended image's sharpness decide for all tiles
     blended = [_blend(plan, xs[:, k], h, w) for k in range(k_max)]
     img_laps = [float(laplacian_variance(b.transpose(2, 0, 1)[None] * 2 - 1)[0]) for b in blended]
-    d = decide(hist["loss"].sum(axis=0), img_laps, rule["stop"], rule["eps"], rule["slope_window"], rule["k_min"])
+    d = decide(hist["loss"].sum(axis=0), img_laps, **rule)
     k_img = d.iteration if d else k_max - 1
     out["per_image"] = {"psnr": psnr(clean, blended[k_img]), "ssim": ssim(clean, blended[k_img]),
                         "seam_ratio": seam_ratio(blended[k_img], plan), "stop_iteration": k_img,

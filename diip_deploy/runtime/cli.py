@@ -22,7 +22,7 @@ from .outputs import Job, OutputError, check_writable, expand_inputs, is_complet
 from .progress import ProgressBar, save_before_after, save_history_plot
 from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
 from .select import BACKENDS
-from .stopping import STOP_MODES
+from .stopping import SLOPE_FITS, STOP_MODES
 
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
 
@@ -48,6 +48,13 @@ def _warn(msg: str) -> None:
 @click.option("--eps", type=click.FloatRange(min=0.0), default=None, help="Slope threshold (>= 0). Default: the manifest's.")
 @click.option("--slope-window", type=click.IntRange(min=1), default=None, help="Iterations in the slope's moving average.")
 @click.option("--k-min", type=click.IntRange(min=0), default=None, help="Earliest Laplacian-peak stop. Default: the manifest's.")
+@click.option("--slope-min-iter", type=click.IntRange(min=0), default=None, help="Earliest slope stop. Default: the manifest's.")
+@click.option("--patience", type=click.IntRange(min=1), default=None,
+              help="Iterations the slope must stay below --eps before stopping. Default: the manifest's.")
+@click.option("--slope-fit", type=click.Choice(SLOPE_FITS), default=None,
+              help="Smoothed slope: mean of raw slopes, or a regression line. Default: the manifest's.")
+@click.option("--lap-window", type=click.IntRange(min=1), default=None,
+              help="Trailing mean of the Laplacian variance before its peak is sought. Default: the manifest's.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size (a multiple of the model's); 0 = the "
               "whole image, where it fits. Default: the manifest's tile size.")
@@ -63,7 +70,7 @@ def _warn(msg: str) -> None:
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         seed, tile, tile_overlap, batch, stop_scope, max_pixels, skip_existing, threads, steps_per_report, save_plots,
+         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, max_pixels, skip_existing, threads, steps_per_report, save_plots,
          quiet) -> int:
     """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
@@ -89,7 +96,8 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
                             TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
                                          stop_scope=stop_scope),
                             lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
-                            slope_window=slope_window, k_min=k_min, seed=seed)
+                            slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter,
+                            patience=patience, slope_fit=slope_fit, lap_window=lap_window)
     except (ManifestError, BackendUnavailable, RunnerError, ValueError, OSError) as e:
         _fail(str(e).splitlines()[0])
         return EXIT_USAGE

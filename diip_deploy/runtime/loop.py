@@ -42,6 +42,10 @@ class RestoreConfig:
     k_min: int = 100
     seed: int = 0
     project: bool = True
+    slope_min_iter: int = 0
+    patience: int = 1
+    slope_fit: str = "mean"
+    lap_window: int = 1
 
     @classmethod
     def from_defaults(cls, defaults: Dict[str, Any], **overrides: Any) -> "RestoreConfig":
@@ -49,7 +53,19 @@ class RestoreConfig:
         d = {**defaults, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(lr=float(d["lr"]), optimizer=str(d["optimizer"]), gradient=str(d["gradient"]),
                    max_iters=int(d["max_iters"]), stop=str(d["stop"]), eps=float(d["eps"]),
-                   slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)))
+                   slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)),
+                   slope_min_iter=int(d.get("slope_min_iter", 0)), patience=int(d.get("patience", 1)),
+                   slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)))
+
+    def stopper(self) -> Stopper:
+        return Stopper(self.stop, self.eps, self.slope_window, self.k_min, slope_min_iter=self.slope_min_iter,
+                       patience=self.patience, slope_fit=self.slope_fit, lap_window=self.lap_window)
+
+    def stop_settings(self) -> Dict[str, Any]:
+        """The criteria's settings, as ``decide`` takes them after the history."""
+        return {"mode": self.stop, "eps": self.eps, "window": self.slope_window, "k_min": self.k_min,
+                "slope_min_iter": self.slope_min_iter, "patience": self.patience, "slope_fit": self.slope_fit,
+                "lap_window": self.lap_window}
 
 
 Seed = Union[int, Tuple[int, ...]]
@@ -98,7 +114,7 @@ class _Sample:
             raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
         self.z = initial_latent(y.shape, seed, cfg.project)[None]
         self.opt = make_optimizer(cfg.optimizer, cfg.lr)
-        self.stopper = Stopper(cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
+        self.stopper = cfg.stopper()
         self.recent: Dict[int, np.ndarray] = {}
         self.result: Optional[RestoreResult] = None
         self.t0 = time.perf_counter()
@@ -213,7 +229,7 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         raise ValueError("max_iters and batch must be >= 1")
     seeds = [cfg.seed] * n if seeds is None else list(seeds)
     samples = [_Sample(i, ys[i], seeds[i], cfg) for i in range(n)]
-    stopper = Stopper(cfg.stop, cfg.eps, cfg.slope_window, cfg.k_min)
+    stopper = cfg.stopper()
     recent: Dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     decision = None

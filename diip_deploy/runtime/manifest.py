@@ -23,6 +23,7 @@ MANIFEST_NAME = "manifest.json"
 FALLBACK_DEFAULTS: Dict[str, Any] = {
     "lr": 0.01, "optimizer": "adam", "gradient": "surrogate", "max_iters": 300,
     "stop": "auto", "eps": 1e-3, "slope_window": 5, "k_min": 100,
+    "slope_min_iter": 0, "patience": 1, "slope_fit": "mean", "lap_window": 1,
 }
 
 class ManifestError(Exception):
@@ -136,10 +137,15 @@ _OPTIONAL = {
     "defaults.optimizer": (lambda v: v in ("adam", "gd"), "adam or gd"),
     "defaults.gradient": (lambda v: v in ("exact", "surrogate"), "exact or surrogate"),
     "defaults.max_iters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.stop": (lambda v: v in ("auto", "slope", "laplacian", "none"), "auto, slope, laplacian or none"),
+    "defaults.stop": (lambda v: v in ("auto", "slope", "laplacian", "none", "paper-auto"),
+                      "auto, slope, laplacian, none or paper-auto"),
     "defaults.eps": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
     "defaults.slope_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.k_min": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "defaults.slope_min_iter": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "defaults.patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "defaults.slope_fit": (lambda v: v in ("mean", "regression"), "mean or regression"),
+    "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
 _MISSING = object()
 

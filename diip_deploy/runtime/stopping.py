@@ -2,22 +2,30 @@
 
 - Loss slope (noise, JPEG): raw normalised slope Delta_k = (L_{k-1} - L_k) / L_{k-1}.
   Under Adam it is noisy (a single flat step would stop a run at iteration 4-13), so it
-  is smoothed by a trailing mean over ``window`` iterations; stop at the first k >= window
-  whose smoothed slope is below eps, and return the reconstruction of iteration k.
-- Laplacian-variance peak (blur, low resolution): stop at the first k > k_min with
+  is smoothed over ``window`` iterations: a trailing mean of Delta (``slope_fit`` =
+  "mean"), or a least-squares line through the last window + 1 losses divided by their
+  mean ("regression").  Stop at the first k >= max(window, slope_min_iter) where the
+  smoothed slope has been below eps for ``patience`` iterations running, and return
+  the reconstruction of iteration k.
+- Laplacian-variance peak (blur, low resolution): sigma2_k, optionally smoothed by a
+  trailing mean over ``lap_window``; stop at the first k > k_min with
   sigma2_k > sigma2_{k+1}, and return the reconstruction of iteration k (the peak).
 - ``auto`` runs both and takes whichever is *detected* first (the peak at k is only
-  known at k + 1); ``none`` never stops early.  The iteration cap is the loop's.
+  known at k + 1); ``paper-auto`` is the paper's rules exactly (raw slope, no minimum
+  iteration, no patience, raw Laplacian), kept so that fidelity stays measurable;
+  ``none`` never stops early.  The iteration cap is the loop's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-STOP_MODES = ("auto", "slope", "laplacian", "none")
+STOP_MODES = ("auto", "slope", "laplacian", "none", "paper-auto")
+SLOPE_FITS = ("mean", "regression")
 
 
 @dataclass(frozen=True)
@@ -25,6 +33,34 @@ class StopDecision:
     iteration: int  # whose reconstruction to return
     reason: str  # "slope", "laplacian" or "max_iters"
     detected_at: int  # iteration at which the criterion could tell
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Every setting of the criteria; the defaults are the paper's rules but for the window."""
+
+    mode: str = "auto"
+    eps: float = 1e-3
+    window: int = 5
+    k_min: int = 100
+    slope_min_iter: int = 0
+    patience: int = 1
+    slope_fit: str = "mean"
+    lap_window: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in STOP_MODES:
+            raise ValueError(f"stop must be one of {STOP_MODES}, got {self.mode!r}")
+        if self.slope_fit not in SLOPE_FITS:
+            raise ValueError(f"slope fit must be one of {SLOPE_FITS}, got {self.slope_fit!r}")
+        if min(self.window, self.patience, self.lap_window) < 1 or min(self.k_min, self.slope_min_iter) < 0:
+            raise ValueError("slope window, patience and Laplacian window must be >= 1; k_min and the slope's minimum iteration >= 0")
+
+    def resolved(self) -> "StopRule":
+        """paper-auto as the plain settings it stands for."""
+        if self.mode != "paper-auto":
+            return self
+        return replace(self, mode="auto", window=1, slope_min_iter=0, patience=1, slope_fit="mean", lap_window=1)
 
 
 def raw_slopes(losses: Sequence[float]) -> np.ndarray:
@@ -36,29 +72,52 @@ def raw_slopes(losses: Sequence[float]) -> np.ndarray:
     return out
 
 
-def smoothed_slopes(losses: Sequence[float], window: int) -> np.ndarray:
-    """Trailing mean of the last ``window`` raw slopes (NaN until k >= window)."""
-    raw = raw_slopes(losses)
-    out = np.full(raw.shape, np.nan)
+def smoothed_slopes(losses: Sequence[float], window: int, fit: str = "mean") -> np.ndarray:
+    """The slope at each k >= window (NaN before): the trailing mean of the last
+    ``window`` raw slopes, or minus the least-squares slope of the last window + 1 losses
+    over their mean."""
     if window < 1:
         raise ValueError("slope window must be >= 1")
-    if len(raw) > window:
-        c = np.cumsum(np.nan_to_num(raw))
-        out[window:] = (c[window:] - c[:-window]) / window
+    L = np.asarray(losses, dtype=np.float64)
+    out = np.full(L.shape, np.nan)
+    if len(L) <= window:
+        return out
+    if fit == "mean":
+        out[window:] = sliding_window_view(raw_slopes(L)[1:], window).mean(axis=-1)
+    else:
+        seg = sliding_window_view(L, window + 1)
+        x = np.arange(window + 1, dtype=np.float64) - window / 2.0
+        b = (seg * x).sum(axis=-1) / (x * x).sum()
+        out[window:] = -b / np.maximum(np.abs(seg.mean(axis=-1)), 1e-30)
     return out
 
 
-def slope_stop(losses: Sequence[float], eps: float = 1e-3, window: int = 5) -> Optional[StopDecision]:
-    s = smoothed_slopes(losses, window)
-    hits = np.nonzero(s < eps)[0]
-    if len(hits) == 0:
-        return None
-    k = int(hits[0])
-    return StopDecision(iteration=k, reason="slope", detected_at=k)
-
-
-def laplacian_stop(laplacian_vars: Sequence[float], k_min: int = 100) -> Optional[StopDecision]:
+def smoothed_laplacian(laplacian_vars: Sequence[float], window: int = 1) -> np.ndarray:
+    """Trailing mean of the Laplacian variance over ``window`` iterations (NaN before)."""
     v = np.asarray(laplacian_vars, dtype=np.float64)
+    if window == 1:
+        return v
+    out = np.full(v.shape, np.nan)
+    if len(v) >= window:
+        out[window - 1:] = sliding_window_view(v, window).mean(axis=-1)
+    return out
+
+
+def slope_stop(losses: Sequence[float], eps: float = 1e-3, window: int = 5, min_iter: int = 0, patience: int = 1,
+               fit: str = "mean") -> Optional[StopDecision]:
+    s = smoothed_slopes(losses, window, fit)
+    below = np.nan_to_num(s, nan=np.inf) < eps
+    below[: min(len(below), min_iter)] = False
+    run = 0
+    for k, b in enumerate(below):
+        run = run + 1 if b else 0
+        if run >= patience:
+            return StopDecision(iteration=k, reason="slope", detected_at=k)
+    return None
+
+
+def laplacian_stop(laplacian_vars: Sequence[float], k_min: int = 100, window: int = 1) -> Optional[StopDecision]:
+    v = smoothed_laplacian(laplacian_vars, window)
     if len(v) < k_min + 3:
         return None
     ks = np.arange(k_min + 1, len(v) - 1)
@@ -69,18 +128,22 @@ def laplacian_stop(laplacian_vars: Sequence[float], k_min: int = 100) -> Optiona
     return StopDecision(iteration=k, reason="laplacian", detected_at=k + 1)
 
 
+def _rule(mode, eps, window, k_min, kw) -> StopRule:
+    return StopRule(mode=mode, eps=eps, window=window, k_min=k_min, **kw).resolved()
+
+
 def decide(losses: Sequence[float], laplacian_vars: Sequence[float], mode: str = "auto", eps: float = 1e-3,
-           window: int = 5, k_min: int = 100) -> Optional[StopDecision]:
-    """The stop the criteria of ``mode`` call for in this history, or None."""
-    if mode not in STOP_MODES:
-        raise ValueError(f"stop must be one of {STOP_MODES}, got {mode!r}")
+           window: int = 5, k_min: int = 100, **settings) -> Optional[StopDecision]:
+    """The stop the criteria of ``mode`` call for in this history, or None; ``settings``
+    are StopRule's other fields (slope_min_iter, patience, slope_fit, lap_window)."""
+    r = _rule(mode, eps, window, k_min, settings)
     found: List[StopDecision] = []
-    if mode in ("auto", "slope"):
-        d = slope_stop(losses, eps, window)
+    if r.mode in ("auto", "slope"):
+        d = slope_stop(losses, r.eps, r.window, r.slope_min_iter, r.patience, r.slope_fit)
         if d:
             found.append(d)
-    if mode in ("auto", "laplacian"):
-        d = laplacian_stop(laplacian_vars, k_min)
+    if r.mode in ("auto", "laplacian"):
+        d = laplacian_stop(laplacian_vars, r.k_min, r.lap_window)
         if d:
             found.append(d)
     return min(found, key=lambda d: (d.detected_at, d.iteration)) if found else None
@@ -94,25 +157,29 @@ class Stopper:
     decision it returns is the one ``decide`` gives on the history so far.
     """
 
-    def __init__(self, mode: str = "auto", eps: float = 1e-3, window: int = 5, k_min: int = 100):
-        if mode not in STOP_MODES:
-            raise ValueError(f"stop must be one of {STOP_MODES}, got {mode!r}")
-        self.mode, self.eps, self.window, self.k_min = mode, eps, window, k_min
+    def __init__(self, mode: str = "auto", eps: float = 1e-3, window: int = 5, k_min: int = 100, **settings):
+        self.rule = _rule(mode, eps, window, k_min, settings)
         self.losses: List[float] = []
         self.laplacian_vars: List[float] = []
         self.slopes: List[Optional[float]] = []
+        self._smoothed_lap: List[float] = []
+        self._run = 0
 
     def update(self, loss: float, laplacian_var: float) -> Optional[StopDecision]:
+        r = self.rule
         self.losses.append(float(loss))
         self.laplacian_vars.append(float(laplacian_var))
         k = len(self.losses) - 1
-        slope = float(smoothed_slopes(self.losses[-(self.window + 1):], self.window)[-1])
+        slope = float(smoothed_slopes(self.losses[-(r.window + 1):], r.window, r.slope_fit)[-1])
         self.slopes.append(slope if np.isfinite(slope) else None)
+        self._run = self._run + 1 if (np.isfinite(slope) and slope < r.eps and k >= r.slope_min_iter) else 0
+        self._smoothed_lap.append(float(smoothed_laplacian(self.laplacian_vars[-r.lap_window:], r.lap_window)[-1]))
         found: List[StopDecision] = []
-        if self.mode in ("auto", "slope") and k >= self.window and slope < self.eps:
+        if r.mode in ("auto", "slope") and self._run >= r.patience:
             found.append(StopDecision(iteration=k, reason="slope", detected_at=k))
         j = k - 1  # the Laplacian peak at j is known once j + 1 is
-        if self.mode in ("auto", "laplacian") and j >= self.k_min + 1 and self.laplacian_vars[j] > self.laplacian_vars[k]:
+        v = self._smoothed_lap
+        if r.mode in ("auto", "laplacian") and j >= r.k_min + 1 and v[j] > v[k]:
             found.append(StopDecision(iteration=j, reason="laplacian", detected_at=k))
         return min(found, key=lambda d: (d.detected_at, d.iteration)) if found else None
 

@@ -1,0 +1,239 @@
+"""``diip-tune``: choose a model's stopping defaults on photos it was trained on, never on
+the held-out ones, and write them into its manifest with the scores beside them.
+
+``record`` runs DIIP once per validation crop to the iteration cap (stop = none) and keeps
+each crop's loss, Laplacian-variance and PSNR histories in a JSON file.  ``choose``
+applies every candidate stopping setting to those histories with the runtime's own
+``decide`` (so the choice is reproducible from the file alone), keeps the settings that
+lose at most ``--max-loss-db`` against the input on every task, and picks the one with
+the best mean auto-stop PSNR over all tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import click
+import numpy as np
+
+from ..runtime.cli_errors import OneLineErrors
+from ..runtime.stopping import decide
+from .degrade import TASKS
+from .metrics import psnr
+
+TUNE_TASKS = ("noise25", "jpeg10", "sr4", "waterdrop")
+SCALES = (1.0, 0.5, 0.25)  # pyramid levels the crops are cut at
+
+# Candidate stop settings (the criteria's parameters; lr needs its own recorded run).
+GRID: Dict[str, Sequence[Any]] = {
+    "mode": ("auto", "slope", "laplacian"),
+    "eps": (1e-3, 3e-4, 1e-4),
+    "window": (5, 10, 20),
+    "k_min": (50, 80, 110),
+    "slope_min_iter": (0, 20, 40),
+    "patience": (1, 3),
+    "slope_fit": ("mean", "regression"),
+    "lap_window": (1, 5),
+}
+
+
+def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Optional[str] = None
+                     ) -> List[Tuple[str, np.ndarray]]:
+    """(name, clean crop) pairs from the training split only, at several pyramid scales."""
+    from PIL import Image
+
+    from ..train.photos import load_photos, split
+
+    train, _ = split(load_photos(opencv_doc))
+    names = sorted(train)
+    rng = np.random.default_rng(seed)
+    out: List[Tuple[str, np.ndarray]] = []
+    while len(out) < n_per_task:
+        name = names[int(rng.integers(len(names)))]
+        scale = SCALES[len(out) % len(SCALES)]
+        img = train[name]
+        h, w = int(img.shape[0] * scale), int(img.shape[1] * scale)
+        if min(h, w) < size:
+            continue
+        small = np.asarray(Image.fromarray((img * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)) / 255.0
+        y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+        out.append((f"{name}@{scale}:{y},{x}", small[y:y + size, x:x + size].astype(np.float64)))
+    return out
+
+
+def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], lr: Optional[float], max_iters: Optional[int],
+           batch: int, threads: Optional[int], seed: int = 0, log=print) -> Dict[str, Any]:
+    """Every crop of every task run to the cap; histories (no images) kept per crop."""
+    from ..runtime.loop import restore_iter
+    from ..runtime.restorer import Restorer, TileSettings
+
+    r = Restorer(export_dir, "ort-cpu", threads, TileSettings(batch=batch), lr=lr, max_iters=max_iters)
+    cfg = replace(r.cfg, stop="none")
+    crops = validation_crops(n_per_task, size, seed)
+    samples: List[Dict[str, Any]] = []
+    ys, cleans = [], []
+    for task in tasks:
+        for i, (name, clean) in enumerate(crops):
+            y = TASKS[task](clean, seed=seed + i)
+            samples.append({"task": task, "crop": name, "input_psnr": psnr(clean, y), "psnr": [], "loss": [],
+                            "laplacian_var": []})
+            ys.append((y.transpose(2, 0, 1) * 2 - 1).astype(np.float32))
+            cleans.append(clean)
+    t0 = time.perf_counter()
+
+    def keep(info: Dict[str, Any]) -> None:
+        for j, i in enumerate(info["index"]):
+            x = np.clip((info["x0"][j].transpose(1, 2, 0) + 1) / 2, 0, 1)
+            samples[i]["psnr"].append(round(psnr(cleans[i], x), 4))
+        if info["done"] and info["done"] % 32 == 0:
+            log(f"  {info['done']}/{info['total']} crops, {time.perf_counter() - t0:.0f} s")
+
+    for i, res in restore_iter(r.chain, np.stack(ys), cfg, [(seed, i) for i in range(len(ys))], batch, keep):
+        samples[i]["loss"] = res.history["loss"]
+        samples[i]["laplacian_var"] = res.history["laplacian_var"]
+    r.close()
+    return {"tool": "diip-tune record", "export": str(export_dir), "crop_size": size, "scales": list(SCALES),
+            "split": "training photos only (diip_deploy/train/photos.py)", "n_per_task": n_per_task,
+            "settings": {"lr": cfg.lr, "max_iters": cfg.max_iters, "gradient": cfg.gradient,
+                         "steps": len(r.manifest.chain_spec.timesteps)},
+            "seconds": round(time.perf_counter() - t0, 1), "samples": samples}
+
+
+def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR and stop iteration for one setting."""
+    per: Dict[str, Dict[str, List[float]]] = {}
+    for s in histories["samples"]:
+        d = decide(s["loss"], s["laplacian_var"], **settings)
+        k = d.iteration if d else len(s["psnr"]) - 1
+        t = per.setdefault(s["task"], {"input": [], "auto": [], "oracle": [], "stop": [], "cost": []})
+        t["input"].append(s["input_psnr"])
+        t["auto"].append(s["psnr"][k])
+        t["oracle"].append(max(s["psnr"]))
+        t["stop"].append(k)
+        t["cost"].append((d.detected_at if d else k) + 1)
+    return {task: {k: round(float(np.mean(v)), 3) for k, v in t.items()} for task, t in per.items()}
+
+
+def candidates(grid: Dict[str, Sequence[Any]] = GRID) -> Iterable[Dict[str, Any]]:
+    """Every setting of the grid, skipping parameters the mode never reads."""
+    seen = set()
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        c = dict(zip(keys, values))
+        if c["mode"] == "laplacian":
+            c.update(eps=grid["eps"][0], window=grid["window"][0], slope_min_iter=0, patience=1, slope_fit="mean")
+        if c["mode"] == "slope":
+            c.update(k_min=grid["k_min"][0], lap_window=1)
+        key = tuple(sorted(c.items()))
+        if key not in seen:
+            seen.add(key)
+            yield c
+
+
+def choose(histories: Dict[str, Any], max_loss_db: float = 0.2, grid: Dict[str, Sequence[Any]] = GRID) -> Dict[str, Any]:
+    """The admissible setting with the best mean auto-stop PSNR over tasks (ties: cheaper)."""
+    best: Optional[Tuple[Tuple[float, float], Dict[str, Any], Dict[str, Any]]] = None
+    fallback: Optional[Tuple[Tuple[float, float], Dict[str, Any], Dict[str, Any]]] = None
+    n = 0
+    for c in candidates(grid):
+        n += 1
+        sc = score(histories, c)
+        worst_margin = min(t["auto"] - t["input"] for t in sc.values())
+        mean_auto = float(np.mean([t["auto"] for t in sc.values()]))
+        cost = float(np.mean([t["cost"] for t in sc.values()]))
+        if worst_margin >= -max_loss_db:
+            key = (round(mean_auto, 3), -cost)
+            if best is None or key > best[0]:
+                best = (key, c, sc)
+        fkey = (round(worst_margin, 3), mean_auto)
+        if fallback is None or fkey > fallback[0]:
+            fallback = (fkey, c, sc)
+    assert fallback is not None
+    chosen = best or fallback
+    return {"settings": chosen[1], "scores": chosen[2], "admissible": best is not None, "candidates": n,
+            "max_loss_db": max_loss_db}
+
+
+def best_run(runs: Sequence[Dict[str, Any]], max_loss_db: float = 0.2) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Across recorded runs (one per learning rate): the run and choice that win, admissible first."""
+    def key(choice: Dict[str, Any]) -> Tuple[bool, float]:
+        return choice["admissible"], float(np.mean([t["auto"] for t in choice["scores"].values()]))
+
+    scored = [(h, choose(h, max_loss_db)) for h in runs]
+    return max(scored, key=lambda hc: key(hc[1]))
+
+
+def write_defaults(export_dir: Path, histories: Dict[str, Any], choice: Dict[str, Any],
+                   reference: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The chosen stop settings into the manifest's defaults, with the validation scores."""
+    from ..runtime.manifest import MANIFEST_NAME, write_manifest
+
+    path = Path(export_dir) / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    s = choice["settings"]
+    data["defaults"] = {**data.get("defaults", {}), "lr": histories["settings"]["lr"], "stop": s["mode"],
+                        "eps": s["eps"], "slope_window": s["window"], "k_min": s["k_min"],
+                        "slope_min_iter": s["slope_min_iter"], "patience": s["patience"], "slope_fit": s["slope_fit"],
+                        "lap_window": s["lap_window"]}
+    data["validation"] = {"tool": "diip-tune", "crops_per_task": histories["n_per_task"],
+                          "crop_size": histories["crop_size"], "split": histories["split"],
+                          "admissible": choice["admissible"], "max_loss_db": choice["max_loss_db"],
+                          "scores": choice["scores"], **({"previous_defaults_scores": reference} if reference else {})}
+    write_manifest(Path(export_dir), data)
+    return data
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tune a model's stopping defaults on validation crops from its training photos."""
+
+
+@main.command("record", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--n", "n_per_task", type=click.IntRange(min=1), default=64, show_default=True, help="Crops per task.")
+@click.option("--size", type=click.IntRange(min=8), default=None, help="Crop size (default: the model's tile size).")
+@click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=TUNE_TASKS, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--max-iters", type=click.IntRange(min=1), default=None)
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
+def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, out):
+    """Run DIIP to the iteration cap on every validation crop and keep the histories."""
+    from ..runtime.images import save_json
+    from ..runtime.manifest import load_manifest
+
+    size = size or load_manifest(export_dir).tile_size
+    h = record(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed,
+               log=lambda m: click.echo(m, err=True))
+    save_json(out, h)
+    click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")
+
+
+@main.command("choose", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--histories", "histories_files", required=True, multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Recorded histories; several (one per learning rate) to choose the lr too.")
+@click.option("--max-loss-db", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="Largest mean loss against the input allowed on any task.")
+@click.option("--write", "write_export", type=click.Path(path_type=Path), default=None,
+              help="Export folder whose manifest gets the chosen defaults.")
+def choose_cmd(histories_files, max_loss_db, write_export):
+    """Apply every candidate stop setting to recorded histories and pick the best."""
+    runs = [json.loads(f.read_text()) for f in histories_files]
+    h, choice = best_run(runs, max_loss_db)
+    click.echo(json.dumps({"lr": h["settings"]["lr"], **choice}, indent=1))
+    if write_export:
+        from ..runtime.manifest import load_manifest
+
+        old = load_manifest(write_export).defaults
+        ref = score(h, {"mode": old["stop"], "eps": old["eps"], "window": old["slope_window"], "k_min": old["k_min"],
+                        "slope_min_iter": old.get("slope_min_iter", 0), "patience": old.get("patience", 1),
+                        "slope_fit": old.get("slope_fit", "mean"), "lap_window": old.get("lap_window", 1)})
+        write_defaults(write_export, h, choice, ref)
+        click.echo(f"wrote the chosen defaults into {write_export}/manifest.json")

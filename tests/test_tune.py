@@ -1,0 +1,92 @@
+"""diip-tune: validation crops from the training split, a reproducible choice, and the
+manifest defaults it writes being what diip-run uses."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import copy_export
+from diip_deploy.bench.tune import candidates, choose, main as tune_main, score, validation_crops
+
+
+def _hist(task, input_psnr, psnr, losses, laps):
+    return {"task": task, "crop": "x", "input_psnr": input_psnr, "psnr": list(psnr), "loss": list(losses),
+            "laplacian_var": list(laps)}
+
+
+def _synthetic():
+    """Noise crops: the loss decays and flattens at k = 60, PSNR peaks at 60; SR crops: the
+    loss flattens early (k = 10) while PSNR falls from the input's level after 10."""
+    n = 120
+    k = np.arange(n)
+    noise_loss = np.where(k < 60, 0.9 ** k, 0.9 ** 60)
+    noise_psnr = 20 + 6 * np.minimum(k, 60) / 60 - 0.02 * np.maximum(k - 60, 0)
+    sr_loss = np.where(k < 10, 0.8 ** k, 0.8 ** 10 * (1 - 1e-5 * (k - 10)))
+    sr_psnr = 24 - 0.02 * np.maximum(k - 10, 0)
+    laps = np.linspace(0, 1, n)
+    return {"n_per_task": 2, "crop_size": 16, "split": "test", "settings": {"lr": 0.05},
+            "samples": [_hist("noise25", 20.0, noise_psnr, noise_loss, laps) for _ in range(2)]
+            + [_hist("sr4", 24.0, sr_psnr, sr_loss, laps) for _ in range(2)]}
+
+
+def test_score_applies_the_rule_to_each_history():
+    h = _synthetic()
+    sc = score(h, {"mode": "slope", "eps": 1e-3, "window": 5, "k_min": 50})
+    assert sc["noise25"]["stop"] == 65 and sc["sr4"]["stop"] == 15  # 5 flat steps after each plateau starts
+    assert sc["noise25"]["input"] == 20.0 and sc["noise25"]["oracle"] == pytest.approx(26.0)
+
+
+def test_choice_is_admissible_and_reproducible():
+    h = _synthetic()
+    a, b = choose(h, 0.2), choose(json.loads(json.dumps(h)), 0.2)
+    assert a == b and a["admissible"]
+    assert all(t["auto"] - t["input"] >= -0.2 for t in a["scores"].values())
+    assert a["scores"]["noise25"]["auto"] > 25.5  # it keeps most of the noise gain
+    # a later slope stop would gain nothing on noise and lose SR's input level: not chosen
+    assert a["settings"]["slope_min_iter"] < 40 or a["settings"]["mode"] == "laplacian"
+
+
+def test_candidates_skip_settings_a_mode_never_reads():
+    cs = list(candidates())
+    lap = [c for c in cs if c["mode"] == "laplacian"]
+    assert len(lap) == 6 and len({tuple(sorted(c.items())) for c in cs}) == len(cs)
+
+
+def test_validation_crops_come_from_training_photos_only():
+    from diip_deploy.train.photos import HELD_OUT
+
+    crops = validation_crops(6, 32, seed=1)
+    assert len(crops) == 6 and all(c.shape == (32, 32, 3) for _, c in crops)
+    assert not {name.split("@")[0] for name, _ in crops} & set(HELD_OUT)
+    assert {name.split("@")[1].split(":")[0] for name, _ in crops} == {"1.0", "0.5", "0.25"}
+
+
+def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
+    from diip_deploy.runtime.cli import main as diip_run
+    from images import save, smooth_image
+
+    m = copy_export(tiny_export, tmp_path / "m")
+    hist = tmp_path / "h.json"
+    r = CliRunner().invoke(tune_main, ["record", "--export", str(m), "--n", "2", "--size", "16", "--task", "noise25",
+                                       "--max-iters", "8", "--out", str(hist)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(hist.read_text())["samples"]) == 2
+    r = CliRunner().invoke(tune_main, ["choose", "--histories", str(hist), "--write", str(m)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    man = json.loads((m / "manifest.json").read_text())
+    d, v = man["defaults"], man["validation"]
+    assert v["tool"] == "diip-tune" and "noise25" in v["scores"]
+    # change one default by hand so the test can tell manifest values from built-in ones
+    d["patience"], d["slope_min_iter"] = 2, 3
+    (m / "manifest.json").write_text(json.dumps(man))
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = CliRunner().invoke(diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o" / "a.json").read_text())["settings"]
+    assert (s["stop"], s["eps"], s["slope_window"], s["k_min"], s["patience"], s["slope_min_iter"]) == \
+        (d["stop"], d["eps"], d["slope_window"], d["k_min"], 2, 3)
+    r = CliRunner().invoke(diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o2"), "--quiet",
+                                      "--patience", "4"])
+    assert json.loads((tmp_path / "o2" / "a.json").read_text())["settings"]["patience"] == 4
