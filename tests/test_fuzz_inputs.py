@@ -329,9 +329,10 @@ def _launch(args, env=None):
 
 
 def test_ctrl_c_exits_130_keeps_finished_and_resume_redoes_nothing(tiny_export, tmp_path):
-    srcs = [save(tmp_path / f"p{i}.png", smooth_image(40, 40, i)) for i in range(3)]
+    # p0 is one tile and finishes fast; p1 and p2 are 64 tiles each and take much longer
+    srcs = [save(tmp_path / f"p{i}.png", smooth_image(*((16, 16) if i == 0 else (128, 128)), i)) for i in range(3)]
     out = tmp_path / "o"
-    args = [*srcs, "--model", tiny_export, "--out", out, "--tile", "16", "--max-iters", "400", "--stop", "none",
+    args = [*srcs, "--model", tiny_export, "--out", out, "--tile", "16", "--max-iters", "300", "--stop", "none",
             "--quiet", "--threads", "1"]
     p = _launch(args)
     deadline = time.time() + 120

@@ -84,3 +84,22 @@ def test_border_mask_marks_tile_edges_only():
     assert not rows.any()  # one tile row: no horizontal edges inside the image
     marked = np.nonzero(cols[0])[0]
     assert set(marked) == {47, 48, 63, 64}  # differences across x = 48 and x = 64
+
+
+@pytest.mark.parametrize("h,w,max_tiles", [(384, 512, 256), (3000, 4000, 256), (384, 512, 9), (100, 100, 1), (64, 64, 4)])
+def test_regions_partition_the_tiles_into_bounded_blocks(h, w, max_tiles):
+    from diip_deploy.runtime.tiling import plan_regions, sub_plan
+
+    plan = plan_tiles(h, w, 64, 16)
+    regions = plan_regions(plan, max_tiles)
+    flat = sorted(i for r in regions for i in r)
+    assert flat == list(range(len(plan)))
+    assert all(0 < len(r) <= max_tiles for r in regions)
+    if len(plan) <= max_tiles:
+        assert len(regions) == 1
+    for r in regions:  # each region is a compact block: its local plan covers its bounding box
+        local = sub_plan(plan, r)
+        covered = np.zeros((local.height, local.width), bool)
+        for t in local.tiles:
+            covered[t.window] = True
+        assert covered.all()

@@ -85,12 +85,14 @@ def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], l
             ys.append((y.transpose(2, 0, 1) * 2 - 1).astype(np.float32))
             cleans.append(clean)
     t0 = time.perf_counter()
+    logged = [0]
 
     def keep(info: Dict[str, Any]) -> None:
         for j, i in enumerate(info["index"]):
             x = np.clip((info["x0"][j].transpose(1, 2, 0) + 1) / 2, 0, 1)
             samples[i]["psnr"].append(round(psnr(cleans[i], x), 4))
-        if info["done"] and info["done"] % 32 == 0:
+        if info["done"] >= logged[0] + 32:
+            logged[0] = info["done"]
             log(f"  {info['done']}/{info['total']} crops, {time.perf_counter() - t0:.0f} s")
 
     for i, res in restore_iter(r.chain, np.stack(ys), cfg, [(seed, i) for i in range(len(ys))], batch, keep):

@@ -62,6 +62,8 @@ def _warn(msg: str) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per graph call.")
 @click.option("--stop-scope", type=click.Choice(STOP_SCOPES), default="image", show_default=True,
               help="image: one stop for all tiles (summed loss, Laplacian of the blended image); tile: each tile its own.")
+@click.option("--region-tiles", type=click.IntRange(min=1), default=256, show_default=True,
+              help="With --stop-scope image: at most this many neighbouring tiles share one stop (bounds memory).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, show_default=True,
               help="Refuse larger images before any compute.")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output JSON is complete and whose PNG matches its hash.")
@@ -70,7 +72,7 @@ def _warn(msg: str) -> None:
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, max_pixels, skip_existing, threads, steps_per_report, save_plots,
+         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, steps_per_report, save_plots,
          quiet) -> int:
     """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
@@ -94,7 +96,7 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
     try:
         restorer = Restorer(model_dir, backend, threads,
                             TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
-                                         stop_scope=stop_scope),
+                                         stop_scope=stop_scope, region_tiles=region_tiles),
                             lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
                             slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter,
                             patience=patience, slope_fit=slope_fit, lap_window=lap_window)
@@ -147,7 +149,7 @@ def _require_matplotlib() -> None:
 def _restore_one(restorer: Restorer, job: Job, steps_per_report: int, save_plots: bool, quiet: bool) -> None:
     img, notes = read_image(job.source, restorer.manifest.channels, restorer.tiles.max_pixels)
     plan = restorer.plan(*img.shape[:2])
-    by_tile = restorer.tiles.stop_scope == "tile" and len(plan) > 1
+    by_tile = len(restorer.regions(plan)) > 1
     desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
     bar: Optional[ProgressBar] = (None if quiet else
                                   ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, steps_per_report))

@@ -208,6 +208,7 @@ class Assembler(Protocol):
 @dataclass
 class JointResult:
     x0: np.ndarray  # the assembled reconstruction of iteration stop_iteration
+    parts: List[np.ndarray]  # each sample's x0 at that iteration
     stop_iteration: int
     stop_reason: str
     iterations_run: int
@@ -230,13 +231,13 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
     seeds = [cfg.seed] * n if seeds is None else list(seeds)
     samples = [_Sample(i, ys[i], seeds[i], cfg) for i in range(n)]
     stopper = cfg.stopper()
-    recent: Dict[int, np.ndarray] = {}
+    recent: Dict[int, Tuple[np.ndarray, List[np.ndarray]]] = {}
     t0 = time.perf_counter()
     decision = None
     for k in range(cfg.max_iters):
         assembler.start()
-        total = 0.0
         losses_k: List[float] = []
+        parts: List[np.ndarray] = []
         for lo in range(0, n, batch):
             part = samples[lo:lo + batch]
             x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]),
@@ -246,6 +247,7 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
                 if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
                     raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
                 assembler.add(s.index, x0s[j])
+                parts.append(x0s[j].copy())
                 losses_k.append(loss)
                 if k + 1 < cfg.max_iters:
                     s.step(grads[j:j + 1], cfg.project)
@@ -253,7 +255,7 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         image = assembler.result()
         lap = float(laplacian_variance(image[None])[0])
         decision = stopper.update(total, lap)
-        recent = {k: image, **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
+        recent = {k: (image, parts), **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
         if callback is not None:
             callback({"index": list(range(n)), "k": [k] * n, "x0": image[None], "loss": [total], "slope": [stopper.slopes[-1]],
                       "laplacian_var": [lap], "done": n if decision is not None or k + 1 == cfg.max_iters else 0,
@@ -261,6 +263,6 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         if decision is not None:
             break
     stop_k, reason = (decision.iteration, decision.reason) if decision else (cfg.max_iters - 1, "max_iters")
-    return JointResult(x0=recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=len(stopper.losses),
+    return JointResult(x0=recent[stop_k][0], parts=recent[stop_k][1], stop_iteration=stop_k, stop_reason=reason, iterations_run=len(stopper.losses),
                        seconds=time.perf_counter() - t0,
                        history={"loss": stopper.losses, "slope": stopper.slopes, "laplacian_var": stopper.laplacian_vars})

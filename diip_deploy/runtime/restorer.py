@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .images import ImageError, check_pixels, load_image, pad_to_multiple
 from .loop import JointResult, RestoreConfig, RestoreResult, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
 from .select import Selection, open_chain, select_backend
-from .tiling import Blender, TilePlan, cut, plan_tiles, tile_seed
+from .tiling import Blender, TilePlan, cut, plan_regions, plan_tiles, sub_plan, tile_seed
 
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -33,7 +33,8 @@ class TileSettings:
     overlap: Optional[int] = None  # None: a quarter of the tile
     batch: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
-    stop_scope: str = "image"  # "image": one stop for all tiles; "tile": each tile its own
+    stop_scope: str = "image"  # "image": one stop for all tiles (per region); "tile": each tile its own
+    region_tiles: int = 256  # image scope: at most this many tiles share one stop, so memory stays bounded
 
 
 STOP_SCOPES = ("image", "tile")
@@ -57,6 +58,30 @@ class _TileSource:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return cut(self.image, [self.plan.tiles[i]])[0]
+
+
+class _Subset:
+    """Some samples of a source, renumbered from 0."""
+
+    def __init__(self, source: Any, indices: Sequence[int]):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.source[self.indices[i]]
+
+
+def _offset_progress(callback: Optional[Callable[[Dict[str, Any]], None]], done_before: int, total: int):
+    """A region's loop callback, with tiles done / total counted over the whole image."""
+    if callback is None:
+        return None
+
+    def cb(info: Dict[str, Any]) -> None:
+        callback({**info, "done": done_before + info["done"], "total": total})
+
+    return cb
 
 
 class Restorer:
@@ -91,8 +116,8 @@ class Restorer:
             raise ValueError(f"--tile {t} exceeds the model's largest tile ({self.manifest.max_tile_pixels} pixels)")
         if t and not 0 <= self.overlap <= t // 2:
             raise ValueError(f"--tile-overlap {self.overlap} must be in 0..{t // 2} for --tile {t}")
-        if self.tiles.batch < 1:
-            raise ValueError("--batch must be >= 1")
+        if self.tiles.batch < 1 or self.tiles.region_tiles < 1:
+            raise ValueError("--batch and --region-tiles must be >= 1")
         if self.tiles.stop_scope not in STOP_SCOPES:
             raise ValueError(f"--stop-scope must be one of {', '.join(STOP_SCOPES)}")
 
@@ -104,6 +129,12 @@ class Restorer:
             raise ImageError(f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
                              f"(at most {self.manifest.max_tile_pixels} pixels); use tiles")
         return plan_tiles(hp, wp, self.tile_size, self.overlap)
+
+    def regions(self, plan: TilePlan) -> List[List[int]]:
+        """The groups of tiles that stop together (one per tile in the tile scope)."""
+        if self.tiles.stop_scope == "tile":
+            return [[i] for i in range(len(plan))]
+        return plan_regions(plan, self.tiles.region_tiles)
 
     def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
                       callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -122,9 +153,20 @@ class Restorer:
         t0 = time.perf_counter()
         single: Optional[Union[JointResult, RestoreResult]] = None
         if self.tiles.stop_scope == "image":
-            joint = restore_joint(self.chain, tiles, self.cfg, blender, seeds, self.tiles.batch, callback)
-            canvas, stops, reasons = joint.x0, [joint.stop_iteration], Counter({joint.stop_reason: 1})
-            iters, single = joint.iterations_run * len(plan), joint
+            stops, reasons, iters, done = [], Counter(), 0, 0
+            regions = self.regions(plan)
+            for region in regions:
+                joint = restore_joint(self.chain, _Subset(tiles, region), self.cfg, Blender(sub_plan(plan, region), c),
+                                      [seeds[i] for i in region], self.tiles.batch,
+                                      _offset_progress(callback, done, len(plan)))
+                for i, part in zip(region, joint.parts):
+                    blender.add(i, part)
+                stops.append(joint.stop_iteration)
+                reasons[joint.stop_reason] += 1
+                iters += joint.iterations_run * len(region)
+                done += len(region)
+                single = joint if len(regions) == 1 else None
+            canvas = blender.result()
         else:
             stops, reasons, iters = [], Counter(), 0
             for i, r in restore_iter(self.chain, tiles, self.cfg, seeds, self.tiles.batch, callback):
@@ -145,14 +187,15 @@ class Restorer:
         report: Dict[str, Any] = {
             "stop_iteration": int(np.median(s)) if single is None else single.stop_iteration,
             "stop_reason": (single.stop_reason if single is not None
-                            else "per tile: " + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
+                            else f"per {'tile' if self.tiles.stop_scope == 'tile' else 'region'}: "
+                            + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
             "iterations_run": iters, "seconds": round(seconds, 3), "backend": self.backend,
             "gradient": self.cfg.gradient, "seed": seed,
             "settings": {**{k: v for k, v in asdict(self.cfg).items() if k not in ("seed", "gradient")},
                          "steps": len(self.manifest.chain_spec.timesteps)},
             "size": [int(w), int(h)], "padded_size": [int(plan.width), int(plan.height)],
             "tiling": {"tile": [plan.tile_w, plan.tile_h], "overlap": plan.overlap, "tiles": len(plan),
-                       "batch": self.tiles.batch, "stop_scope": self.tiles.stop_scope,
+                       "batch": self.tiles.batch, "stop_scope": self.tiles.stop_scope, "stops": len(stops),
                        "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
                                            "max": int(s.max())},
                        "stop_reasons": dict(reasons)},

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -63,7 +63,7 @@ class StopRule:
         return replace(self, mode="auto", window=1, slope_min_iter=0, patience=1, slope_fit="mean", lap_window=1)
 
 
-def raw_slopes(losses: Sequence[float]) -> np.ndarray:
+def raw_slopes(losses: Union[Sequence[float], np.ndarray]) -> np.ndarray:
     """Delta for each k >= 1 (NaN at k = 0)."""
     L = np.asarray(losses, dtype=np.float64)
     out = np.full(L.shape, np.nan)
@@ -72,7 +72,7 @@ def raw_slopes(losses: Sequence[float]) -> np.ndarray:
     return out
 
 
-def smoothed_slopes(losses: Sequence[float], window: int, fit: str = "mean") -> np.ndarray:
+def smoothed_slopes(losses: Union[Sequence[float], np.ndarray], window: int, fit: str = "mean") -> np.ndarray:
     """The slope at each k >= window (NaN before): the trailing mean of the last
     ``window`` raw slopes, or minus the least-squares slope of the last window + 1 losses
     over their mean."""

@@ -131,6 +131,27 @@ class Blender:
         return self.canvas
 
 
+def plan_regions(plan: TilePlan, max_tiles: int) -> List[List[int]]:
+    """Blocks of neighbouring tiles that share one stop, at most ``max_tiles`` each, cut as
+    evenly as the tile grid allows; fixed by the plan alone (not by batch or order)."""
+    ys = sorted({t.y for t in plan.tiles})
+    xs = sorted({t.x for t in plan.tiles})
+    side = max(1, math.isqrt(max_tiles))
+    row_groups = np.array_split(np.arange(len(ys)), math.ceil(len(ys) / side))
+    col_groups = np.array_split(np.arange(len(xs)), math.ceil(len(xs) / side))
+    index = {(t.y, t.x): i for i, t in enumerate(plan.tiles)}
+    return [[index[(ys[r], xs[c])] for r in rows for c in cols] for rows in row_groups for cols in col_groups]
+
+
+def sub_plan(plan: TilePlan, indices: Sequence[int]) -> TilePlan:
+    """The plan of some tiles alone, over their bounding box (for blending them locally)."""
+    tiles = [plan.tiles[i] for i in indices]
+    y0, x0 = min(t.y for t in tiles), min(t.x for t in tiles)
+    y1, x1 = max(t.y + t.h for t in tiles), max(t.x + t.w for t in tiles)
+    return TilePlan(y1 - y0, x1 - x0, plan.tile_h, plan.tile_w, plan.overlap,
+                    tuple(Tile(t.y - y0, t.x - x0, t.h, t.w) for t in tiles))
+
+
 def tile_seed(seed: int, tile: Tile) -> Tuple[int, int, int]:
     """The entropy of one tile's starting noise: the image seed and the tile's position."""
     return (int(seed), int(tile.y), int(tile.x))
