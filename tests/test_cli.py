@@ -28,7 +28,8 @@ def test_restores_png_and_jpeg_with_report(tiny_export, tmp_path):
         img = np.asarray(Image.open(out / f"{stem}.png"))
         assert img.shape == (16, 16, 3)
         rep = json.loads((out / f"{stem}.json").read_text())
-        for key in ("stop_iteration", "stop_reason", "iterations_run", "seconds", "backend", "gradient", "seed", "history"):
+        for key in ("stop_iteration", "stop_reason", "iterations_run", "backend", "gradient", "seed", "history", "tiling",
+                    "png_sha256", "complete"):
             assert key in rep
         assert rep["iterations_run"] == 8 and rep["stop_reason"] == "max_iters" and rep["backend"] == "ort-cpu"
         assert len(rep["history"]["loss"]) == 8 and len(rep["history"]["laplacian_var"]) == 8

@@ -6,20 +6,21 @@ Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interr
 from __future__ import annotations
 
 import math
-import sys
+
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
+
 
 import click
 
 from .backends.base import BackendUnavailable, RunnerError
 from .cli_errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, OneLineErrors
-from .images import ImageError, read_image
+from .images import ImageError
+from .jobs import restore_job, summary_line
 from .loop import NonFiniteError
 from .manifest import ManifestError
 from .optim import OPTIMIZERS
-from .outputs import Job, OutputError, check_writable, expand_inputs, is_complete, plan_outputs, write_result
-from .progress import ProgressBar, save_before_after, save_history_plot
+from .outputs import OutputError, check_writable, expand_inputs, is_complete, plan_outputs
 from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
 from .select import BACKENDS
 from .stopping import SLOPE_FITS, STOP_MODES
@@ -68,12 +69,17 @@ def _warn(msg: str) -> None:
               help="Refuse larger images before any compute.")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose output JSON is complete and whose PNG matches its hash.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Spread the images over a Ray cluster: --ray alone starts one here, --ray auto joins the running "
+                   "one, --ray ADDRESS joins that one (needs pip install '.[ray]').")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Actors to start (default: one per GPU on GPU backends, else CPUs / --threads).")
 @click.option("--steps-per-report", type=click.IntRange(min=1), default=10, show_default=True, help="Progress refresh interval.")
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, steps_per_report, save_plots,
-         quiet) -> int:
+         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, ray_address, ray_workers, steps_per_report,
+         save_plots, quiet) -> int:
     """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
     Images are restored in overlapping tiles of the model's tile size and blended back
@@ -93,39 +99,49 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
         return EXIT_USAGE
     for w in warnings:
         _warn(w)
+    tiles = TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels, stop_scope=stop_scope,
+                         region_tiles=region_tiles)
+    overrides = dict(lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
+                     slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter, patience=patience,
+                     slope_fit=slope_fit, lap_window=lap_window)
+    restorer: Optional[Restorer] = None
     try:
-        restorer = Restorer(model_dir, backend, threads,
-                            TileSettings(tile=tile, overlap=tile_overlap, batch=batch, max_pixels=max_pixels,
-                                         stop_scope=stop_scope, region_tiles=region_tiles),
-                            lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
-                            slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter,
-                            patience=patience, slope_fit=slope_fit, lap_window=lap_window)
-    except (ManifestError, BackendUnavailable, RunnerError, ValueError, OSError) as e:
+        if ray_address:  # the workers open the backend; here only the model and options are checked
+            Restorer.check(model_dir, tiles, **overrides)
+        else:
+            restorer = Restorer(model_dir, backend, threads, tiles, **overrides)
+        if jobs:
+            check_writable(out_dir)
+    except (ManifestError, BackendUnavailable, RunnerError, ValueError, OSError, OutputError) as e:
+        if restorer is not None:
+            restorer.close()
         _fail(str(e).splitlines()[0])
         return EXIT_USAGE
-    if jobs:
-        try:
-            check_writable(out_dir)
-        except OutputError as e:
-            restorer.close()
-            _fail(str(e))
-            return EXIT_USAGE
-    if not quiet:
+    if restorer is not None and not quiet:
         click.echo(f"diip-run: {restorer.selection.describe()}", err=True)
 
     for msg in input_errors:
         _fail(msg)
-    failures, finished = len(input_errors), 0
+    todo = []
+    for job in jobs:
+        if skip_existing and is_complete(job):
+            if not quiet:
+                click.echo(f"{job.source}: {job.png} is complete, skipped", err=True)
+        else:
+            todo.append(job)
+    failures, finished = len(input_errors), len(jobs) - len(todo)
     try:
-        for job in jobs:
-            if skip_existing and is_complete(job):
-                if not quiet:
-                    click.echo(f"{job.source}: {job.png} is complete, skipped", err=True)
-                finished += 1
-                continue
+        if ray_address:
+            failures += _run_on_ray(todo, model_dir, backend, threads, tiles, overrides, ray_address, ray_workers,
+                                    save_plots, quiet)
+            return EXIT_SOME_FAILED if failures else EXIT_OK
+        assert restorer is not None
+        for job in todo:
             try:
-                _restore_one(restorer, job, steps_per_report, save_plots, quiet)
+                report = restore_job(restorer, job, None if quiet else steps_per_report, save_plots, _warn)
                 finished += 1
+                if not quiet:
+                    click.echo(summary_line(job, report), err=True)
             except (ImageError, NonFiniteError, RunnerError, ValueError, RuntimeError, MemoryError, OSError) as e:
                 failures += 1
                 text = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -134,8 +150,34 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
         click.echo(f"diip-run: interrupted: {finished} of {len(jobs)} images finished and kept", err=True)
         return EXIT_INTERRUPTED
     finally:
-        restorer.close()
+        if restorer is not None:
+            restorer.close()
     return EXIT_SOME_FAILED if failures else EXIT_OK
+
+
+def _run_on_ray(todo, model_dir, backend, threads, tiles, overrides, address, workers, save_plots, quiet) -> int:
+    """The jobs over Ray actors; progress (images done / total, ETA) aggregated here. Returns failures."""
+    from .ray_runner import RayUnavailable, run_jobs
+
+    failures = 0
+
+    def on_result(r, done, total, eta):
+        nonlocal failures
+        if not r["ok"]:
+            failures += 1
+            _fail(r["error"])
+        elif not quiet:
+            click.echo(f"diip-run: ray: {done}/{total} images, ETA {eta:.0f} s: {r['source']} -> "
+                       f"{r['report']['output']}", err=True)  # the PNG's name beside its JSON
+
+    if not todo:
+        return 0
+    try:
+        run_jobs(todo, str(model_dir), backend, threads, tiles, overrides, address, workers, save_plots, on_result)
+    except RayUnavailable as e:
+        _fail(str(e))
+        return len(todo)
+    return failures
 
 
 def _require_matplotlib() -> None:
@@ -144,35 +186,6 @@ def _require_matplotlib() -> None:
     except ImportError:
         raise OutputError("--save-plots needs matplotlib: pip install matplotlib (or '.[bench]' in the checkout); "
                           "nothing was restored") from None
-
-
-def _restore_one(restorer: Restorer, job: Job, steps_per_report: int, save_plots: bool, quiet: bool) -> None:
-    img, notes = read_image(job.source, restorer.manifest.channels, restorer.tiles.max_pixels)
-    plan = restorer.plan(*img.shape[:2])
-    by_tile = len(restorer.regions(plan)) > 1
-    desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
-    bar: Optional[ProgressBar] = (None if quiet else
-                                  ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, steps_per_report))
-    try:
-        restored, report = restorer.restore_array(img, callback=bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    report = write_result(job, restored, {"input": str(job.source), "decoding": notes, **report})
-    if save_plots:  # extras come after the restoration is safe on disk
-        stem = job.png.with_suffix("")
-        try:
-            if "history" in report:
-                save_history_plot(Path(f"{stem}_curves.png"), report["history"], report["stop_iteration"],
-                                  report["stop_reason"])
-            save_before_after(Path(f"{stem}_before_after.png"), img, restored)
-        except (RuntimeError, OSError, ValueError) as e:
-            _warn(f"{job.source}: restoration saved, plots not: {str(e).splitlines()[0]}")
-    if not quiet:
-        t = report["tiling"]
-        click.echo(f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
-                   f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['seconds']:.1f} s",
-                   err=True)
 
 
 if __name__ == "__main__":

@@ -120,14 +120,17 @@ def _temp_beside(path: Path) -> str:
 
 
 def write_result(job: Job, image: np.ndarray, report: Dict[str, Any]) -> Dict[str, Any]:
-    """Write the PNG and its JSON (with the PNG's sha256) as one pair; returns the report written."""
+    """Write the PNG and its JSON (with the PNG's sha256) as one pair; returns the report
+    written.  The report's "run" measurements (time, memory) are left out of the file, so
+    the same input and options give the same bytes on any machine or worker."""
+    report = {k: v for k, v in report.items() if k != "run"}
     job.png.parent.mkdir(parents=True, exist_ok=True)
     tmps: List[str] = []
     try:
         png_tmp = _temp_beside(job.png)
         tmps.append(png_tmp)
         encode_png(image, png_tmp)
-        report = {**report, "output": str(job.png), "png_sha256": sha256_file(Path(png_tmp)), "complete": True}
+        report = {**report, "output": job.png.name, "png_sha256": sha256_file(Path(png_tmp)), "complete": True}
         json_tmp = _temp_beside(job.json)
         tmps.append(json_tmp)
         with open(json_tmp, "w") as f:

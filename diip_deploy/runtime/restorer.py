@@ -46,6 +46,28 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
+def tile_size(manifest: Manifest, tiles: TileSettings) -> int:
+    return manifest.tile_size if tiles.tile is None else int(tiles.tile)
+
+
+def overlap(manifest: Manifest, tiles: TileSettings) -> int:
+    return tile_size(manifest, tiles) // 4 if tiles.overlap is None else int(tiles.overlap)
+
+
+def check_tile_settings(manifest: Manifest, tiles: TileSettings) -> None:
+    m, t, o = manifest.size_multiple, tile_size(manifest, tiles), overlap(manifest, tiles)
+    if t < 0 or (t and t % m):
+        raise ValueError(f"--tile {t} must be 0 or a positive multiple of the model's size multiple {m}")
+    if t * t > manifest.max_tile_pixels:
+        raise ValueError(f"--tile {t} exceeds the model's largest tile ({manifest.max_tile_pixels} pixels)")
+    if t and not 0 <= o <= t // 2:
+        raise ValueError(f"--tile-overlap {o} must be in 0..{t // 2} for --tile {t}")
+    if tiles.batch < 1 or tiles.region_tiles < 1:
+        raise ValueError("--batch and --region-tiles must be >= 1")
+    if tiles.stop_scope not in STOP_SCOPES:
+        raise ValueError(f"--stop-scope must be one of {', '.join(STOP_SCOPES)}")
+
+
 class _TileSource:
     """Tiles of one padded image in model range, cut on demand (no [N, C, h, w] copy)."""
 
@@ -89,12 +111,20 @@ class Restorer:
 
     def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None,
                  tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None, **overrides: Any):
-        self.manifest = manifest if manifest is not None else load_manifest(model_dir)
-        self.cfg = RestoreConfig.from_defaults(self.manifest.defaults, **overrides)
-        self.tiles = tiles or TileSettings()
-        self._check_tile_settings()
+        self.manifest, self.cfg, self.tiles = self.check(model_dir, tiles, manifest, **overrides)
         self.selection: Selection = select_backend(self.manifest, backend)
         self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads)
+
+    @staticmethod
+    def check(model_dir: Path | str, tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None,
+              **overrides: Any) -> Tuple[Manifest, RestoreConfig, TileSettings]:
+        """The manifest, config and tile settings a Restorer would use, checked, with no
+        backend opened (what a driver checks before handing work to workers)."""
+        manifest = manifest if manifest is not None else load_manifest(model_dir)
+        cfg = RestoreConfig.from_defaults(manifest.defaults, **overrides)
+        tiles = tiles or TileSettings()
+        check_tile_settings(manifest, tiles)
+        return manifest, cfg, tiles
 
     @property
     def backend(self) -> str:
@@ -102,24 +132,11 @@ class Restorer:
 
     @property
     def tile_size(self) -> int:
-        return self.manifest.tile_size if self.tiles.tile is None else int(self.tiles.tile)
+        return tile_size(self.manifest, self.tiles)
 
     @property
     def overlap(self) -> int:
-        return self.tile_size // 4 if self.tiles.overlap is None else int(self.tiles.overlap)
-
-    def _check_tile_settings(self) -> None:
-        m, t = self.manifest.size_multiple, self.tile_size
-        if t < 0 or (t and t % m):
-            raise ValueError(f"--tile {t} must be 0 or a positive multiple of the model's size multiple {m}")
-        if t * t > self.manifest.max_tile_pixels:
-            raise ValueError(f"--tile {t} exceeds the model's largest tile ({self.manifest.max_tile_pixels} pixels)")
-        if t and not 0 <= self.overlap <= t // 2:
-            raise ValueError(f"--tile-overlap {self.overlap} must be in 0..{t // 2} for --tile {t}")
-        if self.tiles.batch < 1 or self.tiles.region_tiles < 1:
-            raise ValueError("--batch and --region-tiles must be >= 1")
-        if self.tiles.stop_scope not in STOP_SCOPES:
-            raise ValueError(f"--stop-scope must be one of {', '.join(STOP_SCOPES)}")
+        return overlap(self.manifest, self.tiles)
 
     def plan(self, height: int, width: int) -> TilePlan:
         """The tiles of an image of this size (padded to the model's multiple)."""
@@ -189,7 +206,7 @@ class Restorer:
             "stop_reason": (single.stop_reason if single is not None
                             else f"per {'tile' if self.tiles.stop_scope == 'tile' else 'region'}: "
                             + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
-            "iterations_run": iters, "seconds": round(seconds, 3), "backend": self.backend,
+            "iterations_run": iters, "backend": self.backend,
             "gradient": self.cfg.gradient, "seed": seed,
             "settings": {**{k: v for k, v in asdict(self.cfg).items() if k not in ("seed", "gradient")},
                          "steps": len(self.manifest.chain_spec.timesteps)},
@@ -199,11 +216,12 @@ class Restorer:
                        "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
                                            "max": int(s.max())},
                        "stop_reasons": dict(reasons)},
-            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+            # measurements of this run: kept apart, since the record above is reproducible to the byte
+            "run": {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)},
         }
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
         if device:
-            report["device_memory_mb"] = round(sum(device) / 2**20, 1)
+            report["run"]["device_memory_mb"] = round(sum(device) / 2**20, 1)
         if single is not None:
             report["history"] = single.history
         return report

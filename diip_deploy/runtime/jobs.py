@@ -1,0 +1,49 @@
+"""One input file through a Restorer to its output pair: what the CLI and each Ray worker
+do per image, so both write the same bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from .images import read_image
+from .outputs import Job, write_result
+from .progress import ProgressBar, save_before_after, save_history_plot
+from .restorer import Restorer
+
+
+def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = None, save_plots: bool = False,
+                warn: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+    """Read, restore and write one image; returns the report (with this run's measurements).
+    ``progress_every``: show a progress bar refreshed that often (None: no bar)."""
+    img, notes = read_image(job.source, restorer.manifest.channels, restorer.tiles.max_pixels)
+    plan = restorer.plan(*img.shape[:2])
+    bar: Optional[ProgressBar] = None
+    if progress_every is not None:
+        by_tile = len(restorer.regions(plan)) > 1
+        desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
+        bar = ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, progress_every)
+    try:
+        restored, report = restorer.restore_array(img, callback=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    run = report["run"]
+    report = {**write_result(job, restored, {"input": str(job.source), "decoding": notes, **report}), "run": run}
+    if save_plots:  # extras come after the restoration is safe on disk
+        stem = job.png.with_suffix("")
+        try:
+            if "history" in report:
+                save_history_plot(Path(f"{stem}_curves.png"), report["history"], report["stop_iteration"],
+                                  report["stop_reason"])
+            save_before_after(Path(f"{stem}_before_after.png"), img, restored)
+        except (RuntimeError, OSError, ValueError) as e:
+            warn(f"{job.source}: restoration saved, plots not: {str(e).splitlines()[0]}")
+    return report
+
+
+def summary_line(job: Job, report: Dict[str, Any]) -> str:
+    t = report["tiling"]
+    return (f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
+            f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['run']['seconds']:.1f} s, "
+            f"peak RSS {report['run']['peak_rss_mb']:.0f} MB")
