@@ -90,3 +90,11 @@ def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
     r = CliRunner().invoke(diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o2"), "--quiet",
                                       "--patience", "4"])
     assert json.loads((tmp_path / "o2" / "a.json").read_text())["settings"]["patience"] == 4
+
+
+def test_choose_refuses_held_out_histories(tmp_path):
+    h = {**_synthetic(), "split": "HELD-OUT photos: for reporting only, never for choosing"}
+    f = tmp_path / "held.json"
+    f.write_text(json.dumps(h))
+    r = CliRunner().invoke(tune_main, ["choose", "--histories", str(f)])
+    assert r.exit_code == 2 and "held-out" in r.output

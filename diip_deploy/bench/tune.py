@@ -42,14 +42,17 @@ GRID: Dict[str, Sequence[Any]] = {
 }
 
 
-def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Optional[str] = None
-                     ) -> List[Tuple[str, np.ndarray]]:
-    """(name, clean crop) pairs from the training split only, at several pyramid scales."""
+def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Optional[str] = None,
+                     held_out: bool = False) -> List[Tuple[str, np.ndarray]]:
+    """(name, clean crop) pairs from the training split (or, to report, never to choose,
+    the held-out one), at several pyramid scales."""
     from PIL import Image
 
     from ..train.photos import load_photos, split
 
-    train, _ = split(load_photos(opencv_doc))
+    train, held = split(load_photos(opencv_doc))
+    if held_out:
+        train = held
     names = sorted(train)
     rng = np.random.default_rng(seed)
     out: List[Tuple[str, np.ndarray]] = []
@@ -67,14 +70,14 @@ def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Opti
 
 
 def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], lr: Optional[float], max_iters: Optional[int],
-           batch: int, threads: Optional[int], seed: int = 0, log=print) -> Dict[str, Any]:
+           batch: int, threads: Optional[int], seed: int = 0, log=print, held_out: bool = False) -> Dict[str, Any]:
     """Every crop of every task run to the cap; histories (no images) kept per crop."""
     from ..runtime.loop import restore_iter
     from ..runtime.restorer import Restorer, TileSettings
 
     r = Restorer(export_dir, "ort-cpu", threads, TileSettings(batch=batch), lr=lr, max_iters=max_iters)
     cfg = replace(r.cfg, stop="none")
-    crops = validation_crops(n_per_task, size, seed)
+    crops = validation_crops(n_per_task, size, seed, held_out=held_out)
     samples: List[Dict[str, Any]] = []
     ys, cleans = [], []
     for task in tasks:
@@ -100,7 +103,8 @@ def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], l
         samples[i]["laplacian_var"] = res.history["laplacian_var"]
     r.close()
     return {"tool": "diip-tune record", "export": str(export_dir), "crop_size": size, "scales": list(SCALES),
-            "split": "training photos only (diip_deploy/train/photos.py)", "n_per_task": n_per_task,
+            "split": ("HELD-OUT photos: for reporting only, never for choosing" if held_out
+                      else "training photos only (diip_deploy/train/photos.py)"), "n_per_task": n_per_task,
             "settings": {"lr": cfg.lr, "max_iters": cfg.max_iters, "gradient": cfg.gradient,
                          "steps": len(r.manifest.chain_spec.timesteps)},
             "seconds": round(time.perf_counter() - t0, 1), "samples": samples}
@@ -205,15 +209,16 @@ def main() -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--held-out", is_flag=True, help="Crops of the held-out photos instead: to report scores, not to choose.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
-def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, out):
+def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, held_out, out):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
     from ..runtime.images import save_json
     from ..runtime.manifest import load_manifest
 
     size = size or load_manifest(export_dir).tile_size
     h = record(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed,
-               log=lambda m: click.echo(m, err=True))
+               log=lambda m: click.echo(m, err=True), held_out=held_out)
     save_json(out, h)
     click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")
 
@@ -226,6 +231,8 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, thread
 @click.option("--write", "write_export", type=click.Path(path_type=Path), default=None,
               help="Export folder whose manifest gets the chosen defaults.")
 def choose_cmd(histories_files, max_loss_db, write_export):
+    if any("HELD-OUT" in json.loads(f.read_text()).get("split", "") for f in histories_files):
+        raise click.UsageError("refusing to choose defaults on held-out histories (record without --held-out)")
     """Apply every candidate stop setting to recorded histories and pick the best."""
     runs = [json.loads(f.read_text()) for f in histories_files]
     h, choice = best_run(runs, max_loss_db)
@@ -233,9 +240,33 @@ def choose_cmd(histories_files, max_loss_db, write_export):
     if write_export:
         from ..runtime.manifest import load_manifest
 
-        old = load_manifest(write_export).defaults
-        ref = score(h, {"mode": old["stop"], "eps": old["eps"], "window": old["slope_window"], "k_min": old["k_min"],
-                        "slope_min_iter": old.get("slope_min_iter", 0), "patience": old.get("patience", 1),
-                        "slope_fit": old.get("slope_fit", "mean"), "lap_window": old.get("lap_window", 1)})
+        ref = score(h, manifest_settings(load_manifest(write_export).defaults))
         write_defaults(write_export, h, choice, ref)
         click.echo(f"wrote the chosen defaults into {write_export}/manifest.json")
+
+
+def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
+    """A manifest's defaults as ``decide``'s settings."""
+    return {"mode": defaults["stop"], "eps": defaults["eps"], "window": defaults["slope_window"],
+            "k_min": defaults["k_min"], "slope_min_iter": defaults.get("slope_min_iter", 0),
+            "patience": defaults.get("patience", 1), "slope_fit": defaults.get("slope_fit", "mean"),
+            "lap_window": defaults.get("lap_window", 1)}
+
+
+@main.command("score", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--histories", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path),
+              help="Score this manifest's defaults (and the paper's rules beside them).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
+def score_cmd(histories, export_dir, json_out):
+    """Per task: input, auto-stop (manifest defaults and paper-auto) and oracle PSNR, stop iterations."""
+    from ..runtime.manifest import load_manifest
+
+    h = json.loads(histories.read_text())
+    d = load_manifest(export_dir).defaults
+    out = {"histories": str(histories), "split": h.get("split"), "n_per_task": h.get("n_per_task"),
+           "manifest_defaults": score(h, manifest_settings(d)),
+           "paper_auto": score(h, {**manifest_settings(d), "mode": "paper-auto"})}
+    click.echo(json.dumps(out, indent=1))
+    if json_out:
+        json_out.write_text(json.dumps(out, indent=1) + "\n")

@@ -6,10 +6,8 @@ Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interr
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Optional
-
 
 import click
 
