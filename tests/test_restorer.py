@@ -112,3 +112,12 @@ def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):
     np.testing.assert_array_equal(a, b)
     assert ra["tiling"]["stops"] == 4 and ra["stop_reason"].startswith("per region")
     assert ra["tiling"]["stop_iterations"] == rb["tiling"]["stop_iterations"]
+
+
+def test_restore_file_returns_input_output_and_report_without_writing(tiny_export, tmp_path):
+    src = save(tmp_path / "a.png", _noisy(20, 24))
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16), max_iters=3) as r:
+        img, out, rep = r.restore_file(src)
+    assert img.shape == out.shape == (20, 24, 3) and rep["input"] == str(src)
+    assert rep["decoding"]["format"] == "PNG" and rep["tiling"]["tiles"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

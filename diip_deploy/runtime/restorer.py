@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .images import ImageError, check_pixels, load_image, pad_to_multiple
+from .images import ImageError, check_pixels, pad_to_multiple, read_image
 from .loop import JointResult, RestoreConfig, RestoreResult, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
 from .select import Selection, open_chain, select_backend
@@ -228,10 +228,11 @@ class Restorer:
 
     def restore_file(self, path: Path | str, seed: Optional[int] = None,
                      callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
-        """(input HxWxC, restored HxWxC, report) for one image file."""
-        img = load_image(path, self.manifest.channels, self.tiles.max_pixels)
+        """(input HxWxC, restored HxWxC, report) for one image file, nothing written
+        (``jobs.restore_job`` also writes the output pair)."""
+        img, notes = read_image(path, self.manifest.channels, self.tiles.max_pixels)
         restored, report = self.restore_array(img, seed, callback)
-        return img, restored, {"input": str(path), **report}
+        return img, restored, {"input": str(path), "decoding": notes, **report}
 
     def close(self) -> None:
         self.chain.close()
