@@ -102,7 +102,7 @@ def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
 
 
 def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):
-    img = _noisy(56, 56, seed=4)  # 16 tiles of 16 with overlap 4 -> 4 regions of 4
+    img = _noisy(52, 52, seed=4)  # 4 x 4 tiles of 16 with overlap 4 -> 4 regions of 2 x 2
     outs = []
     for batch in (1, 3):
         with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, batch=batch, region_tiles=4),
