@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +87,6 @@ def quality(args) -> dict:
 def restore(args) -> dict:
     """The shipped path as a user runs it (default settings, auto stop) on full-size photos:
     PSNR in and out, the seam ratio and the time, per photo and task."""
-    import time
-
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.tiled import seam_ratio
@@ -118,7 +118,6 @@ def restore(args) -> dict:
 
 
 def memory(args) -> dict:
-    from diip_deploy.bench.tiled import peak_rss_of_run
     from diip_deploy.runtime.images import save_image
     from diip_deploy.train.photos import load_photos
 
@@ -141,9 +140,6 @@ def memory(args) -> dict:
                    sys.executable, "-m", "diip_deploy.runtime.cli", str(path), "--model", str(args.export),
                    "--out", str(Path(tmp) / "out"), "--max-iters", str(args.max_iters), "--batch", str(batch),
                    "--quiet", "--backend", "ort-cpu", "--threads", str(args.threads)]
-            import subprocess
-            import time
-
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
@@ -154,7 +150,6 @@ def memory(args) -> dict:
                    "seconds": round(time.perf_counter() - t0, 1)}
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
-    del peak_rss_of_run
     return out
 
 

@@ -10,15 +10,14 @@ the Laplacian of the blended image) and the oracle compare on identical runs.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 
-from ..runtime.images import pad_to_multiple
 from ..runtime.loop import restore_iter
-from ..runtime.restorer import Restorer, _TileSource
+from ..runtime.restorer import Restorer
 from ..runtime.stopping import decide, laplacian_variance
-from ..runtime.tiling import Blender, TilePlan, border_mask, tile_seed
+from ..runtime.tiling import Blender, TilePlan, border_mask
 from .metrics import psnr, ssim
 
 
@@ -48,10 +47,8 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
     from dataclasses import replace
 
     h, w = degraded.shape[:2]
-    plan = restorer.plan(h, w)
+    plan, tiles, seeds = restorer.tiles_of(degraded, seed)
     cfg = replace(restorer.cfg, stop="none")
-    padded, _ = pad_to_multiple(degraded, restorer.manifest.size_multiple)
-    y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2 - 1
     n, k_max, c = len(plan), cfg.max_iters, degraded.shape[2]
     xs = np.zeros((n, k_max, c, plan.tile_h, plan.tile_w), dtype=np.float16)
     losses = np.zeros((n, k_max))
@@ -64,16 +61,15 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
             laps[i, k] = info["laplacian_var"][j]
 
     t0 = time.perf_counter()
-    for _ in restore_iter(restorer.chain, _TileSource(y, plan), cfg, [tile_seed(seed, t) for t in plan.tiles],
-                          restorer.tiles.batch, keep):
+    for _ in restore_iter(restorer.chain, tiles, cfg, seeds, restorer.tiles.batch, keep):
         pass
     return {"plan": plan, "xs": xs, "loss": losses, "laplacian_var": laps, "seconds": time.perf_counter() - t0,
             "size": (h, w)}
 
 
 def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: Dict[str, Any]) -> Dict[str, Any]:
-    """``rule``: the stop settings (RestoreConfig.stop_settings())."""
-    """Per-tile, per-image and oracle stops of one recorded run: PSNR, SSIM, seams, stops."""
+    """Per-tile, per-image and oracle stops of one recorded run: PSNR, SSIM, seams, stops.
+    ``rule``: the stop settings (RestoreConfig.stop_settings())."""
     plan, xs = hist["plan"], hist["xs"]
     h, w = hist["size"]
     n, k_max = xs.shape[:2]
@@ -108,22 +104,6 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     return out
 
 
-def peak_rss_of_run(args: List[str]) -> Dict[str, Any]:
-    """Run diip-run in a child process and report its peak RSS and wall time."""
-    import resource
-    import subprocess
-    import sys
-
-    t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    p = subprocess.run([sys.executable, "-m", "diip_deploy.runtime.cli", *args], capture_output=True, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if p.returncode != 0:
-        raise RuntimeError(f"diip-run failed ({p.returncode}): {p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ''}")
-    # ru_maxrss of children is the max over all waited-for children: run the largest last, or one per process
-    return {"peak_rss_mb": round(max(after, before) / 1024, 1), "seconds": round(time.perf_counter() - t0, 1)}
-
-
 def time_tiled_vs_whole(restorer_tiled: Restorer, restorer_whole: Restorer, img: np.ndarray, iters: int,
                         rounds: int = 3) -> Dict[str, Any]:
     """Seconds per DIIP iteration over the whole image, tiled and whole, alternated."""
@@ -143,8 +123,3 @@ def time_tiled_vs_whole(restorer_tiled: Restorer, restorer_whole: Restorer, img:
     return {"size": list(img.shape[:2]), "tiles": len(plan), "tile": plan.tile_h, "overlap": plan.overlap,
             "batch": restorer_tiled.tiles.batch, "tiled_s_per_iter": round(tiled, 4), "whole_s_per_iter": round(whole, 4),
             "ratio_tiled_over_whole": round(tiled / whole, 3)}
-
-
-def summarize(rows: List[Dict[str, Any]], key: str, field: str) -> Optional[float]:
-    vals = [r[key][field] for r in rows if key in r]
-    return round(float(np.mean(vals)), 3) if vals else None

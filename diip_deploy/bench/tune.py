@@ -247,10 +247,9 @@ def choose_cmd(histories_files, max_loss_db, write_export):
 
 def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
     """A manifest's defaults as ``decide``'s settings."""
-    return {"mode": defaults["stop"], "eps": defaults["eps"], "window": defaults["slope_window"],
-            "k_min": defaults["k_min"], "slope_min_iter": defaults.get("slope_min_iter", 0),
-            "patience": defaults.get("patience", 1), "slope_fit": defaults.get("slope_fit", "mean"),
-            "lap_window": defaults.get("lap_window", 1)}
+    from ..runtime.loop import RestoreConfig
+
+    return RestoreConfig.from_defaults(defaults).stop_settings()
 
 
 @main.command("score", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

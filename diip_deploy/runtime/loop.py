@@ -58,8 +58,7 @@ class RestoreConfig:
                    slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)))
 
     def stopper(self) -> Stopper:
-        return Stopper(self.stop, self.eps, self.slope_window, self.k_min, slope_min_iter=self.slope_min_iter,
-                       patience=self.patience, slope_fit=self.slope_fit, lap_window=self.lap_window)
+        return Stopper(**self.stop_settings())
 
     def stop_settings(self) -> Dict[str, Any]:
         """The criteria's settings, as ``decide`` takes them after the history."""
@@ -101,10 +100,6 @@ def initial_latent(shape, seed: Seed, project: bool = True) -> np.ndarray:
     return project_to_sphere(z[None])[0] if len(shape) == 3 else project_to_sphere(z)
 
 
-def _finite_or_none(v: float) -> Optional[float]:
-    return float(v) if np.isfinite(v) else None
-
-
 class _Sample:
     """One sample's state in the batch: z, optimiser moments, stopper, last two x0."""
 
@@ -126,6 +121,18 @@ class _Sample:
     @property
     def k(self) -> int:
         return len(self.stopper.losses)
+
+
+def _graph_call(chain: LossAndGrad, part: Sequence[_Sample], ys: Samples, iterations: Sequence[int]) -> tuple:
+    """One batched loss-and-gradient call over some samples; a non-finite loss or gradient
+    is an error that names the iteration."""
+    x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]),
+                                             np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False))
+    for j, k in enumerate(iterations):
+        loss = float(losses[j])
+        if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
+            raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+    return x0s, losses, grads
 
 
 def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
@@ -154,15 +161,12 @@ def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Opt
             active.append(_Sample(i, ys[i], seeds[i], cfg))
         if not active:
             return
-        x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in active]),
-                                                 np.stack([ys[s.index] for s in active]).astype(np.float32, copy=False))
+        x0s, losses, grads = _graph_call(chain, active, ys, [s.k for s in active])
         laps = laplacian_variance(x0s)
         finished: List[_Sample] = []
         for j, s in enumerate(active):
-            k, loss = s.k, float(losses[j])
-            if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
-                raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
-            decision = s.stopper.update(loss, float(laps[j]))
+            k = s.k
+            decision = s.stopper.update(float(losses[j]), float(laps[j]))
             s.recent = {k: x0s[j].copy(), **({k - 1: s.recent[k - 1]} if k - 1 in s.recent else {})}
             if decision is not None or k + 1 >= cfg.max_iters:
                 finished.append(s)
@@ -240,15 +244,11 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         parts: List[np.ndarray] = []
         for lo in range(0, n, batch):
             part = samples[lo:lo + batch]
-            x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]),
-                                                     np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False))
+            x0s, losses, grads = _graph_call(chain, part, ys, [k] * len(part))
             for j, s in enumerate(part):
-                loss = float(losses[j])
-                if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
-                    raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
                 assembler.add(s.index, x0s[j])
                 parts.append(x0s[j].copy())
-                losses_k.append(loss)
+                losses_k.append(float(losses[j]))
                 if k + 1 < cfg.max_iters:
                     s.step(grads[j:j + 1], cfg.project)
         total = float(np.sum(losses_k))

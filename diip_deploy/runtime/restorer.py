@@ -1,9 +1,11 @@
 """``Restorer``: one model and one backend, opened once, restoring arrays and files.
 
-The CLI, the benchmark and distributed runners all go through it.  An image is cut
-into overlapping tiles of the model's tile size (from the manifest); tiles run through
-the batch loop ``batch`` at a time, each with its own seed and stop, and are blended
-back as they finish, so memory grows with the batch, not with the image.
+The CLI, the benchmarks and the Ray workers all go through it.  An image is cut into
+overlapping tiles of the model's tile size (from the manifest), each with its own seed;
+tiles run through the loop ``batch`` per graph call and are blended back.  By default
+the tiles of a region (at most ``region_tiles``) share one stop, so the optimiser state
+held at once grows with the region and the batch, not with the image; with the tile
+scope every tile stops on its own.
 """
 
 from __future__ import annotations
@@ -153,6 +155,13 @@ class Restorer:
             return [[i] for i in range(len(plan))]
         return plan_regions(plan, self.tiles.region_tiles)
 
+    def tiles_of(self, img: np.ndarray, seed: int) -> Tuple[TilePlan, "_TileSource", List[Tuple[int, int, int]]]:
+        """(plan, tiles in model range cut on demand, each tile's seed) for an HxWxC image."""
+        plan = self.plan(*img.shape[:2])
+        padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
+        y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
+        return plan, _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
+
     def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
                       callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         """Restore an HxWxC image in [0, 1]: (restored HxWxC in [0, 1], report)."""
@@ -161,16 +170,15 @@ class Restorer:
             raise ImageError(f"image has {c} channels, the model takes {self.manifest.channels}")
         check_pixels(h, w, self.tiles.max_pixels)
         seed = self.cfg.seed if seed is None else int(seed)
-        plan = self.plan(h, w)
-        padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
-        y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
-        del padded
+        plan, tiles, seeds = self.tiles_of(img, seed)
         blender = Blender(plan, c)
-        tiles, seeds = _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
         t0 = time.perf_counter()
         single: Optional[Union[JointResult, RestoreResult]] = None
+        stops: List[int] = []
+        reasons: Counter = Counter()
+        iters = 0
         if self.tiles.stop_scope == "image":
-            stops, reasons, iters, done = [], Counter(), 0, 0
+            done = 0
             regions = self.regions(plan)
             for region in regions:
                 joint = restore_joint(self.chain, _Subset(tiles, region), self.cfg, Blender(sub_plan(plan, region), c),
@@ -183,18 +191,15 @@ class Restorer:
                 iters += joint.iterations_run * len(region)
                 done += len(region)
                 single = joint if len(regions) == 1 else None
-            canvas = blender.result()
         else:
-            stops, reasons, iters = [], Counter(), 0
             for i, r in restore_iter(self.chain, tiles, self.cfg, seeds, self.tiles.batch, callback):
                 blender.add(i, r.x0)
                 stops.append(r.stop_iteration)
                 reasons[r.stop_reason] += 1
                 iters += r.iterations_run
                 single = r if len(plan) == 1 else None
-            canvas = blender.result()
         seconds = time.perf_counter() - t0
-        restored = np.clip((canvas[:, :h, :w].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0)
+        restored = np.clip((blender.result()[:, :h, :w].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0)
         report = self._report(plan, seed, h, w, stops, reasons, iters, seconds, single)
         return restored, report
 
