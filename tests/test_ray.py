@@ -1,6 +1,7 @@
 """diip-run --ray on a local Ray cluster started once for the whole test run (2 CPUs)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -88,3 +89,111 @@ def test_ray_missing_is_one_line(tiny_export, tmp_path, monkeypatch):
     r = run([photos, "--model", tiny_export, "--out", tmp_path / "o", *OPTS, "--ray"])
     assert r.exit_code == 1 and "pip install" in r.output
     assert len([l for l in r.output.splitlines() if ": error:" in l]) == 1
+
+
+def _big_photo(folder, name="big.png"):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    img = np.clip(smooth_image(56, 72, 7) + rng.normal(0, 0.08, (56, 72, 3)), 0, 1)
+    save(folder / name, img)
+    return folder / name
+
+
+# at --tile 16 and --region-tiles 9 (blocks of 3x3 tiles) the 56x72 photo (5x6 tiles) is 4 units, the
+# small ones (2x3, 3x3 tiles) one each
+SPLIT = ["--region-tiles", "9"]
+
+
+@pytest.mark.parametrize("scope", ["image", "tile"])
+def test_ray_splits_one_big_photo_and_matches_the_plain_run(tiny_export, tmp_path, cluster, scope):
+    photos = tmp_path / "in"
+    _big_photo(photos)
+    _photos(tmp_path / "small", 1)
+    (tmp_path / "small" / "p0.png").rename(photos / "p0.png")  # a one-unit photo beside it: a file task
+    opts = [*OPTS[:-1], *SPLIT, "--stop-scope", scope]  # not quiet: the unit progress is checked
+    plain, distributed = tmp_path / "plain", tmp_path / "ray"
+    assert run([photos, "--model", tiny_export, "--out", plain, *opts, "--quiet"]).exit_code == 0
+    r = run([photos, "--model", tiny_export, "--out", distributed, *opts, "--ray", "--ray-workers", "2"])
+    assert r.exit_code == 0, r.output
+    units = [l for l in r.output.splitlines() if "big.png:" in l and "tile units" in l]
+    assert len(units) >= 2, r.output  # the big photo went out in several units
+    names = sorted(p.name for p in plain.iterdir())
+    assert names == sorted(p.name for p in distributed.iterdir()) == ["big.json", "big.png", "p0.json", "p0.png"]
+    for n in names:
+        assert (plain / n).read_bytes() == (distributed / n).read_bytes(), n
+    total = int(re.search(r"(\d+)/(\d+) tile units", units[-1]).group(2))
+    assert len(units) == total and total == 4
+
+
+def _dying_worker(deaths, where, times):
+    """A worker class whose process kills itself (os._exit) when handed the named work
+    ("file-<name>" or "unit-<first tile>"), ``times`` times each; marker files count the
+    deaths, since a restarted actor remembers nothing.  Defined in here so that Ray ships
+    it by value to its workers, which cannot import this test module."""
+    import os
+
+    from diip_deploy.runtime.ray_runner import _Worker
+
+    def maybe_die(what):
+        if what in where and len(list(deaths.glob(f"{what}.*"))) < times:
+            (deaths / f"{what}.{os.getpid()}").write_text("")
+            os._exit(1)
+
+    class Dying(_Worker):
+        def run(self, job, save_plots):
+            maybe_die(f"file-{os.path.basename(job[0])}")
+            return _Worker.run(self, job, save_plots)
+
+        def unit(self, key, img, seed, unit):
+            maybe_die(f"unit-{unit[0]}")
+            return _Worker.unit(self, key, img, seed, unit)
+
+    return Dying
+
+
+def _run_direct(tiny_export, photos, out, worker_class):
+    from diip_deploy.runtime.outputs import expand_inputs, plan_outputs
+    from diip_deploy.runtime.ray_runner import run_jobs
+    from diip_deploy.runtime.restorer import TileSettings
+
+    found, errors = expand_inputs([photos])
+    jobs, _ = plan_outputs(found, out)
+    out.mkdir()
+    assert not errors
+    return run_jobs(jobs, str(tiny_export), "ort-cpu", 1, TileSettings(tile=16, region_tiles=9), {"max_iters": 6},
+                    "local", 2, worker_class=worker_class)
+
+
+def test_ray_worker_that_dies_is_restarted_and_its_work_retried(tiny_export, tmp_path, cluster):
+    """Real process deaths: a worker dies on a file and on the first unit of a split photo;
+    Ray restarts it and retries the task, and the outputs are the plain run's, with nothing
+    left under any other name."""
+    photos = _photos(tmp_path / "in", 2)
+    _big_photo(photos)
+    plain, distributed, deaths = tmp_path / "plain", tmp_path / "ray", tmp_path / "deaths"
+    deaths.mkdir()
+    assert run([photos, "--model", tiny_export, "--out", plain, *OPTS, *SPLIT]).exit_code == 0
+    results = _run_direct(tiny_export, photos, distributed, _dying_worker(deaths, ["file-p0.png", "unit-0"], 1))
+    assert len(results) == 3 and all(r["ok"] for r in results), results
+    assert len(list(deaths.iterdir())) == 2
+    names = sorted(p.name for p in plain.iterdir())
+    assert names == sorted(p.name for p in distributed.iterdir())  # no temp or lock file left behind
+    for n in names:
+        assert (plain / n).read_bytes() == (distributed / n).read_bytes(), n
+
+
+def test_ray_work_that_keeps_killing_workers_fails_alone(tiny_export, tmp_path, cluster):
+    """A photo that kills its worker every time fails with one line once Ray's restarts are
+    spent; a fresh worker takes over and the other photos are written."""
+    from diip_deploy.runtime.ray_runner import MAX_RESTARTS
+
+    photos = _photos(tmp_path / "in", 3)
+    deaths = tmp_path / "deaths"
+    deaths.mkdir()
+    results = _run_direct(tiny_export, photos, tmp_path / "o", _dying_worker(deaths, ["file-p0.png"], 99))
+    by_source = {r["source"].rsplit("/", 1)[-1]: r for r in results}
+    assert not by_source["p0.png"]["ok"] and "restarts" in by_source["p0.png"]["error"]
+    assert "\n" not in by_source["p0.png"]["error"]
+    assert by_source["p1.png"]["ok"] and by_source["p2.png"]["ok"]
+    assert len(list(deaths.iterdir())) == MAX_RESTARTS + 1
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["p1.json", "p1.png", "p2.json", "p2.png"]

@@ -121,3 +121,55 @@ def test_restore_file_returns_input_output_and_report_without_writing(tiny_expor
     assert img.shape == out.shape == (20, 24, 3) and rep["input"] == str(src)
     assert rep["decoding"]["format"] == "PNG" and rep["tiling"]["tiles"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_restart_helpers():
+    from diip_deploy.runtime.restorer import mean_restarts, restart_seed
+
+    assert restart_seed((3, 16, 0), 0) == (3, 16, 0) and restart_seed((3, 16, 0), 2) == (3, 16, 0, 2)
+    assert restart_seed(5, 1) == (5, 1)
+    a, b, c, d = (np.full((3, 2, 2), v, np.float32) for v in (0.0, 1.0, 0.5, -0.5))
+    means = mean_restarts([a, b, c, d], 2, 2)  # tiles (a, b) then their second restarts (c, d)
+    np.testing.assert_allclose(means[0], 0.25)
+    np.testing.assert_allclose(means[1], 0.25)
+    assert mean_restarts([a, b], 1, 2)[1] is b  # one restart: the parts as they are
+
+
+@pytest.mark.parametrize("scope", ["image", "tile"])
+def test_restarts_average_runs_from_their_own_seeds(tiny_export, scope):
+    """--restarts 2 on one tile with a fixed iteration count is the mean of two plain runs
+    of that tile, from the tile's seed and from its restart seed, run in one batch."""
+    from diip_deploy.runtime.loop import restore
+
+    img = _noisy(16, 16, seed=4)
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, stop_scope=scope), max_iters=5, stop="none",
+                  restarts=2) as r:
+        out, rep = r.restore_array(img)
+        y = (img.transpose(2, 0, 1)[None] * 2 - 1).astype(np.float32)
+        runs = [restore(r.chain, y, r.cfg, [s])[0].x0 for s in [(0, 0, 0), (0, 0, 0, 1)]]
+    expected = np.clip((np.mean(runs, axis=0).transpose(1, 2, 0) + 1) / 2, 0, 1)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert np.abs(runs[0] - runs[1]).max() > 1e-3  # the two seeds really differ
+    assert rep["settings"]["restarts"] == 2 and rep["iterations_run"] == 2 * 5
+
+
+def test_restarts_come_from_the_manifest_unless_overridden(tiny_export, tmp_path):
+    from diip_deploy.runtime.manifest import MANIFEST_NAME
+    import shutil
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    data = json.loads((export / MANIFEST_NAME).read_text())
+    data["defaults"]["restarts"] = 3
+    (export / MANIFEST_NAME).write_text(json.dumps(data))
+    png = save(tmp_path / "a.png", _noisy(16, 16))
+    for extra, k in (([], 3), (["--restarts", 1], 1)):
+        out = tmp_path / f"o{k}"
+        r = run([png, "--model", export, "--out", out, "--tile", 16, "--max-iters", 3, "--stop", "none", "--quiet", *extra])
+        assert r.exit_code == 0, r.output
+        rep = json.loads((out / "a.json").read_text())
+        assert rep["settings"]["restarts"] == k and rep["iterations_run"] == 3 * k
+    data["defaults"]["restarts"] = 0
+    (export / MANIFEST_NAME).write_text(json.dumps(data))
+    r = run([png, "--model", export, "--out", tmp_path / "bad", "--quiet"])
+    assert r.exit_code == 2 and "restarts" in r.output

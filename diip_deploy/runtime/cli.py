@@ -54,6 +54,8 @@ def _warn(msg: str) -> None:
               help="Smoothed slope: mean of raw slopes, or a regression line. Default: the manifest's.")
 @click.option("--lap-window", type=click.IntRange(min=1), default=None,
               help="Trailing mean of the Laplacian variance before its peak is sought. Default: the manifest's.")
+@click.option("--restarts", type=click.IntRange(min=1), default=None,
+              help="Restore K times from different seeds, batched, and average (K times the work). Default: the manifest's (1).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size (a multiple of the model's); 0 = the "
               "whole image, where it fits. Default: the manifest's tile size.")
@@ -69,14 +71,15 @@ def _warn(msg: str) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               help="Spread the images over a Ray cluster: --ray alone starts one here, --ray auto joins the running "
-                   "one, --ray ADDRESS joins that one (needs pip install '.[ray]').")
+                   "one, --ray ADDRESS joins that one (needs pip install '.[ray]'). A photo of several tile units "
+                   "(--region-tiles) is split over the workers.")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="Actors to start (default: one per GPU on GPU backends, else CPUs / --threads).")
 @click.option("--steps-per-report", type=click.IntRange(min=1), default=10, show_default=True, help="Progress refresh interval.")
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         slope_min_iter, patience, slope_fit, lap_window, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, ray_address, ray_workers, steps_per_report,
+         slope_min_iter, patience, slope_fit, lap_window, restarts, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, ray_address, ray_workers, steps_per_report,
          save_plots, quiet) -> int:
     """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
@@ -101,7 +104,7 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
                          region_tiles=region_tiles)
     overrides = dict(lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
                      slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter, patience=patience,
-                     slope_fit=slope_fit, lap_window=lap_window)
+                     slope_fit=slope_fit, lap_window=lap_window, restarts=restarts)
     restorer: Optional[Restorer] = None
     try:
         if ray_address:  # the workers open the backend; here only the model and options are checked
@@ -168,10 +171,15 @@ def _run_on_ray(todo, model_dir, backend, threads, tiles, overrides, address, wo
             click.echo(f"diip-run: ray: {done}/{total} images, ETA {eta:.0f} s: {r['source']} -> "
                        f"{r['report']['output']}", err=True)  # the PNG's name beside its JSON
 
+    def on_unit(source, done, total):
+        if not quiet:
+            click.echo(f"diip-run: ray: {source}: {done}/{total} tile units", err=True)
+
     if not todo:
         return 0
     try:
-        run_jobs(todo, str(model_dir), backend, threads, tiles, overrides, address, workers, save_plots, on_result)
+        run_jobs(todo, str(model_dir), backend, threads, tiles, overrides, address, workers, save_plots, on_result,
+                 on_unit)
     except RayUnavailable as e:
         _fail(str(e))
         return len(todo)

@@ -1,10 +1,13 @@
 """One input file through a Restorer to its output pair: what the CLI and each Ray worker
-do per image, so both write the same bytes."""
+do per image, so both write the same bytes.  ``finish_job`` is the writing half, which a
+Ray driver also uses for a photo whose tiles were restored by several workers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
+
+import numpy as np
 
 from .images import read_image
 from .outputs import Job, write_result
@@ -20,7 +23,7 @@ def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = No
     plan = restorer.plan(*img.shape[:2])
     bar: Optional[ProgressBar] = None
     if progress_every is not None:
-        by_tile = len(restorer.regions(plan)) > 1
+        by_tile = restorer.tiling.stops_per_tile(plan)
         desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
         bar = ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, progress_every)
     try:
@@ -28,6 +31,13 @@ def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = No
     finally:
         if bar is not None:
             bar.close()
+    return finish_job(job, img, restored, notes, report, save_plots, warn)
+
+
+def finish_job(job: Job, img: np.ndarray, restored: np.ndarray, notes: Dict[str, Any], report: Dict[str, Any],
+               save_plots: bool = False, warn: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+    """Write the output pair (atomically, the PNG's hash in the JSON), then the plots if
+    asked; returns the written report with this run's measurements beside it."""
     run = report["run"]
     report = {**write_result(job, restored, {"input": str(job.source), "decoding": notes, **report}), "run": run}
     if save_plots:  # extras come after the restoration is safe on disk

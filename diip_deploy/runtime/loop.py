@@ -46,6 +46,7 @@ class RestoreConfig:
     patience: int = 1
     slope_fit: str = "mean"
     lap_window: int = 1
+    restarts: int = 1  # runs from different seeds, averaged (Restorer)
 
     @classmethod
     def from_defaults(cls, defaults: Dict[str, Any], **overrides: Any) -> "RestoreConfig":
@@ -55,7 +56,8 @@ class RestoreConfig:
                    max_iters=int(d["max_iters"]), stop=str(d["stop"]), eps=float(d["eps"]),
                    slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)),
                    slope_min_iter=int(d.get("slope_min_iter", 0)), patience=int(d.get("patience", 1)),
-                   slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)))
+                   slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)),
+                   restarts=int(d.get("restarts", 1)))
 
     def stopper(self) -> Stopper:
         return Stopper(**self.stop_settings())

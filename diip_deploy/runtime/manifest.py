@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict
 
 from ..schedule import ChainSpec
 
@@ -23,7 +23,7 @@ MANIFEST_NAME = "manifest.json"
 FALLBACK_DEFAULTS: Dict[str, Any] = {
     "lr": 0.01, "optimizer": "adam", "gradient": "surrogate", "max_iters": 300,
     "stop": "auto", "eps": 1e-3, "slope_window": 5, "k_min": 100,
-    "slope_min_iter": 0, "patience": 1, "slope_fit": "mean", "lap_window": 1,
+    "slope_min_iter": 0, "patience": 1, "slope_fit": "mean", "lap_window": 1, "restarts": 1,
 }
 
 class ManifestError(Exception):
@@ -146,6 +146,7 @@ _OPTIONAL = {
     "defaults.patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.slope_fit": (lambda v: v in ("mean", "regression"), "mean or regression"),
     "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "defaults.restarts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
 }
 _MISSING = object()
 

@@ -15,13 +15,14 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from dataclasses import replace as dataclasses_replace
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .images import ImageError, check_pixels, pad_to_multiple, read_image
-from .loop import JointResult, RestoreConfig, RestoreResult, restore_iter, restore_joint
+from .loop import RestoreConfig, RestoreResult, Seed, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
 from .select import Selection, open_chain, select_backend
 from .tiling import Blender, TilePlan, cut, plan_regions, plan_tiles, sub_plan, tile_seed
@@ -97,6 +98,49 @@ class _Subset:
         return self.source[self.indices[i]]
 
 
+def restart_seed(seed: Seed, restart: int) -> Seed:
+    """Restart 0 keeps the tile's seed (so one restart is the plain run); restart r > 0
+    appends r, an independent stream."""
+    if restart == 0:
+        return seed
+    return (*seed, restart) if isinstance(seed, tuple) else (seed, restart)
+
+
+def mean_restarts(parts: Sequence[np.ndarray], restarts: int, n: int) -> List[np.ndarray]:
+    """Per tile, the mean of its ``restarts`` reconstructions (sample r * n + j)."""
+    if restarts == 1:
+        return list(parts)
+    return [np.mean([parts[r * n + j] for r in range(restarts)], axis=0, dtype=np.float32) for j in range(n)]
+
+
+class RestartMean:
+    """Blends the restarts of a unit's tiles into the mean of their blends (the blend is
+    linear), for the joint stop's Laplacian."""
+
+    def __init__(self, blender: Blender, restarts: int, n: int):
+        self.blender, self.restarts, self.n = blender, restarts, n
+
+    def start(self) -> None:
+        self.blender.start()
+
+    def add(self, index: int, x0: np.ndarray) -> None:
+        self.blender.add(index % self.n, x0 / np.float32(self.restarts))
+
+    def result(self) -> np.ndarray:
+        return self.blender.result()
+
+
+def _per_restart(callback: Optional[Callable[[Dict[str, Any]], None]], restarts: int):
+    """A loop callback that counts tiles, not samples, when each tile runs ``restarts`` times."""
+    if callback is None or restarts == 1:
+        return callback
+
+    def cb(info: Dict[str, Any]) -> None:
+        callback({**info, "done": info["done"] // restarts, "total": info["total"] // restarts})
+
+    return cb
+
+
 def _offset_progress(callback: Optional[Callable[[Dict[str, Any]], None]], done_before: int, total: int):
     """A region's loop callback, with tiles done / total counted over the whole image."""
     if callback is None:
@@ -108,12 +152,149 @@ def _offset_progress(callback: Optional[Callable[[Dict[str, Any]], None]], done_
     return cb
 
 
+@dataclass
+class UnitResult:
+    """One unit of an image's tiles restored: a region sharing one stop (image scope) or a
+    chunk of tiles each stopping alone (tile scope).  Small and picklable, so a Ray worker
+    can restore a unit of a huge photo and the driver blend it."""
+
+    parts: List[np.ndarray]  # each tile's x0, [C, th, tw] in [-1, 1], in the unit's order
+    stops: List[int]  # one per stop decision (1 for a region, one per tile in the tile scope)
+    reasons: List[str]
+    iterations_run: int  # tile-iterations
+    seconds: float
+    history: Optional[Dict[str, list]] = None  # when the unit made one stop decision
+    backend: str = ""
+    peak_rss_mb: float = 0.0
+    device_memory_mb: Optional[float] = None
+
+
+class ImageTiling:
+    """Tiles, seeds and units of an image for one manifest and tile settings: what a
+    Restorer cuts and what a Ray driver plans, with no backend opened."""
+
+    def __init__(self, manifest: Manifest, tiles: TileSettings):
+        check_tile_settings(manifest, tiles)
+        self.manifest, self.tiles = manifest, tiles
+
+    @property
+    def tile_size(self) -> int:
+        return tile_size(self.manifest, self.tiles)
+
+    @property
+    def overlap(self) -> int:
+        return overlap(self.manifest, self.tiles)
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """The tiles of an image of this size (padded to the model's multiple)."""
+        m = self.manifest.size_multiple
+        hp, wp = height + (-height) % m, width + (-width) % m
+        if self.tile_size == 0 and hp * wp > self.manifest.max_tile_pixels:
+            raise ImageError(f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
+                             f"(at most {self.manifest.max_tile_pixels} pixels); use tiles")
+        return plan_tiles(hp, wp, self.tile_size, self.overlap)
+
+    def units(self, plan: TilePlan) -> List[List[int]]:
+        """The groups of tiles restored together, in blending order: regions that share a
+        stop (image scope), or runs of ``region_tiles`` tiles that stop alone (tile scope)."""
+        if self.tiles.stop_scope == "tile":
+            n, k = len(plan), self.tiles.region_tiles
+            return [list(range(i, min(i + k, n))) for i in range(0, n, k)]
+        return plan_regions(plan, self.tiles.region_tiles)
+
+    def stops_per_tile(self, plan: TilePlan) -> bool:
+        """Whether progress is better counted in tiles than in iterations of one stop."""
+        return self.tiles.stop_scope == "tile" or len(self.units(plan)) > 1
+
+    def check_image(self, img: np.ndarray) -> None:
+        h, w, c = img.shape
+        if c != self.manifest.channels:
+            raise ImageError(f"image has {c} channels, the model takes {self.manifest.channels}")
+        check_pixels(h, w, self.tiles.max_pixels)
+
+    def tiles_of(self, img: np.ndarray, seed: int) -> Tuple[TilePlan, "_TileSource", List[Tuple[int, int, int]]]:
+        """(plan, tiles in model range cut on demand, each tile's seed) for an HxWxC image."""
+        plan = self.plan(*img.shape[:2])
+        padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
+        y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
+        return plan, _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
+
+
+class ImageAssembly:
+    """Blends an image's units as they come back, in unit order whatever order they arrive
+    in (a unit that comes early waits), so the bytes never depend on who restored what."""
+
+    def __init__(self, tiling: ImageTiling, cfg: RestoreConfig, img_shape: Tuple[int, ...], seed: int,
+                 units: Sequence[Sequence[int]]):
+        self.tiling, self.cfg, self.seed, self.units = tiling, cfg, seed, list(units)
+        self.h, self.w, c = img_shape
+        self.plan = tiling.plan(self.h, self.w)
+        self.blender = Blender(self.plan, c)
+        self.waiting: Dict[int, UnitResult] = {}
+        self.stats: List[UnitResult] = []  # the blended units' statistics, pixels dropped
+
+    def add(self, k: int, result: UnitResult) -> None:
+        self.waiting[k] = result
+        while len(self.stats) in self.waiting:
+            n = len(self.stats)
+            res = self.waiting.pop(n)
+            for i, part in zip(self.units[n], res.parts):
+                self.blender.add(i, part)
+            self.stats.append(dataclasses_replace(res, parts=[]))
+
+    @property
+    def complete(self) -> bool:
+        return len(self.stats) == len(self.units)
+
+    def result(self) -> Tuple[np.ndarray, Dict[str, Any]]:
+        """(restored HxWxC in [0, 1], report) once every unit is in."""
+        if not self.complete:
+            raise RuntimeError(f"{len(self.units) - len(self.stats)} of {len(self.units)} tile units never came back")
+        restored = np.clip((self.blender.result()[:, :self.h, :self.w].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0)
+        return restored, _report(self.tiling, self.cfg, self.plan, self.seed, self.h, self.w, self.stats)
+
+
+def _report(tiling: ImageTiling, cfg: RestoreConfig, plan: TilePlan, seed: int, h: int, w: int,
+            results: Sequence[UnitResult]) -> Dict[str, Any]:
+    stops = [k for r in results for k in r.stops]
+    reasons = Counter(x for r in results for x in r.reasons)
+    s = np.asarray(stops)
+    single = results[0] if len(stops) == 1 else None
+    scope = tiling.tiles.stop_scope
+    report: Dict[str, Any] = {
+        "stop_iteration": int(np.median(s)) if single is None else single.stops[0],
+        "stop_reason": (single.reasons[0] if single is not None
+                        else f"per {'tile' if scope == 'tile' else 'region'}: "
+                        + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
+        "iterations_run": int(sum(r.iterations_run for r in results)), "backend": results[0].backend,
+        "gradient": cfg.gradient, "seed": seed,
+        "settings": {**{k: v for k, v in asdict(cfg).items() if k not in ("seed", "gradient")},
+                     "steps": len(tiling.manifest.chain_spec.timesteps)},
+        "size": [int(w), int(h)], "padded_size": [int(plan.width), int(plan.height)],
+        "tiling": {"tile": [plan.tile_w, plan.tile_h], "overlap": plan.overlap, "tiles": len(plan),
+                   "batch": tiling.tiles.batch, "stop_scope": scope, "stops": len(stops),
+                   "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
+                                       "max": int(s.max())},
+                   "stop_reasons": dict(reasons)},
+        # measurements of this run: kept apart, since the record above is reproducible to the byte
+        "run": {"seconds": round(sum(r.seconds for r in results), 3),
+                "peak_rss_mb": max(r.peak_rss_mb for r in results)},
+    }
+    device = [r.device_memory_mb for r in results if r.device_memory_mb is not None]
+    if device:
+        report["run"]["device_memory_mb"] = max(device)
+    if single is not None and single.history is not None:
+        report["history"] = single.history
+    return report
+
+
 class Restorer:
     """Opens a manifest and a backend once; ``restore_array`` and ``restore_file`` use them."""
 
     def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None,
                  tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None, **overrides: Any):
         self.manifest, self.cfg, self.tiles = self.check(model_dir, tiles, manifest, **overrides)
+        self.tiling = ImageTiling(self.manifest, self.tiles)
         self.selection: Selection = select_backend(self.manifest, backend)
         self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads)
 
@@ -134,102 +315,58 @@ class Restorer:
 
     @property
     def tile_size(self) -> int:
-        return tile_size(self.manifest, self.tiles)
+        return self.tiling.tile_size
 
     @property
     def overlap(self) -> int:
-        return overlap(self.manifest, self.tiles)
+        return self.tiling.overlap
 
     def plan(self, height: int, width: int) -> TilePlan:
-        """The tiles of an image of this size (padded to the model's multiple)."""
-        m = self.manifest.size_multiple
-        hp, wp = height + (-height) % m, width + (-width) % m
-        if self.tile_size == 0 and hp * wp > self.manifest.max_tile_pixels:
-            raise ImageError(f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
-                             f"(at most {self.manifest.max_tile_pixels} pixels); use tiles")
-        return plan_tiles(hp, wp, self.tile_size, self.overlap)
-
-    def regions(self, plan: TilePlan) -> List[List[int]]:
-        """The groups of tiles that stop together (one per tile in the tile scope)."""
-        if self.tiles.stop_scope == "tile":
-            return [[i] for i in range(len(plan))]
-        return plan_regions(plan, self.tiles.region_tiles)
+        return self.tiling.plan(height, width)
 
     def tiles_of(self, img: np.ndarray, seed: int) -> Tuple[TilePlan, "_TileSource", List[Tuple[int, int, int]]]:
-        """(plan, tiles in model range cut on demand, each tile's seed) for an HxWxC image."""
-        plan = self.plan(*img.shape[:2])
-        padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
-        y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
-        return plan, _TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
+        return self.tiling.tiles_of(img, seed)
+
+    def restore_unit(self, tiles: "_TileSource", plan: TilePlan, unit: Sequence[int], seeds: Sequence[Seed],
+                     callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> UnitResult:
+        """The tiles ``unit`` of an image: lockstep with one stop (image scope) or each
+        stopping alone (tile scope)."""
+        t0 = time.perf_counter()
+        c, k, n = self.manifest.channels, self.cfg.restarts, len(unit)
+        samples = _Subset(tiles, [i for _ in range(k) for i in unit])  # restart r of tile j is sample r * n + j
+        sample_seeds = [restart_seed(seeds[i], r) for r in range(k) for i in unit]
+        progress = _per_restart(callback, k)
+        if self.tiles.stop_scope == "image":
+            blend = Blender(sub_plan(plan, unit), c)
+            joint = restore_joint(self.chain, samples, self.cfg, blend if k == 1 else RestartMean(blend, k, n),
+                                  sample_seeds, self.tiles.batch, progress)
+            parts, stops, reasons = mean_restarts(joint.parts, k, n), [joint.stop_iteration], [joint.stop_reason]
+            iters, history = joint.iterations_run * len(samples), joint.history
+        else:
+            by_index: Dict[int, RestoreResult] = {}
+            for j, r in restore_iter(self.chain, samples, self.cfg, sample_seeds, self.tiles.batch, progress):
+                by_index[j] = r
+            ordered = [by_index[j] for j in range(len(samples))]
+            parts = mean_restarts([r.x0 for r in ordered], k, n)
+            stops, reasons = [r.stop_iteration for r in ordered], [r.stop_reason for r in ordered]
+            iters = sum(r.iterations_run for r in ordered)
+            history = ordered[0].history if len(ordered) == 1 else None
+        device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
+        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend,
+                          round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
 
     def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
                       callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         """Restore an HxWxC image in [0, 1]: (restored HxWxC in [0, 1], report)."""
-        h, w, c = img.shape
-        if c != self.manifest.channels:
-            raise ImageError(f"image has {c} channels, the model takes {self.manifest.channels}")
-        check_pixels(h, w, self.tiles.max_pixels)
+        self.tiling.check_image(img)
         seed = self.cfg.seed if seed is None else int(seed)
         plan, tiles, seeds = self.tiles_of(img, seed)
-        blender = Blender(plan, c)
-        t0 = time.perf_counter()
-        single: Optional[Union[JointResult, RestoreResult]] = None
-        stops: List[int] = []
-        reasons: Counter = Counter()
-        iters = 0
-        if self.tiles.stop_scope == "image":
-            done = 0
-            regions = self.regions(plan)
-            for region in regions:
-                joint = restore_joint(self.chain, _Subset(tiles, region), self.cfg, Blender(sub_plan(plan, region), c),
-                                      [seeds[i] for i in region], self.tiles.batch,
-                                      _offset_progress(callback, done, len(plan)))
-                for i, part in zip(region, joint.parts):
-                    blender.add(i, part)
-                stops.append(joint.stop_iteration)
-                reasons[joint.stop_reason] += 1
-                iters += joint.iterations_run * len(region)
-                done += len(region)
-                single = joint if len(regions) == 1 else None
-        else:
-            for i, r in restore_iter(self.chain, tiles, self.cfg, seeds, self.tiles.batch, callback):
-                blender.add(i, r.x0)
-                stops.append(r.stop_iteration)
-                reasons[r.stop_reason] += 1
-                iters += r.iterations_run
-                single = r if len(plan) == 1 else None
-        seconds = time.perf_counter() - t0
-        restored = np.clip((blender.result()[:, :h, :w].transpose(1, 2, 0) + 1.0) / 2.0, 0.0, 1.0)
-        report = self._report(plan, seed, h, w, stops, reasons, iters, seconds, single)
-        return restored, report
-
-    def _report(self, plan: TilePlan, seed: int, h: int, w: int, stops, reasons, iters: int, seconds: float,
-                single) -> Dict[str, Any]:
-        s = np.asarray(stops)
-        report: Dict[str, Any] = {
-            "stop_iteration": int(np.median(s)) if single is None else single.stop_iteration,
-            "stop_reason": (single.stop_reason if single is not None
-                            else f"per {'tile' if self.tiles.stop_scope == 'tile' else 'region'}: "
-                            + ", ".join(f"{n} {r}" for r, n in reasons.most_common())),
-            "iterations_run": iters, "backend": self.backend,
-            "gradient": self.cfg.gradient, "seed": seed,
-            "settings": {**{k: v for k, v in asdict(self.cfg).items() if k not in ("seed", "gradient")},
-                         "steps": len(self.manifest.chain_spec.timesteps)},
-            "size": [int(w), int(h)], "padded_size": [int(plan.width), int(plan.height)],
-            "tiling": {"tile": [plan.tile_w, plan.tile_h], "overlap": plan.overlap, "tiles": len(plan),
-                       "batch": self.tiles.batch, "stop_scope": self.tiles.stop_scope, "stops": len(stops),
-                       "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
-                                           "max": int(s.max())},
-                       "stop_reasons": dict(reasons)},
-            # measurements of this run: kept apart, since the record above is reproducible to the byte
-            "run": {"seconds": round(seconds, 3), "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)},
-        }
-        device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
-        if device:
-            report["run"]["device_memory_mb"] = round(sum(device) / 2**20, 1)
-        if single is not None:
-            report["history"] = single.history
-        return report
+        units = self.tiling.units(plan)
+        starts = np.cumsum([0] + [len(u) for u in units])
+        assembly = ImageAssembly(self.tiling, self.cfg, img.shape, seed, units)
+        for k, (unit, start) in enumerate(zip(units, starts)):
+            assembly.add(k, self.restore_unit(tiles, plan, unit, seeds, _offset_progress(callback, int(start), len(plan))))
+        return assembly.result()
 
     def restore_file(self, path: Path | str, seed: Optional[int] = None,
                      callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
