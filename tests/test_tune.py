@@ -98,3 +98,51 @@ def test_choose_refuses_held_out_histories(tmp_path):
     f.write_text(json.dumps(h))
     r = CliRunner().invoke(tune_main, ["choose", "--histories", str(f)])
     assert r.exit_code == 2 and "held-out" in r.output
+
+
+def test_undamaged_crops_are_left_out_of_the_means():
+    """A flat crop JPEG leaves exact has an infinite input PSNR; it must not make the mean inf."""
+    h = _synthetic()
+    flat = _hist("sr4", float("inf"), [60.0] * 120, [1e-9] * 120, np.linspace(0, 1, 120))
+    with_flat = {**h, "samples": h["samples"] + [flat]}
+    assert score(with_flat, {"mode": "slope"}) == score(h, {"mode": "slope"})
+
+
+def test_classic_baselines_are_scored_on_the_recorded_crops():
+    from diip_deploy.bench.degrade import TASKS
+    from diip_deploy.bench.metrics import psnr
+    from diip_deploy.bench.tune import classic_scores
+
+    crops = validation_crops(2, 32, seed=0)
+    samples = []
+    for task in ("noise25", "sr4"):
+        for i, (name, clean) in enumerate(crops):
+            samples.append({**_hist(task, psnr(clean, TASKS[task](clean, seed=i)), [0.0], [1.0], [0.0]), "crop": name})
+    h = {"n_per_task": 2, "crop_size": 32, "split": "training photos only", "seed": 0, "samples": samples}
+    sc = classic_scores(h)
+    assert set(sc["noise25"]) == {"TV", "NL-means", "wavelet"}
+    noise_input = np.mean([s["input_psnr"] for s in samples[:2]])
+    assert all(v > noise_input + 1 for v in sc["noise25"].values())  # denoisers do denoise
+    assert sc["sr4"]["bicubic"] == pytest.approx(np.mean([s["input_psnr"] for s in samples[2:]]), abs=1e-3)
+    samples[1]["crop"] = "someone/else@1.0:0,0"
+    with pytest.raises(ValueError, match="crop 1"):
+        classic_scores(h)
+
+
+def test_paper_auto_is_scored_with_the_papers_thresholds(tiny_export, tmp_path):
+    """diip-tune score's paper-auto column uses eps 1e-3 and k_min 100 whatever the
+    manifest's own thresholds are."""
+    from diip_deploy.runtime.stopping import PAPER_SETTINGS
+
+    assert PAPER_SETTINGS == {"mode": "paper-auto", "eps": 1e-3, "k_min": 100}  # METHOD.md's published values
+    k = np.arange(120)
+    loss = np.cumprod(np.where(k < 60, 1 - 5e-3, 1 - 5e-4))  # raw slope 5e-3, then 5e-4: eps decides
+    h = {**_synthetic(), "samples": [_hist("noise25", 20.0, 20 + k / 20, loss, np.linspace(0, 1, 120))]}
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps(h))
+    r = CliRunner().invoke(tune_main, ["score", "--histories", str(path), "--export", str(tiny_export)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["paper_auto"] == score(h, {"mode": "paper-auto", "eps": 1e-3, "k_min": 100})
+    assert out["paper_auto"]["noise25"]["stop"] == 60  # eps 1e-3: the first slope under it
+    assert out["manifest_defaults"] != out["paper_auto"]

@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from ..runtime.cli_errors import OneLineErrors
-from ..runtime.stopping import decide
+from ..runtime.stopping import PAPER_SETTINGS, decide
 from .degrade import TASKS
 from .metrics import psnr
 
@@ -103,17 +103,46 @@ def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], l
         samples[i]["laplacian_var"] = res.history["laplacian_var"]
     r.close()
     return {"tool": "diip-tune record", "export": str(export_dir), "crop_size": size, "scales": list(SCALES),
-            "split": ("HELD-OUT photos: for reporting only, never for choosing" if held_out
+            "seed": seed, "split": ("HELD-OUT photos: for reporting only, never for choosing" if held_out
                       else "training photos only (diip_deploy/train/photos.py)"), "n_per_task": n_per_task,
             "settings": {"lr": cfg.lr, "max_iters": cfg.max_iters, "gradient": cfg.gradient,
                          "steps": len(r.manifest.chain_spec.timesteps)},
             "seconds": round(time.perf_counter() - t0, 1), "samples": samples}
 
 
+def scored_samples(histories: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The samples with something to restore: a crop whose damaged input equals the clean
+    one (a flat patch that JPEG or downscaling leave intact) has an infinite input PSNR,
+    which no mean can hold."""
+    return [s for s in histories["samples"] if np.isfinite(s["input_psnr"])]
+
+
+def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task, the mean PSNR of the classic blind baselines on the recorded crops (cut
+    and damaged again from the photos, the same way ``record`` did; checked by name)."""
+    from .classic import CLASSIC
+
+    seed = int(histories.get("seed", 0))
+    crops = validation_crops(histories["n_per_task"], histories["crop_size"], seed,
+                             held_out="HELD-OUT" in histories["split"])
+    per: Dict[str, Dict[str, List[float]]] = {}
+    for j, s in enumerate(histories["samples"]):
+        i = j % len(crops)
+        name, clean = crops[i]
+        if name != s["crop"]:
+            raise ValueError(f"crop {i} is {name} here but {s['crop']} in the histories: other photos or seed")
+        if not np.isfinite(s["input_psnr"]):
+            continue
+        y = TASKS[s["task"]](clean, seed=seed + i)
+        for method, fn in CLASSIC.get(TASKS[s["task"]].name, {}).items():
+            per.setdefault(s["task"], {}).setdefault(method, []).append(psnr(clean, np.clip(fn(y), 0, 1)))
+    return {task: {m: round(float(np.mean(v)), 3) for m, v in methods.items()} for task, methods in per.items()}
+
+
 def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR and stop iteration for one setting."""
     per: Dict[str, Dict[str, List[float]]] = {}
-    for s in histories["samples"]:
+    for s in scored_samples(histories):
         d = decide(s["loss"], s["laplacian_var"], **settings)
         k = d.iteration if d else len(s["psnr"]) - 1
         t = per.setdefault(s["task"], {"input": [], "auto": [], "oracle": [], "stop": [], "cost": []})
@@ -187,6 +216,7 @@ def write_defaults(export_dir: Path, histories: Dict[str, Any], choice: Dict[str
                         "slope_min_iter": s["slope_min_iter"], "patience": s["patience"], "slope_fit": s["slope_fit"],
                         "lap_window": s["lap_window"]}
     data["validation"] = {"tool": "diip-tune", "crops_per_task": histories["n_per_task"],
+                          "excluded_undamaged": len(histories["samples"]) - len(scored_samples(histories)),
                           "crop_size": histories["crop_size"], "split": histories["split"],
                           "admissible": choice["admissible"], "max_loss_db": choice["max_loss_db"],
                           "scores": choice["scores"], **({"previous_defaults_scores": reference} if reference else {})}
@@ -231,9 +261,9 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, thread
 @click.option("--write", "write_export", type=click.Path(path_type=Path), default=None,
               help="Export folder whose manifest gets the chosen defaults.")
 def choose_cmd(histories_files, max_loss_db, write_export):
+    """Apply every candidate stop setting to recorded histories and pick the best."""
     if any("HELD-OUT" in json.loads(f.read_text()).get("split", "") for f in histories_files):
         raise click.UsageError("refusing to choose defaults on held-out histories (record without --held-out)")
-    """Apply every candidate stop setting to recorded histories and pick the best."""
     runs = [json.loads(f.read_text()) for f in histories_files]
     h, choice = best_run(runs, max_loss_db)
     click.echo(json.dumps({"lr": h["settings"]["lr"], **choice}, indent=1))
@@ -256,16 +286,20 @@ def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
 @click.option("--histories", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path),
               help="Score this manifest's defaults (and the paper's rules beside them).")
+@click.option("--classic", is_flag=True, help="Also the classic blind baselines on the same crops (needs the photos).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
-def score_cmd(histories, export_dir, json_out):
+def score_cmd(histories, export_dir, classic, json_out):
     """Per task: input, auto-stop (manifest defaults and paper-auto) and oracle PSNR, stop iterations."""
     from ..runtime.manifest import load_manifest
 
     h = json.loads(histories.read_text())
     d = load_manifest(export_dir).defaults
     out = {"histories": str(histories), "split": h.get("split"), "n_per_task": h.get("n_per_task"),
+           "excluded_undamaged": len(h["samples"]) - len(scored_samples(h)),
            "manifest_defaults": score(h, manifest_settings(d)),
-           "paper_auto": score(h, {**manifest_settings(d), "mode": "paper-auto"})}
+           "paper_auto": score(h, {**manifest_settings(d), **PAPER_SETTINGS})}
+    if classic:
+        out["classic"] = classic_scores(h)
     click.echo(json.dumps(out, indent=1))
     if json_out:
         json_out.write_text(json.dumps(out, indent=1) + "\n")

@@ -25,6 +25,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 STOP_MODES = ("auto", "slope", "laplacian", "none", "paper-auto")
+# The paper's rules with its published thresholds (METHOD.md): what "paper-auto" scores use.
+PAPER_SETTINGS = {"mode": "paper-auto", "eps": 1e-3, "k_min": 100}
 SLOPE_FITS = ("mean", "regression")
 
 
