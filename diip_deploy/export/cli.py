@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,15 @@ def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
     except ModelLoadError as e:
         click.echo(f"diip-export: error: {e}", err=True)
         sys.exit(2)
+    if precision == "fp16":  # ONNX Runtime's fp16 copies; the engines below get fp16 from the builder
+        from .fp16 import Fp16Error, add_fp16_graphs
+
+        try:
+            add_fp16_graphs(out_dir, log=lambda m: click.echo(m, err=True))
+        except Fp16Error as e:
+            click.echo(f"diip-export: error: {e}", err=True)
+            sys.exit(1)
+        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
     if engine == "tensorrt":
         from .tensorrt_build import build_engines, parse_profile
 

@@ -166,7 +166,9 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
 def engine_options(fn: Callable) -> Callable:
     """The engine-building options, shared by diip-export and diip-build-engines."""
     options = [
-        click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True),
+        click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True,
+                     help="fp16: TensorRT engines in fp16 (with --engine); diip-export also writes verified fp16 "
+                          "ONNX copies for ONNX Runtime (diip-run --precision fp16)."),
         click.option("--min-shape", default=None, help="TensorRT profile minimum, BxHxW."),
         click.option("--opt-shape", default=None, help="TensorRT profile optimum, BxHxW."),
         click.option("--max-shape", default=None, help="TensorRT profile maximum, BxHxW."),

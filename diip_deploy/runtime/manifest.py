@@ -147,6 +147,7 @@ _OPTIONAL = {
     "defaults.slope_fit": (lambda v: v in ("mean", "regression"), "mean or regression"),
     "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.restarts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "defaults.precision": (lambda v: v in ("fp32", "fp16"), "fp32 or fp16"),
 }
 _MISSING = object()
 

@@ -296,7 +296,8 @@ class Restorer:
         self.manifest, self.cfg, self.tiles = self.check(model_dir, tiles, manifest, **overrides)
         self.tiling = ImageTiling(self.manifest, self.tiles)
         self.selection: Selection = select_backend(self.manifest, backend)
-        self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads)
+        self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads,
+                                precision=self.cfg.precision)
 
     @staticmethod
     def check(model_dir: Path | str, tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None,

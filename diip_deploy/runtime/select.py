@@ -28,8 +28,21 @@ class Selection:
         return f"backend {self.backend}" + (f" (skipped {why})" if why else "")
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
+def graph_at(manifest: Manifest, role: str, precision: str) -> str:
+    """The manifest's graph that plays ``role`` (unet, unet_vjp, chain_*) at a precision."""
+    if precision == "fp32":
+        return role
+    name = f"{role}_{precision}"
+    if not manifest.has_graph(name):
+        raise ManifestError(f"{manifest.root}: no {precision} graphs in this export (run diip-fp16 {manifest.root})")
+    return name
+
+
 def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> List[str]:
-    """The graphs one gradient mode needs: the fused chain if shipped, else per-step."""
+    """The graphs (roles) one gradient mode needs: the fused chain if shipped, else per-step."""
     fused = fused_graph_name(gradient)
     if prefer_fused and manifest.has_graph(fused):
         baked = manifest.graphs[fused].get("chain", {})
@@ -88,7 +101,14 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
 
 
 def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
-               prefer_fused: bool = True) -> GraphChain:
+               prefer_fused: bool = True, precision: str = "fp32") -> GraphChain:
+    """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
+    Runtime backends; TensorRT engines carry the precision they were built with)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and backend == "tensorrt":
+        raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
+                         "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
-    runners = {n: make_runner(manifest, backend, n, threads).activate() for n in names}
+    runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads).activate() for n in names}
     return GraphChain(manifest.chain_spec, runners, gradient)

@@ -1,0 +1,138 @@
+"""fp16 copies of an export's ONNX graphs for ONNX Runtime (``diip-fp16 EXPORT_DIR``, or
+``diip-export --precision fp16``).
+
+Convolutions, matrix products and element-wise arithmetic go to float16; normalisation,
+softmax, reductions and the transcendental ops stay in float32, and the graphs keep
+float32 inputs and outputs, so the runtime feeds them exactly as the fp32 ones.  Each copy
+is checked against its fp32 graph through the whole DDIM chain, on the runtime's own
+numpy chain with ORT's CPU provider, against the tolerances the TensorRT fp16 tests name
+(2e-2 relative L2 on x0, 5e-2 on the latent gradient); the errors are written into the
+manifest beside the graphs, and a copy that misses them is not listed at all.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import click
+import numpy as np
+
+# ops kept in float32: normalisation and its statistics, softmax, reductions, and the
+# ops whose range or accuracy fp16 cannot hold (exp, sqrt, division, the timestep embedding)
+FP32_OPS = ["InstanceNormalization", "LayerNormalization", "GroupNormalization", "BatchNormalization", "Softmax",
+            "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Sqrt", "Div", "Pow", "Exp", "Log", "Sin", "Cos",
+            "Range", "Erf"]
+TOLERANCE = {"x0": 2e-2, "grad": 5e-2}
+SUFFIX = "_fp16"
+
+
+class Fp16Error(Exception):
+    """An fp16 copy could not be made or missed its tolerance; one line says which."""
+
+
+def fp16_name(graph: str) -> str:
+    return graph + SUFFIX
+
+
+def convert_graph(src: Path, dst: Path) -> None:
+    """Write an fp16 copy of one ONNX graph, float32 at its inputs and outputs."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=FP32_OPS)
+    onnx.save(model, str(dst))
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
+
+
+def chain_errors(export_dir: Path, gradient: str, size: int, batch: int = 2, seed: int = 0,
+                 threads: Optional[int] = None) -> Dict[str, float]:
+    """Relative L2 of x0 and of the latent gradient, fp16 chain against fp32, on one
+    random batch of ``size`` x ``size`` latents and targets."""
+    from ..runtime.manifest import load_manifest
+    from ..runtime.select import open_chain
+
+    manifest = load_manifest(export_dir)
+    rng = np.random.default_rng(seed)
+    shape = (batch, manifest.channels, size, size)
+    z = rng.standard_normal(shape).astype(np.float32)
+    y = np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)
+    out = {}
+    for precision in ("fp32", "fp16"):
+        chain = open_chain(manifest, "ort-cpu", gradient, threads, precision=precision)
+        try:
+            out[precision] = chain.loss_and_grad(z, y)
+        finally:
+            chain.close()
+    (x32, _, g32), (x16, _, g16) = out["fp32"], out["fp16"]
+    return {"x0": round(_rel(x16, x32), 6), "grad": round(_rel(g16, g32), 6)}
+
+
+def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optional[int] = None,
+                    log: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+    """Convert every fp32 graph of an export, verify each gradient mode it serves, and list
+    the copies in the manifest with the errors; returns the manifest's ``fp16`` section."""
+    import json
+
+    from ..runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file, write_manifest
+    from ..runtime.select import graphs_for
+
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    data = json.loads((export_dir / MANIFEST_NAME).read_text())
+    sources = [n for n in data["graphs"] if not n.endswith(SUFFIX)]
+    written: List[Path] = []
+    size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)
+    modes = [g for g in ("surrogate", "exact") if all(n in sources for n in graphs_for(manifest, g))]
+    section: Dict[str, Any] = {"fp32_ops": FP32_OPS, "tolerance": TOLERANCE, "verified_at": [size, size],
+                               "errors": {}}
+    try:
+        for name in sources:
+            entry = data["graphs"][name]
+            dst = export_dir / (Path(entry["file"]).stem + SUFFIX + ".onnx")
+            log(f"fp16: converting {entry['file']}")
+            written.append(dst)
+            convert_graph(manifest.graph_path(name), dst)
+            data["graphs"][fp16_name(name)] = {**entry, "file": dst.name, "sha256": sha256_file(dst),
+                                               "precision": "fp16", "fp16_of": name}
+        write_manifest(export_dir, data)  # listed, so the check below opens them as the runtime does
+        for gradient in modes:
+            errors = chain_errors(export_dir, gradient, size, threads=threads)
+            log(f"fp16: {gradient} chain against fp32: x0 {errors['x0']:.2e}, gradient {errors['grad']:.2e}")
+            section["errors"][gradient] = errors
+            bad = [k for k, tol in TOLERANCE.items() if not errors[k] <= tol]
+            if bad:
+                raise Fp16Error(f"{export_dir}: fp16 {gradient} chain misses its tolerance on "
+                                + ", ".join(f"{k} ({errors[k]:.2e} > {TOLERANCE[k]:.0e})" for k in bad)
+                                + "; the fp16 graphs are not listed")
+    except Exception:
+        for name in sources:
+            data["graphs"].pop(fp16_name(name), None)
+        write_manifest(export_dir, data)
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    data["fp16"] = section
+    write_manifest(export_dir, data)
+    return section
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("export_dir", type=click.Path(path_type=Path))
+@click.option("--size", type=click.IntRange(min=1), default=None, help="Verification size (default: the tile size).")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+def main(export_dir: Path, size: Optional[int], threads: Optional[int]) -> None:
+    """Add fp16 copies of EXPORT_DIR's graphs, verified against fp32 (diip-run --precision fp16)."""
+    from ..runtime.manifest import ManifestError
+
+    try:
+        section = add_fp16_graphs(export_dir, size, threads, log=lambda m: click.echo(m, err=True))
+    except (Fp16Error, ManifestError, OSError, ValueError) as e:
+        click.echo(f"diip-fp16: error: {str(e).splitlines()[0]}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote fp16 graphs into {export_dir}/manifest.json: "
+               + "; ".join(f"{g}: x0 {e['x0']:.1e}, gradient {e['grad']:.1e}" for g, e in section["errors"].items()))
