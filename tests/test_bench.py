@@ -1,6 +1,7 @@
 """Benchmark pieces: degradations, metrics, and the bench end to end on a tiny run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,25 @@ def test_degrade_cli(tmp_path):
     r = CliRunner().invoke(degrade, [str(src), "--task", "jpeg10", "--task", "waterdrop", "--out", str(tmp_path / "d")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "d" / "p_jpeg10.png").exists() and (tmp_path / "d" / "p_waterdrop.png").exists()
+
+
+def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tmp_path):
+    """bench/gpu.py --dry-run: the GPU benchmark's own code, on ORT's CPU provider, with the
+    fp16 copies when the export has them; every variant times without an error."""
+    import subprocess
+    import sys
+
+    from conftest import copy_export
+    from diip_deploy.export.fp16 import add_fp16_graphs
+
+    export = copy_export(tiny_export, tmp_path / "export")
+    add_fp16_graphs(export)
+    out = tmp_path / "gpu.json"
+    r = subprocess.run([sys.executable, "bench/gpu.py", "--dry-run", "--export", str(export), "--threads", "1",
+                        "--json", str(out)], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads(out.read_text())
+    rows = report["chain"]
+    assert {(x["precision"], x["io_binding"]) for x in rows} == {("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True)}
+    assert all("error" not in x and x["s_per_iter"] > 0 for x in rows), rows
+    assert set(report["photo"]) == {"fp32", "fp16"} and report["dry_run"]

@@ -86,7 +86,8 @@ def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
     raise BackendUnavailable("no backend can run here: " + "; ".join(f"{b}: {r}" for b, r in skipped.items()))
 
 
-def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None) -> Runner:
+def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None,
+                io_binding: bool = False, cuda_graph: bool = False) -> Runner:
     if backend == "tensorrt":
         from .backends.tensorrt import TensorRTRunner
 
@@ -97,18 +98,23 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
         options["TensorrtExecutionProvider"] = {"trt_engine_cache_enable": "True",
                                                 "trt_engine_cache_path": str(cache),
                                                 "trt_timing_cache_enable": "True"}
-    return OrtRunner(manifest.graph_path(graph), backend=backend, threads=threads, provider_options=options)
+    return OrtRunner(manifest.graph_path(graph), backend=backend, threads=threads, provider_options=options,
+                     io_binding=io_binding, cuda_graph=cuda_graph)
 
 
 def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
-               prefer_fused: bool = True, precision: str = "fp32") -> GraphChain:
+               prefer_fused: bool = True, precision: str = "fp32", io_binding: bool = False,
+               cuda_graph: bool = False) -> GraphChain:
     """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
-    Runtime backends; TensorRT engines carry the precision they were built with)."""
+    Runtime backends; TensorRT engines carry the precision they were built with);
+    ``io_binding`` / ``cuda_graph``: see ``OrtRunner`` (unmeasured on a GPU so far, so off
+    by default)."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and backend == "tensorrt":
         raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
                          "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
-    runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads).activate() for n in names}
+    runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads, io_binding,
+                              cuda_graph).activate() for n in names}
     return GraphChain(manifest.chain_spec, runners, gradient)

@@ -37,11 +37,20 @@ def session_options(threads: Optional[int] = None):
     return so
 
 
+DEVICE = {"ort-cpu": "cpu", "ort-cuda": "cuda", "ort-tensorrt": "cuda"}
+
+
 class OrtRunner(Runner):
-    """One onnxruntime.InferenceSession over one graph file."""
+    """One onnxruntime.InferenceSession over one graph file.
+
+    With ``io_binding`` the inputs and outputs live in OrtValues on the provider's device,
+    allocated once per shape and updated in place, and outputs are copied to the host once
+    per call: fixed addresses, which ``cuda_graph`` (ORT's CUDA-graph capture, CUDA
+    provider only) needs, and no per-call device allocation."""
 
     def __init__(self, path: Path | str, backend: str = "ort-cpu", threads: Optional[int] = None,
-                 provider_options: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+                 provider_options: Optional[Dict[str, Dict[str, Any]]] = None, io_binding: bool = False,
+                 cuda_graph: bool = False) -> None:
         super().__init__()
         if backend not in ORT_PROVIDERS:
             raise ValueError(f"unknown ONNX Runtime backend {backend!r}")
@@ -52,6 +61,14 @@ class OrtRunner(Runner):
         self.name = f"{backend}:{self.path.name}"
         self.session: Any = None
         self._inputs: List[str] = []
+        if cuda_graph and backend != "ort-cuda":
+            raise ValueError("CUDA graphs need the ort-cuda backend")
+        self.io_binding = io_binding or cuda_graph
+        self.cuda_graph = cuda_graph
+        if cuda_graph:
+            cuda = dict(self.provider_options.get("CUDAExecutionProvider", {}))
+            self.provider_options = {**self.provider_options, "CUDAExecutionProvider": {**cuda, "enable_cuda_graph": "1"}}
+        self._bound: Dict[str, Any] = {}  # name -> OrtValue on the device, reused while its shape holds
 
     def activate_impl(self) -> None:
         import onnxruntime as ort
@@ -76,10 +93,41 @@ class OrtRunner(Runner):
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         try:
+            if self.io_binding:
+                return self._infer_bound(feed)
             outs = self.session.run(self._outputs, {k: feed[k] for k in self._inputs})
+        except RunnerError:
+            raise
         except Exception as e:
             raise RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
         return dict(zip(self._outputs, outs))
 
+    def _value(self, name: str, array: np.ndarray) -> Any:
+        """The device OrtValue for ``name``, updated in place from ``array`` when its shape
+        and dtype are last call's, else made anew (under CUDA graphs: an error)."""
+        import onnxruntime as ort
+
+        array = np.ascontiguousarray(array)
+        held = self._bound.get(name)
+        if held is not None and held[1] == (array.shape, array.dtype):
+            held[0].update_inplace(array)
+            return held[0]
+        if held is not None and self.cuda_graph:
+            raise RunnerError(f"{self.name}: CUDA graphs need fixed shapes; {name} went from {held[1][0]} to "
+                              f"{array.shape} (use a --batch that divides the tiles, or no CUDA graphs)")
+        v = ort.OrtValue.ortvalue_from_numpy(array, DEVICE[self.backend], 0)
+        self._bound[name] = (v, (array.shape, array.dtype))
+        return v
+
+    def _infer_bound(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        binding = self.session.io_binding()
+        for k in self._inputs:
+            binding.bind_ortvalue_input(k, self._value(k, feed[k]))
+        for o in self._outputs:
+            binding.bind_output(o, DEVICE[self.backend])
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self._outputs, binding.copy_outputs_to_cpu()))
+
     def deactivate_impl(self) -> None:
         self.session = None
+        self._bound = {}

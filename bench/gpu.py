@@ -1,0 +1,149 @@
+"""GPU benchmark of the runtime (issue: GPU runtime): seconds per DIIP iteration and device
+memory for the shipped export on ONNX Runtime, per precision (fp32, and fp16 where the
+export has diip-fp16 copies), with and without IO binding and CUDA graphs, at 64, 256
+and 512, plus one 1-megapixel tiled photo (3 iterations timed, the full photo estimated
+at the iteration cap).  Reads pre-exported graphs only: no diffusers needed.
+
+    python bench/gpu.py --json bench/results/gpu.json              # on a GPU machine (ort-cuda)
+    python bench/gpu.py --dry-run                                   # this script's own check, on the CPU
+
+Writes JSON with the device named; each variant runs alone, so one that fails (a shape
+that CUDA graphs refuse, a missing provider) is recorded with its one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def gpu_name() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.used", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def device_used_mb() -> Optional[float]:
+    """Device memory in use (all processes), from nvidia-smi; None without a GPU."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        return float(out.stdout.split()[0]) if out.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return None
+
+
+def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precision: str, io_binding: bool,
+               cuda_graph: bool, threads: Optional[int]) -> Dict[str, Any]:
+    """Median seconds per loss-and-gradient call (one DIIP iteration, surrogate) after 2
+    warm-up calls, and the device memory it added."""
+    from diip_deploy.runtime.select import open_chain
+
+    before = device_used_mb()
+    chain = open_chain(manifest, backend, "surrogate", threads, precision=precision, io_binding=io_binding,
+                       cuda_graph=cuda_graph)
+    try:
+        rng = np.random.default_rng(0)
+        shape = (batch, manifest.channels, size, size)
+        z = rng.standard_normal(shape).astype(np.float32)
+        y = np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)
+        times: List[float] = []
+        for i in range(iters + 2):
+            t0 = time.perf_counter()
+            _, _, g = chain.loss_and_grad(z, y)
+            z = z - 0.01 * g  # a new z every call, as the loop feeds
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        after = device_used_mb()
+    finally:
+        chain.close()
+    return {"s_per_iter": round(statistics.median(times), 5), "min": round(min(times), 5),
+            **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
+
+
+def time_photo(export: Path, backend: str, height: int, width: int, iters: int, precision: str,
+               threads: Optional[int]) -> Dict[str, Any]:
+    """A tiled photo through the Restorer (the shipped path), ``iters`` iterations, no early
+    stop; the full photo estimated at the manifest's iteration cap."""
+    from diip_deploy.runtime.restorer import Restorer, TileSettings
+
+    img = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
+    with Restorer(export, backend, threads, TileSettings(batch=16), max_iters=iters, stop="none",
+                  precision=precision) as r:
+        cap = int(r.manifest.defaults["max_iters"])
+        t0 = time.perf_counter()
+        _, rep = r.restore_array(img)
+        seconds = time.perf_counter() - t0
+    return {"size": [width, height], "tiles": rep["tiling"]["tiles"], "iterations": iters,
+            "seconds": round(seconds, 3), "s_per_iter": round(seconds / iters, 4),
+            "estimated_seconds_at_cap": round(seconds / iters * cap, 1), "cap": cap}
+
+
+def main() -> None:
+    from diip_deploy.runtime.manifest import load_manifest
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
+    ap.add_argument("--backend", default="ort-cuda")
+    ap.add_argument("--sizes", default="64,256,512")
+    ap.add_argument("--tile-batch", type=int, default=16, help="also time this many 64x64 tiles in one call")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--photo", default="1024x1024", help="HxW of the tiled photo ('' to skip)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, 2 iterations: checks the script")
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    if a.dry_run:
+        a.backend, a.sizes, a.iters, a.photo, a.tile_batch = "ort-cpu", "16,32", 2, "48x64", 4
+    manifest = load_manifest(a.export)
+    precisions = ["fp32"] + (["fp16"] if manifest.has_graph("unet_fp16") else [])
+    variants = [(p, io, cg) for p in precisions for io, cg in ((False, False), (True, False), (True, True))
+                if not cg or a.backend == "ort-cuda"]
+    shapes = [(1, int(s)) for s in a.sizes.split(",")] + ([(a.tile_batch, 64 if not a.dry_run else 16)]
+                                                          if a.tile_batch > 1 else [])
+    results: List[Dict[str, Any]] = []
+    for batch, size in shapes:
+        for precision, io, cg in variants:
+            row: Dict[str, Any] = {"batch": batch, "size": size, "precision": precision, "io_binding": io,
+                                   "cuda_graph": cg}
+            try:
+                row.update(time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg, a.threads))
+            except Exception as e:  # one variant's failure is a line in the JSON, not a lost run
+                row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            print(json.dumps(row), file=sys.stderr)
+            results.append(row)
+    photo = None
+    if a.photo:
+        h, w = (int(v) for v in a.photo.split("x"))
+        photo = {p: time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads) for p in precisions}
+        print(json.dumps(photo), file=sys.stderr)
+    report = {"benchmark": "gpu", "backend": a.backend, "device": gpu_name() or platform.processor() or platform.machine(),
+              "export": str(a.export), "dry_run": a.dry_run, "iterations_timed": a.iters, "chain": results,
+              "photo": photo,
+              "not_here": "torch eager CUDA side by side needs the model without diffusers (a torch.export "
+                          "program saved at export time): not built yet; bench/gpu_baseline.py times the torch "
+                          "reference where diffusers is installed"}
+    text = json.dumps(report, indent=1)
+    print(text)
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
