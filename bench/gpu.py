@@ -95,6 +95,7 @@ def time_photo(export: Path, backend: str, height: int, width: int, iters: int, 
 
 
 def main() -> None:
+    from diip_deploy.bench.report import emit
     from diip_deploy.runtime.manifest import load_manifest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,11 +139,7 @@ def main() -> None:
               "not_here": "torch eager CUDA side by side needs the model without diffusers (a torch.export "
                           "program saved at export time): not built yet; bench/gpu_baseline.py times the torch "
                           "reference where diffusers is installed"}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(text + "\n")
+    emit(report, a.json)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ and the outputs of 1 and 2 workers compared byte for byte.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -34,6 +33,7 @@ def main() -> None:
 
     import ray
 
+    from diip_deploy.bench.report import emit
     from diip_deploy.runtime.outputs import expand_inputs, plan_outputs
     from diip_deploy.runtime.ray_runner import run_jobs
     from diip_deploy.runtime.restorer import TileSettings
@@ -74,9 +74,7 @@ def main() -> None:
               "images_per_minute": {str(w): round(v, 2) for w, v in per_min.items()},
               "ratio_2_over_1": round(per_min[2] / per_min[1], 3),
               "seconds": {str(w): [round(x, 2) for x in t] for w, t in times.items()}}
-    print(json.dumps(report, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

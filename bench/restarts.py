@@ -10,7 +10,6 @@ and seconds; K values alternate crop by crop, so machine noise hits them alike.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -23,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from diip_deploy.bench.degrade import TASKS
+    from diip_deploy.bench.report import emit
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.tune import TUNE_TASKS, validation_crops
     from diip_deploy.runtime.restorer import Restorer, TileSettings
@@ -68,11 +68,7 @@ def main() -> None:
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
     for r in restorers.values():
         r.close()
-    text = json.dumps(report, indent=1)
-    print(text)
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(text + "\n")
+    emit(report, a.json)
 
 
 if __name__ == "__main__":

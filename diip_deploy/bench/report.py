@@ -4,7 +4,7 @@ PSNR-versus-iteration curves with the stops marked, and before/after grids."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -111,3 +111,15 @@ def save_grid(path: Path, task: str, per_image: Dict[str, Dict[str, np.ndarray]]
     grid = np.concatenate(rows[:-1], axis=0)
     save_image(path, np.repeat(np.repeat(grid, 2, 0), 2, 1))
     (path.with_suffix(".txt")).write_text("columns: clean | degraded | " + " | ".join(c for c in cols if c in methods) + "\n")
+
+
+def emit(report: Dict[str, Any], path: Optional[Path]) -> None:
+    """A benchmark script's result: printed as JSON, and written atomically if asked."""
+    import json
+
+    from ..runtime.images import save_json
+
+    print(json.dumps(report, indent=1))
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        save_json(Path(path), report)

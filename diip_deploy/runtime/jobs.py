@@ -56,4 +56,12 @@ def summary_line(job: Job, report: Dict[str, Any]) -> str:
     t = report["tiling"]
     return (f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
             f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['run']['seconds']:.1f} s, "
-            f"peak RSS {report['run']['peak_rss_mb']:.0f} MB")
+            f"peak RSS {report['run']['peak_rss_mb']:.0f} MB" + _guard_note(report))
+
+
+def _guard_note(report: Dict[str, Any]) -> str:
+    g = report.get("guard")
+    if not g or not g["reverted_to_input"]:
+        return ""
+    return (f"; the residual guard kept the input for {g['reverted_to_input']} of {g['judged']} "
+            f"{'tiles' if report['tiling']['stop_scope'] == 'tile' else 'regions'} (residual not noise-like)")

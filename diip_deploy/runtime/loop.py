@@ -47,6 +47,7 @@ class RestoreConfig:
     slope_fit: str = "mean"
     lap_window: int = 1
     restarts: int = 1  # runs from different seeds, averaged (Restorer)
+    residual_guard: float = 1.0  # return the input where the residual's correlation exceeds this (1: off)
     precision: str = "fp32"  # which of the export's graphs run: fp32, or its verified fp16 copies
 
     @classmethod
@@ -58,7 +59,8 @@ class RestoreConfig:
                    slope_window=int(d["slope_window"]), k_min=int(d["k_min"]), seed=int(d.get("seed", 0)),
                    slope_min_iter=int(d.get("slope_min_iter", 0)), patience=int(d.get("patience", 1)),
                    slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)),
-                   restarts=int(d.get("restarts", 1)), precision=str(d.get("precision", "fp32")))
+                   restarts=int(d.get("restarts", 1)), precision=str(d.get("precision", "fp32")),
+                   residual_guard=float(d.get("residual_guard", 1.0)))
 
     def stopper(self) -> Stopper:
         return Stopper(**self.stop_settings())

@@ -148,6 +148,7 @@ _OPTIONAL = {
     "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.restarts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.precision": (lambda v: v in ("fp32", "fp16"), "fp32 or fp16"),
+    "defaults.residual_guard": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in 0..1 (1: off)"),
 }
 _MISSING = object()
 

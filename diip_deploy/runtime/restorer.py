@@ -14,13 +14,14 @@ import resource
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from dataclasses import replace as dataclasses_replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .guard import residual_correlation
 from .images import ImageError, check_pixels, pad_to_multiple, read_image
 from .loop import RestoreConfig, RestoreResult, Seed, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
@@ -165,6 +166,8 @@ class UnitResult:
     seconds: float
     history: Optional[Dict[str, list]] = None  # when the unit made one stop decision
     backend: str = ""
+    residual_corr: List[float] = field(default_factory=list)  # the guard's measure, per decision
+    reverted: int = 0  # decisions where the guard returned the input
     peak_rss_mb: float = 0.0
     device_memory_mb: Optional[float] = None
 
@@ -280,6 +283,12 @@ def _report(tiling: ImageTiling, cfg: RestoreConfig, plan: TilePlan, seed: int, 
         "run": {"seconds": round(sum(r.seconds for r in results), 3),
                 "peak_rss_mb": max(r.peak_rss_mb for r in results)},
     }
+    corrs = [c for r in results for c in r.residual_corr]
+    if corrs:  # the residual guard ran
+        report["guard"] = {"max_correlation": cfg.residual_guard, "judged": len(corrs),
+                           "reverted_to_input": int(sum(r.reverted for r in results)),
+                           "correlation": corrs[0] if len(corrs) == 1 else
+                           {"min": min(corrs), "median": float(np.median(corrs)), "max": max(corrs)}}
     device = [r.device_memory_mb for r in results if r.device_memory_mb is not None]
     if device:
         report["run"]["device_memory_mb"] = max(device)
@@ -343,6 +352,7 @@ class Restorer:
                                   sample_seeds, self.tiles.batch, progress)
             parts, stops, reasons = mean_restarts(joint.parts, k, n), [joint.stop_iteration], [joint.stop_reason]
             iters, history = joint.iterations_run * len(samples), joint.history
+            groups = [list(range(n))]  # the guard judges the region
         else:
             by_index: Dict[int, RestoreResult] = {}
             for j, r in restore_iter(self.chain, samples, self.cfg, sample_seeds, self.tiles.batch, progress):
@@ -352,9 +362,33 @@ class Restorer:
             stops, reasons = [r.stop_iteration for r in ordered], [r.stop_reason for r in ordered]
             iters = sum(r.iterations_run for r in ordered)
             history = ordered[0].history if len(ordered) == 1 else None
+            groups = [[j] for j in range(n)]  # the guard judges each tile
+        corrs, reverted = self._guard(tiles, plan, unit, parts, groups)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
-        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend,
-                          round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
+        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend, corrs,
+                          reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
+
+    def _guard(self, tiles: "_TileSource", plan: TilePlan, unit: Sequence[int], parts: List[np.ndarray],
+               groups: List[List[int]]) -> Tuple[List[float], int]:
+        """The residual guard over each group of a unit's tiles (positions in ``unit``):
+        where the blended residual is too correlated, the group's parts become the input's
+        tiles, in place.  Returns each group's correlation and how many were reverted."""
+        if self.cfg.residual_guard >= 1.0:
+            return [], 0
+        corrs, reverted = [], 0
+        for group in groups:
+            sub = sub_plan(plan, [unit[j] for j in group])
+            out, inp = Blender(sub, self.manifest.channels), Blender(sub, self.manifest.channels)
+            for g, j in enumerate(group):
+                out.add(g, parts[j])
+                inp.add(g, tiles[unit[j]])
+            corr = residual_correlation(out.result(), inp.result())
+            corrs.append(round(corr, 4))
+            if corr > self.cfg.residual_guard:
+                reverted += 1
+                for j in group:
+                    parts[j] = tiles[unit[j]]
+        return corrs, reverted
 
     def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
                       callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Tuple[np.ndarray, Dict[str, Any]]:

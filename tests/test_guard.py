@@ -1,0 +1,65 @@
+"""The residual guard: a pure measure of how structured the removed part is, and the
+Restorer returning the input where it is too structured."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.guard import keeps_restoration, residual_correlation
+from images import save, smooth_image
+
+
+def test_white_residual_is_uncorrelated_and_smooth_one_is_not():
+    rng = np.random.default_rng(0)
+    img = rng.random((3, 64, 64))
+    white = img + rng.normal(0, 0.1, img.shape)
+    yy, xx = np.mgrid[0:64, 0:64] / 64.0
+    smooth = img + 0.1 * np.sin(2 * np.pi * xx)[None] * np.cos(np.pi * yy)[None]
+    assert abs(residual_correlation(white, img)) < 0.05
+    assert residual_correlation(smooth, img) > 0.9
+    assert residual_correlation(img, img) == 0.0
+    assert residual_correlation(img + 0.3, img) == 0.0  # a constant shift is not structure
+    assert keeps_restoration(white, img, 0.5) and not keeps_restoration(smooth, img, 0.5)
+    assert keeps_restoration(smooth, img, 1.0)  # 1: the guard is off
+
+
+def test_restorer_guard_keeps_the_input_where_the_residual_is_structured(tiny_export):
+    from diip_deploy.runtime.restorer import Restorer, TileSettings
+
+    rng = np.random.default_rng(1)
+    img = smooth_image(16, 28, 2).astype(np.float32)  # two tiles of 16, overlap 4
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, stop_scope="tile"),
+                  residual_guard=0.5) as r:
+        plan, tiles, _ = r.tiles_of(img, 0)
+        assert len(plan) == 2
+        yy, xx = np.mgrid[0:16, 0:16] / 16.0
+        parts = [tiles[0] + rng.normal(0, 0.1, tiles[0].shape).astype(np.float32),  # noise removed: kept
+                 tiles[1] + 0.2 * np.sin(np.pi * xx)[None].astype(np.float32)]  # structure: the input instead
+        noisy_part = parts[0]
+        corrs, reverted = r._guard(tiles, plan, [0, 1], parts, [[0], [1]])
+    assert reverted == 1 and corrs[0] < 0.1 and corrs[1] > 0.8
+    assert parts[0] is noisy_part and np.array_equal(parts[1], tiles[1])
+
+
+def test_guard_in_the_report_and_off_by_default(tiny_export, tmp_path):
+    png = save(tmp_path / "a.png", smooth_image(16, 16, 3))
+    reports = {}
+    for name, extra in (("off", []), ("on", ["--residual-guard", "0"])):
+        out = tmp_path / name
+        r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(out), "--tile", "16",
+                                          "--max-iters", "2", "--stop", "none", *extra])
+        assert r.exit_code == 0, r.output
+        reports[name] = (json.loads((out / "a.json").read_text()), r.output)
+    assert "guard" not in reports["off"][0] and reports["off"][0]["settings"]["residual_guard"] == 1.0
+    g = reports["on"][0]["guard"]
+    assert g["judged"] == 1 and g["max_correlation"] == 0.0
+    # two iterations from noise leave a smooth, image-sized residual: the input comes back
+    assert g["correlation"] > 0 and g["reverted_to_input"] == 1
+    from PIL import Image
+
+    restored = np.asarray(Image.open(tmp_path / "on" / "a.png"), dtype=int)
+    assert np.abs(restored - np.asarray(Image.open(png), dtype=int)).max() <= 1
+    assert "kept the input for 1 of 1 regions" in reports["on"][1]
