@@ -79,3 +79,17 @@ def test_copies_that_miss_the_tolerance_are_not_listed(tiny_export, tmp_path, mo
     assert r.exit_code == 1 and "misses its tolerance" in r.output
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == files
+
+
+def test_tensorrt_ep_gets_fp16_from_its_own_builder(tiny_export):
+    """ort-tensorrt at fp16 keeps the fp32 graph and asks TensorRT's EP for fp16 engines
+    (its options; the session itself needs TensorRT, which is not here)."""
+    from diip_deploy.runtime.manifest import load_manifest
+    from diip_deploy.runtime.select import make_runner
+
+    m = load_manifest(tiny_export)
+    runner = make_runner(m, "ort-tensorrt", "unet", trt_fp16=True)
+    opts = runner.provider_options["TensorrtExecutionProvider"]
+    assert opts["trt_fp16_enable"] == "True" and opts["trt_engine_cache_enable"] == "True"
+    assert runner.path.name == "unet.onnx"
+    assert make_runner(m, "ort-tensorrt", "unet").provider_options["TensorrtExecutionProvider"]["trt_fp16_enable"] == "False"

@@ -87,7 +87,7 @@ def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
 
 
 def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None,
-                io_binding: bool = False, cuda_graph: bool = False) -> Runner:
+                io_binding: bool = False, cuda_graph: bool = False, trt_fp16: bool = False) -> Runner:
     if backend == "tensorrt":
         from .backends.tensorrt import TensorRTRunner
 
@@ -97,7 +97,9 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
         cache = manifest.root / "ort_trt_cache"
         options["TensorrtExecutionProvider"] = {"trt_engine_cache_enable": "True",
                                                 "trt_engine_cache_path": str(cache),
-                                                "trt_timing_cache_enable": "True"}
+                                                "trt_timing_cache_enable": "True",
+                                                "trt_timing_cache_path": str(cache),
+                                                "trt_fp16_enable": "True" if trt_fp16 else "False"}
     return OrtRunner(manifest.graph_path(graph), backend=backend, threads=threads, provider_options=options,
                      io_binding=io_binding, cuda_graph=cuda_graph)
 
@@ -115,6 +117,10 @@ def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optiona
         raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
                          "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
-    runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads, io_binding,
-                              cuda_graph).activate() for n in names}
+    if backend == "ort-tensorrt":  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
+        runners = {n: make_runner(manifest, backend, n, threads, io_binding, trt_fp16=precision == "fp16").activate()
+                   for n in names}
+    else:
+        runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads, io_binding,
+                                  cuda_graph).activate() for n in names}
     return GraphChain(manifest.chain_spec, runners, gradient)
