@@ -6,6 +6,12 @@ at the iteration cap).  Reads pre-exported graphs only: no diffusers needed.
 
     python bench/gpu.py --json bench/results/gpu.json              # on a GPU machine (ort-cuda)
     python bench/gpu.py --dry-run                                   # this script's own check, on the CPU
+    python bench/gpu.py --save-torch cache/unet.ts                  # where diffusers is: the torch side
+    python bench/gpu.py --torch cache/unet.ts --json ...            # ... then torch eager beside ORT
+
+The torch eager reference is the same chain with autograd (diip_deploy/export/reference.py)
+over the model as TorchScript, traced once where diffusers is installed, so the GPU machine
+needs torch alone; each size reports ORT's best variant over torch eager as a ratio.
 
 Writes JSON with the device named; each variant runs alone, so one that fails (a shape
 that CUDA graphs refuse, a missing provider) is recorded with its one-line error.
@@ -76,6 +82,51 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
             **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
 
 
+def save_torchscript(model_dir: Path, path: Path, size: int = 32) -> None:
+    """Trace the model (the UNet and its eps conversion, diffusers' default attention) to
+    TorchScript; needs diffusers, here only."""
+    import torch
+
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.export.reference import EpsModel
+
+    loaded = load_model(str(model_dir))
+    model = EpsModel(loaded.unet.eval().requires_grad_(False), loaded.alphas_cumprod, loaded.prediction_type).eval()
+    sample = torch.randn(1, loaded.unet.config.in_channels, size, size)
+    traced = torch.jit.trace(model, (sample, torch.tensor([500])), check_trace=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(traced, str(path))
+
+
+def time_torch(ts_path: Path, manifest, size: int, batch: int, iters: int, device: str) -> Dict[str, Any]:
+    """torch eager (autograd through the chain, surrogate) per iteration, same shapes."""
+    import torch
+
+    from diip_deploy.export.reference import loss_and_grad
+
+    model = torch.jit.load(str(ts_path), map_location=device).eval()
+    spec = manifest.chain_spec
+    rng = np.random.default_rng(0)
+    shape = (batch, manifest.channels, size, size)
+    z = torch.from_numpy(rng.standard_normal(shape).astype(np.float32)).to(device)
+    y = torch.from_numpy(np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)).to(device)
+    times: List[float] = []
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for i in range(iters + 2):
+        t0 = time.perf_counter()
+        _, _, g = loss_and_grad(model, z, y, spec, "surrogate")
+        z = (z - 0.01 * g).detach()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    row = {"s_per_iter": round(statistics.median(times), 5), "min": round(min(times), 5)}
+    if device == "cuda":
+        row["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return row
+
+
 def time_photo(export: Path, backend: str, height: int, width: int, iters: int, precision: str,
                threads: Optional[int]) -> Dict[str, Any]:
     """A tiled photo through the Restorer (the shipped path), ``iters`` iterations, no early
@@ -107,8 +158,15 @@ def main() -> None:
     ap.add_argument("--photo", default="1024x1024", help="HxW of the tiled photo ('' to skip)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, 2 iterations: checks the script")
+    ap.add_argument("--torch", type=Path, default=None, help="TorchScript model (--save-torch) to time beside ORT")
+    ap.add_argument("--save-torch", type=Path, default=None, help="trace --model to TorchScript here and exit")
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "default", help="diffusers model for --save-torch")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    if a.save_torch:
+        save_torchscript(a.model, a.save_torch)
+        print(f"wrote {a.save_torch}", file=sys.stderr)
+        return
     if a.dry_run:
         a.backend, a.sizes, a.iters, a.photo, a.tile_batch = "ort-cpu", "16,32", 2, "48x64", 4
     manifest = load_manifest(a.export)
@@ -128,6 +186,18 @@ def main() -> None:
                 row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             print(json.dumps(row), file=sys.stderr)
             results.append(row)
+        if a.torch:
+            row = {"batch": batch, "size": size, "reference": "torch eager, autograd (surrogate)"}
+            try:
+                row.update(time_torch(a.torch, manifest, size, batch, a.iters, "cpu" if a.backend == "ort-cpu" else "cuda"))
+                ort_best = min((x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size
+                                and "s_per_iter" in x), default=None)
+                if ort_best is not None:
+                    row["ort_best_over_torch"] = round(ort_best / row["s_per_iter"], 3)
+            except Exception as e:
+                row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            print(json.dumps(row), file=sys.stderr)
+            results.append(row)
     photo = None
     if a.photo:
         h, w = (int(v) for v in a.photo.split("x"))
@@ -135,10 +205,7 @@ def main() -> None:
         print(json.dumps(photo), file=sys.stderr)
     report = {"benchmark": "gpu", "backend": a.backend, "device": gpu_name() or platform.processor() or platform.machine(),
               "export": str(a.export), "dry_run": a.dry_run, "iterations_timed": a.iters, "chain": results,
-              "photo": photo,
-              "not_here": "torch eager CUDA side by side needs the model without diffusers (a torch.export "
-                          "program saved at export time): not built yet; bench/gpu_baseline.py times the torch "
-                          "reference where diffusers is installed"}
+              "photo": photo, "torch_reference": str(a.torch) if a.torch else None}
     emit(report, a.json)
 
 

@@ -108,6 +108,7 @@ def restore(args) -> dict:
                    "seam_ratio": round(seam_ratio(out, r.plan(*clean.shape[:2])), 3),
                    "clean_seam_ratio": round(seam_ratio(clean, r.plan(*clean.shape[:2])), 3),
                    "stop": rep["stop_iteration"], "stop_reason": rep["stop_reason"],
+                   "guard": rep.get("guard"), "defaults": r.manifest.defaults,
                    "seconds": round(time.perf_counter() - t0, 1)}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -95,7 +95,7 @@ def test_degrade_cli(tmp_path):
     assert (tmp_path / "d" / "p_jpeg10.png").exists() and (tmp_path / "d" / "p_waterdrop.png").exists()
 
 
-def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tmp_path):
+def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tiny_pipeline, tmp_path):
     """bench/gpu.py --dry-run: the GPU benchmark's own code, on ORT's CPU provider, with the
     fp16 copies when the export has them; every variant times without an error."""
     import subprocess
@@ -107,11 +107,43 @@ def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tmp_path)
     export = copy_export(tiny_export, tmp_path / "export")
     add_fp16_graphs(export)
     out = tmp_path / "gpu.json"
+    repo = Path(__file__).resolve().parents[1]
+    ts = tmp_path / "unet.ts"
+    r = subprocess.run([sys.executable, "bench/gpu.py", "--save-torch", str(ts), "--model", str(tiny_pipeline)],
+                       capture_output=True, text=True, cwd=repo)
+    assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "bench/gpu.py", "--dry-run", "--export", str(export), "--threads", "1",
-                        "--json", str(out)], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+                        "--torch", str(ts), "--json", str(out)], capture_output=True, text=True, cwd=repo)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
-    rows = report["chain"]
+    rows = [x for x in report["chain"] if "reference" not in x]
     assert {(x["precision"], x["io_binding"]) for x in rows} == {("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True)}
     assert all("error" not in x and x["s_per_iter"] > 0 for x in rows), rows
+    torch_rows = [x for x in report["chain"] if "reference" in x]
+    assert len(torch_rows) == 3 and all(x["s_per_iter"] > 0 and x["ort_best_over_torch"] > 0 for x in torch_rows), torch_rows
     assert set(report["photo"]) == {"fp32", "fp16"} and report["dry_run"]
+
+
+def test_traced_torch_reference_matches_eager_at_other_shapes(tiny_pipeline, tmp_path):
+    """The TorchScript side of bench/gpu.py, traced at one size and batch, computes what
+    the eager model does at others (the GPU machine runs it without diffusers)."""
+    import importlib.util
+
+    import torch
+
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.export.reference import EpsModel
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", Path(__file__).resolve().parents[1] / "bench" / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    gpu.save_torchscript(tiny_pipeline, tmp_path / "unet.ts", size=16)
+    traced = torch.jit.load(str(tmp_path / "unet.ts"))
+    loaded = load_model(str(tiny_pipeline))
+    eager = EpsModel(loaded.unet.eval(), loaded.alphas_cumprod, loaded.prediction_type).eval()
+    x = torch.randn(3, 3, 32, 24)
+    t = torch.tensor([900, 500, 0])
+    with torch.no_grad():
+        a, b = traced(x, t), eager(x, t)
+    assert a.shape == b.shape == x.shape
+    assert float((a - b).norm() / b.norm()) < 1e-4
