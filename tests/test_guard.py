@@ -4,7 +4,6 @@ Restorer returning the input where it is too structured."""
 import json
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from diip_deploy.runtime.cli import main as diip_run
@@ -39,7 +38,7 @@ def test_restorer_guard_keeps_the_input_where_the_residual_is_structured(tiny_ex
         parts = [tiles[0] + rng.normal(0, 0.1, tiles[0].shape).astype(np.float32),  # noise removed: kept
                  tiles[1] + 0.2 * np.sin(np.pi * xx)[None].astype(np.float32)]  # structure: the input instead
         noisy_part = parts[0]
-        corrs, reverted = r._guard(tiles, plan, [0, 1], parts, [[0], [1]])
+        corrs, reverted = r._guard(tiles, plan, [0, 1], parts, [([0], parts[0]), ([1], parts[1])])
     assert reverted == 1 and corrs[0] < 0.1 and corrs[1] > 0.8
     assert parts[0] is noisy_part and np.array_equal(parts[1], tiles[1])
 

@@ -49,14 +49,12 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
 
 
-def chain_errors(export_dir: Path, gradient: str, size: int, batch: int = 2, seed: int = 0,
+def chain_errors(manifest: Any, gradient: str, size: int, batch: int = 2, seed: int = 0,
                  threads: Optional[int] = None) -> Dict[str, float]:
     """Relative L2 of x0 and of the latent gradient, fp16 chain against fp32, on one
     random batch of ``size`` x ``size`` latents and targets."""
-    from ..runtime.manifest import load_manifest
     from ..runtime.select import open_chain
 
-    manifest = load_manifest(export_dir)
     rng = np.random.default_rng(seed)
     shape = (batch, manifest.channels, size, size)
     z = rng.standard_normal(shape).astype(np.float32)
@@ -100,8 +98,9 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
             data["graphs"][fp16_name(name)] = {**entry, "file": dst.name, "sha256": sha256_file(dst),
                                                "precision": "fp16", "fp16_of": name}
         write_manifest(export_dir, data)  # listed, so the check below opens them as the runtime does
+        listed = load_manifest(export_dir)
         for gradient in modes:
-            errors = chain_errors(export_dir, gradient, size, threads=threads)
+            errors = chain_errors(listed, gradient, size, threads=threads)
             log(f"fp16: {gradient} chain against fp32: x0 {errors['x0']:.2e}, gradient {errors['grad']:.2e}")
             section["errors"][gradient] = errors
             bad = [k for k, tol in TOLERANCE.items() if not errors[k] <= tol]

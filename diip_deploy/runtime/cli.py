@@ -20,7 +20,7 @@ from .manifest import ManifestError
 from .optim import OPTIMIZERS
 from .outputs import OutputError, check_writable, expand_inputs, is_complete, plan_outputs
 from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
-from .select import BACKENDS
+from .select import BACKENDS, PRECISIONS
 from .stopping import SLOPE_FITS, STOP_MODES
 
 POSITIVE = click.FloatRange(min=0.0, min_open=True)
@@ -54,7 +54,7 @@ def _warn(msg: str) -> None:
               help="Smoothed slope: mean of raw slopes, or a regression line. Default: the manifest's.")
 @click.option("--lap-window", type=click.IntRange(min=1), default=None,
               help="Trailing mean of the Laplacian variance before its peak is sought. Default: the manifest's.")
-@click.option("--precision", type=click.Choice(("fp32", "fp16")), default=None,
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends). Default: fp32.")
 @click.option("--residual-guard", type=click.FloatRange(0.0, 1.0), default=None,
               help="Return the input for a region whose residual (restored - input) has a lag-one correlation above "

@@ -352,7 +352,7 @@ class Restorer:
                                   sample_seeds, self.tiles.batch, progress)
             parts, stops, reasons = mean_restarts(joint.parts, k, n), [joint.stop_iteration], [joint.stop_reason]
             iters, history = joint.iterations_run * len(samples), joint.history
-            groups = [list(range(n))]  # the guard judges the region
+            judged = [(list(range(n)), joint.x0)]  # the guard judges the blended region
         else:
             by_index: Dict[int, RestoreResult] = {}
             for j, r in restore_iter(self.chain, samples, self.cfg, sample_seeds, self.tiles.batch, progress):
@@ -362,27 +362,30 @@ class Restorer:
             stops, reasons = [r.stop_iteration for r in ordered], [r.stop_reason for r in ordered]
             iters = sum(r.iterations_run for r in ordered)
             history = ordered[0].history if len(ordered) == 1 else None
-            groups = [[j] for j in range(n)]  # the guard judges each tile
-        corrs, reverted = self._guard(tiles, plan, unit, parts, groups)
+            judged = [([j], parts[j]) for j in range(n)]  # the guard judges each tile
+        corrs, reverted = self._guard(tiles, plan, unit, parts, judged)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
         return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend, corrs,
                           reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
 
     def _guard(self, tiles: "_TileSource", plan: TilePlan, unit: Sequence[int], parts: List[np.ndarray],
-               groups: List[List[int]]) -> Tuple[List[float], int]:
-        """The residual guard over each group of a unit's tiles (positions in ``unit``):
-        where the blended residual is too correlated, the group's parts become the input's
-        tiles, in place.  Returns each group's correlation and how many were reverted."""
+               judged: List[Tuple[List[int], np.ndarray]]) -> Tuple[List[float], int]:
+        """The residual guard over each (group of positions in ``unit``, their restored
+        image) pair: where the residual against the input is too correlated, the group's
+        parts become the input's tiles, in place.  Returns each group's correlation and how
+        many were reverted."""
         if self.cfg.residual_guard >= 1.0:
             return [], 0
         corrs, reverted = [], 0
-        for group in groups:
-            sub = sub_plan(plan, [unit[j] for j in group])
-            out, inp = Blender(sub, self.manifest.channels), Blender(sub, self.manifest.channels)
-            for g, j in enumerate(group):
-                out.add(g, parts[j])
-                inp.add(g, tiles[unit[j]])
-            corr = residual_correlation(out.result(), inp.result())
+        for group, restored in judged:
+            if len(group) == 1:
+                damaged = tiles[unit[group[0]]]
+            else:
+                inp = Blender(sub_plan(plan, [unit[j] for j in group]), self.manifest.channels)
+                for g, j in enumerate(group):
+                    inp.add(g, tiles[unit[j]])
+                damaged = inp.result()
+            corr = residual_correlation(restored, damaged)
             corrs.append(round(corr, 4))
             if corr > self.cfg.residual_guard:
                 reverted += 1

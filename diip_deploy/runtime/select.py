@@ -117,10 +117,8 @@ def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optiona
         raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
                          "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
-    if backend == "ort-tensorrt":  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
-        runners = {n: make_runner(manifest, backend, n, threads, io_binding, trt_fp16=precision == "fp16").activate()
-                   for n in names}
-    else:
-        runners = {n: make_runner(manifest, backend, graph_at(manifest, n, precision), threads, io_binding,
-                                  cuda_graph).activate() for n in names}
+    trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
+    runners = {n: make_runner(manifest, backend, n if trt_ep else graph_at(manifest, n, precision), threads, io_binding,
+                              cuda_graph and not trt_ep, trt_fp16=trt_ep and precision == "fp16").activate()
+               for n in names}
     return GraphChain(manifest.chain_spec, runners, gradient)
