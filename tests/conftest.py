@@ -24,11 +24,12 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
-    """unet, unet_vjp and both fused chains of the tiny model, verified against autograd."""
+    """unet, unet_vjp, both fused chains and both iteration graphs of the tiny model,
+    verified against autograd."""
     from diip_deploy.export.cli import export_model
 
     out = tmp_path_factory.mktemp("tiny_export")
-    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused="both", verify=True,
+    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused="both", iterate="both", verify=True,
                  defaults={"lr": 0.02, "max_iters": 12, "k_min": 5}, log=lambda m: None)
     return out
 

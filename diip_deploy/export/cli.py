@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import click
+import numpy as np
 
 from .. import __version__
 from ..runtime.manifest import FALLBACK_DEFAULTS, SCHEMA_VERSION, sha256_file, write_manifest
@@ -31,8 +32,12 @@ def tool_versions() -> dict:
 def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both", fused: str = "none",
                  clamp: bool = True, verify: bool = True, prediction_type: Optional[str] = None,
                  trace_size: Optional[int] = None, verify_size: Optional[int] = None,
-                 defaults: Optional[dict] = None, tile_size: Optional[int] = None, log=print) -> dict:
-    """Export ``model`` into ``out``; returns the manifest written.  Raises on failure."""
+                 defaults: Optional[dict] = None, tile_size: Optional[int] = None, iterate: str = "none",
+                 add: bool = False, log=print) -> dict:
+    """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
+    ``add``: export only the fused and iteration graphs asked for and list them in the
+    export already in ``out`` (same weights and chain), leaving its other graphs, tuned
+    defaults and records as they are."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -51,17 +56,21 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
     eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
     gradients = ["exact", "surrogate"] if gradient == "both" else [gradient]
     fused_modes = [g for g in gradients if fused in (g, "both")]
+    iterate_modes = [g for g in gradients if iterate in (g, "both")]
+    existing = existing_export(out, loaded.weights_sha256, spec) if add else None
     out.mkdir(parents=True, exist_ok=True)
     tsize = trace_size or max(2 * multiple, 16)
     vsize = verify_size or min(max(native, 2 * multiple), 64)
     if vsize == tsize:
         vsize += multiple  # verify at a size the tracer never saw
     graphs, verification = {}, {}
-    for gd in graph_defs(eps_model, spec, gradients, fused_modes):
+    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes):
+        if existing is not None and not gd.name.startswith(("chain_", "iterate_")):
+            continue
         log(f"exporting {gd.name} ...")
         entry = export_graph(gd, out, channels, tsize, log=log)
         entry["sha256"] = sha256_file(out / gd.file)
-        if gd.name.startswith("chain_"):  # the chain is baked into the graph: record which
+        if gd.name.startswith(("chain_", "iterate_")):  # the chain is baked into the graph: record which
             entry["chain"] = {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": clamp}
         graphs[gd.name] = entry
         if verify:
@@ -69,6 +78,12 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
             verification[gd.name] = v
             errs = ", ".join(f"{k} {e:.2e}" for k, e in v["rel_l2"].items()) or v["error"]
             log(f"  verify {gd.name} vs torch autograd at {vsize}x{vsize}: rel L2 {errs} -> {'ok' if v['passed'] else 'FAIL'}")
+    if existing is not None:
+        manifest = {**existing, "graphs": {**existing["graphs"], **graphs}}
+        if verify:
+            manifest["verification"] = {**existing.get("verification", {}), **verification}
+        write_manifest(out, manifest)
+        return _check_verified(manifest, verification, out)
     default_gradient = "surrogate" if "surrogate" in gradients else "exact"
     manifest = {
         "schema": SCHEMA_VERSION,
@@ -87,10 +102,31 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
         "verification": verification if verify else {"skipped": True},
     }
     write_manifest(out, manifest)
+    return _check_verified(manifest, verification, out)
+
+
+def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:
     failed = [k for k, v in verification.items() if not v["passed"]]
     if failed:
         raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above 1e-4 (graphs kept in {out} for inspection)")
     return manifest
+
+
+def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
+    """The manifest that ``--add`` extends, if it is of these weights and this chain."""
+    path = Path(out) / "manifest.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"--add: no readable export in {out} ({type(e).__name__})") from None
+    if data.get("model", {}).get("weights_sha256") != weights_sha256:
+        raise click.ClickException(f"--add: {out} was exported from other weights than this model's")
+    chain = data.get("chain", {})
+    if (list(chain.get("timesteps", [])) != list(spec.timesteps) or chain.get("clamp") != spec.clamp
+            or not np.allclose(chain.get("alphas_cumprod", []), spec.alphas, rtol=0, atol=1e-12)):
+        raise click.ClickException(f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
+                                   "pass the --steps and --clamp it was exported with")
+    return data
 
 
 def tiling_entry(tile_size: int, multiple: int) -> dict:
@@ -109,6 +145,11 @@ def tiling_entry(tile_size: int, multiple: int) -> dict:
 @click.option("--fused", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
               help="Also export the whole chain as one graph for these gradient modes: one call per iteration, no "
                    "recomputed forward (exact runs faster on CPU; surrogate gains little). Slow to export.")
+@click.option("--iterate", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
+              help="Also export a whole iteration (chain, Adam, projection) as one graph for these gradient modes, so "
+                   "that diip-run's state stays on the device (the GPU path). Slow to export.")
+@click.option("--add", is_flag=True, help="Export only the --fused / --iterate graphs and add them to the export "
+              "already in --out (same model and chain); its other graphs, defaults and records stay.")
 @click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
 @click.option("--verify/--no-verify", default=True, show_default=True)
 @click.option("--prediction-type", type=click.Choice(("epsilon", "v_prediction")), default=None, help="Override the scheduler config.")
@@ -121,7 +162,7 @@ def tiling_entry(tile_size: int, multiple: int) -> dict:
 @click.option("--tile-size", type=int, default=None, help="Runtime tile size for this model (default: its sample size).")
 @click.option("--engine", type=click.Choice(("none", "tensorrt")), default="none", show_default=True)
 @engine_options
-def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type, lr, max_iters, k_min, slope_eps,
+def main(model, out_dir, steps, gradient, fused, iterate, add, clamp, verify, prediction_type, lr, max_iters, k_min, slope_eps,
          default_gradient, trace_size, tile_size, engine, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
     """Export MODEL (a diffusers pipeline or UNet folder, or a hub id) for diip-run."""
     from .loading import ModelLoadError
@@ -134,7 +175,8 @@ def main(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
         check_can_build()
     try:
         manifest = export_model(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
-                                trace_size, defaults=defaults, tile_size=tile_size, log=lambda m: click.echo(m, err=True))
+                                trace_size, defaults=defaults, tile_size=tile_size, iterate=iterate, add=add,
+                                log=lambda m: click.echo(m, err=True))
     except ModelLoadError as e:
         click.echo(f"diip-export: error: {e}", err=True)
         sys.exit(2)

@@ -82,7 +82,8 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     data = json.loads((export_dir / MANIFEST_NAME).read_text())
-    sources = [n for n in data["graphs"] if not n.endswith(SUFFIX)]
+    # the iteration graphs carry Adam's second moment, whose squares fp16 flushes to zero
+    sources = [n for n in data["graphs"] if not n.endswith(SUFFIX) and not n.startswith("iterate_")]
     written: List[Path] = []
     size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)
     modes = [g for g in ("surrogate", "exact") if all(n in sources for n in graphs_for(manifest, g))]

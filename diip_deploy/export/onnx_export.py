@@ -4,6 +4,9 @@ Graphs (dynamic batch, height, width; weights are constants):
 - ``unet``: (sample [B,C,H,W] f32, timestep [B] i64) -> eps
 - ``unet_vjp``: (sample, timestep, cotangent) -> (eps, vjp = cotangent^T d eps/d sample)
 - ``chain_exact`` / ``chain_surrogate``: (z, y) -> (x0, loss [B], grad) for the fixed chain
+- ``iterate_exact`` / ``iterate_surrogate``: a whole iteration, (z, y, m, v, step [B], lr [B])
+  -> (x0, loss, laplacian_var, grad_sq [B], z_next, m_next, v_next): the chain, Adam and
+  the projection in one graph, so that the loop's state stays on the device
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from . import reference
 from .trace import trace
 
 OPSET = 20
+PER_SAMPLE = ("loss", "step", "lr", "laplacian_var", "grad_sq")  # [batch]-shaped graph inputs and outputs
 
 
 @dataclass
@@ -38,8 +42,9 @@ class GraphDef:
         return f"{self.name}.onnx"
 
 
-def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: Sequence[str]) -> List[GraphDef]:
-    """The graphs an export writes: per-step always, fused chains when asked."""
+def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: Sequence[str],
+               iterate: Sequence[str] = ()) -> List[GraphDef]:
+    """The graphs an export writes: per-step always, fused chains and iteration graphs when asked."""
     defs = [GraphDef("unet", lambda s, t: eps_model(s, t), ["sample", "timestep"], ["eps"], ["float32", "int64"])]
     if "exact" in gradients:
         defs.append(GraphDef("unet_vjp", lambda s, t, c: reference.eps_and_vjp(eps_model, s, t, c),
@@ -48,7 +53,18 @@ def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[
         if g in gradients:
             defs.append(GraphDef(f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"],
                                  ["float32", "float32"]))
+    for g in iterate:
+        if g in gradients:
+            defs.append(GraphDef(f"iterate_{g}", _iterate(eps_model, spec, g), reference.ITERATE_INPUTS,
+                                 reference.ITERATE_OUTPUTS, ["float32"] * len(reference.ITERATE_INPUTS)))
     return defs
+
+
+def _iterate(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str) -> Callable:
+    def fn(z, y, m, v, step, lr) -> Tuple[torch.Tensor, ...]:
+        return reference.iterate(eps_model, z, y, m, v, step, lr, spec, gradient)
+
+    return fn
 
 
 def _fused(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str) -> Callable:
@@ -64,7 +80,12 @@ def random_inputs(names: Sequence[str], channels: int, size: int, batch: int, se
     g = torch.Generator().manual_seed(seed)
     out = {}
     for n in names:
-        if n == "timestep":
+        if n in PER_SAMPLE:  # an Adam step count (1..50) or a learning rate (1e-3..1e-1)
+            u = torch.rand(batch, generator=g)
+            out[n] = torch.floor(u * 50) + 1 if n == "step" else 10 ** (u * 2 - 3)
+        elif n == "v":  # a second moment: non-negative
+            out[n] = torch.randn(batch, channels, size, size, generator=g) ** 2
+        elif n == "timestep":
             extra = torch.randint(0, 1000, (max(0, batch - 3),), generator=g)
             out[n] = torch.tensor([999, 0, 500][:batch] + [int(t) for t in extra], dtype=torch.int64)
         elif n == "y":
@@ -99,6 +120,6 @@ def export_graph(gd: GraphDef, out_dir: Path, channels: int, size: int, log=prin
 def _io(names: List[str], dtypes: List[str], channels: int) -> List[Dict]:
     out = []
     for n, d in zip(names, dtypes):
-        shape = ["batch"] if n in ("timestep", "loss") else ["batch", channels, "height", "width"]
+        shape = ["batch"] if n in PER_SAMPLE or n == "timestep" else ["batch", channels, "height", "width"]
         out.append({"name": n, "dtype": d, "shape": shape})
     return out

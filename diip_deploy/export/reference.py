@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss
+from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius
 
 GRADIENT_MODES = ("exact", "surrogate")
 
@@ -58,6 +58,27 @@ def loss_and_grad(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, 
     return x0.detach(), loss.detach(), grad
 
 
+ITERATE_INPUTS = ["z", "y", "m", "v", "step", "lr"]
+ITERATE_OUTPUTS = ["x0", "loss", "laplacian_var", "grad_sq", "z_next", "m_next", "v_next"]
+
+
+def iterate(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
+            step: torch.Tensor, lr: torch.Tensor, spec: ChainSpec, gradient: str = "surrogate") -> tuple:
+    """One whole DIIP iteration, what ``iterate_<gradient>.onnx`` computes so that z and the
+    Adam moments never leave the device: the chain's x0 and loss at z, the Laplacian
+    variance of x0 and |grad|^2 (a stopping input and a finiteness check), and z, m, v
+    after one Adam step (``step``: each sample's step count after it; ``lr`` per sample)
+    and the projection."""
+    from ..runtime.optim import adam_update, rms_project
+    from ..runtime.stopping import laplacian_variance_of
+
+    x0, loss, grad = loss_and_grad(eps_model, z, y, spec, gradient)
+    per_sample = (-1, 1, 1, 1)
+    z_next, m_next, v_next = adam_update(z, m, v, grad, step.reshape(per_sample), lr.reshape(per_sample))
+    grad_sq = (grad * grad).reshape(grad.shape[0], -1).sum(1)
+    return x0, loss, laplacian_variance_of(x0), grad_sq, rms_project(z_next), m_next, v_next
+
+
 def eps_and_vjp(eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
                 cotangent: torch.Tensor) -> tuple:
     """(eps, cotangent^T d eps / d sample): what unet_vjp.onnx computes."""
@@ -77,7 +98,7 @@ def reference_restore(eps_model: torch.nn.Module, y: torch.Tensor, z0: torch.Ten
     """
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
-    radius = float(np.sqrt(np.prod(z.shape[1:])))
+    radius = sphere_radius(z.shape[1:])
     losses = []
     x0 = None
     for k in range(iterations):

@@ -31,7 +31,10 @@ def torch_outputs(name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dic
     if name == "unet_vjp":
         eps, vjp = reference.eps_and_vjp(eps_model, x["sample"], x["timestep"], x["cotangent"])
         return {"eps": eps.numpy(), "vjp": vjp.numpy()}
-    gradient = name.split("_", 1)[1]
+    kind, gradient = name.split("_", 1)
+    if kind == "iterate":
+        outs = reference.iterate(eps_model, *(x[n] for n in reference.ITERATE_INPUTS), spec=spec, gradient=gradient)
+        return {n: o.detach().numpy() for n, o in zip(reference.ITERATE_OUTPUTS, outs)}
     x0, loss, grad = reference.loss_and_grad(eps_model, x["z"], x["y"], spec, gradient)
     return {"x0": x0.numpy(), "loss": loss.numpy(), "grad": grad.numpy()}
 

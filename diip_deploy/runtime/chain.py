@@ -15,7 +15,7 @@ import numpy as np
 
 from ..schedule import ChainSpec, ddim_step, mse_loss_grad, step_jacobian_terms
 from .backends.base import Runner
-from .manifest import fused_graph_name
+from .manifest import fused_graph_name, iterate_graph_name
 
 EpsFn = Callable[[np.ndarray, int], np.ndarray]
 VjpFn = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
@@ -45,8 +45,9 @@ def chain_backward(vjp_fn: Optional[VjpFn], states: List[Tuple[np.ndarray, np.nd
 
 
 class GraphChain:
-    """The chain over one model's runners ({'unet', 'unet_vjp', 'chain_*'}: Runner), for
-    one gradient mode, bound when the chain is opened."""
+    """The chain over one model's runners ({'unet', 'unet_vjp', 'chain_*', 'iterate_*'}:
+    Runner), for one gradient mode, bound when the chain is opened; the loop runs
+    ``iterate`` itself (device_loop.py) where it can."""
 
     def __init__(self, spec: ChainSpec, runners: Dict[str, Runner], gradient: str = "surrogate"):
         if gradient not in ("exact", "surrogate"):
@@ -57,6 +58,7 @@ class GraphChain:
         self.runners = runners
         self.gradient = gradient
         self.fused = runners.get(fused_graph_name(gradient))
+        self.iterate = runners.get(iterate_graph_name(gradient))  # the device loop's graph, if opened
 
     def _timestep(self, x: np.ndarray, t: int) -> np.ndarray:
         return np.full((x.shape[0],), t, dtype=np.int64)

@@ -19,7 +19,7 @@ from .loop import NonFiniteError
 from .manifest import ManifestError
 from .optim import OPTIMIZERS
 from .outputs import OutputError, check_writable, expand_inputs, is_complete, plan_outputs
-from .restorer import DEFAULT_MAX_PIXELS, STOP_SCOPES, Restorer, TileSettings
+from .restorer import DEFAULT_MAX_PIXELS, LOOPS, STOP_SCOPES, Restorer, TileSettings
 from .select import BACKENDS, PRECISIONS
 from .stopping import SLOPE_FITS, STOP_MODES
 
@@ -56,6 +56,10 @@ def _warn(msg: str) -> None:
               help="Trailing mean of the Laplacian variance before its peak is sought. Default: the manifest's.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends). Default: fp32.")
+@click.option("--loop", type=click.Choice(LOOPS), default=None,
+              help="Where z and Adam's moments live: device (the export's iterate graph, one call per iteration; "
+                   "only losses come back), host (numpy), auto: device on ort-cuda / ort-tensorrt when the export "
+                   "has the graph. Default: auto.")
 @click.option("--residual-guard", type=click.FloatRange(0.0, 1.0), default=None,
               help="Return the input for a region whose residual (restored - input) has a lag-one correlation above "
                    "this: structure the prior could not fit, not noise (1: off). Default: the manifest's.")
@@ -84,7 +88,7 @@ def _warn(msg: str) -> None:
 @click.option("--save-plots", is_flag=True, help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters, stop, eps, slope_window, k_min,
-         slope_min_iter, patience, slope_fit, lap_window, residual_guard, precision, restarts, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, ray_address, ray_workers, steps_per_report,
+         slope_min_iter, patience, slope_fit, lap_window, loop, residual_guard, precision, restarts, seed, tile, tile_overlap, batch, stop_scope, region_tiles, max_pixels, skip_existing, threads, ray_address, ray_workers, steps_per_report,
          save_plots, quiet) -> int:
     """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
@@ -110,7 +114,7 @@ def main(inputs, model_dir, out_dir, backend, gradient, optimizer, lr, max_iters
     overrides = dict(lr=lr, optimizer=optimizer, gradient=gradient, max_iters=max_iters, stop=stop, eps=eps,
                      slope_window=slope_window, k_min=k_min, seed=seed, slope_min_iter=slope_min_iter, patience=patience,
                      slope_fit=slope_fit, lap_window=lap_window, restarts=restarts, residual_guard=residual_guard,
-                     precision=precision)
+                     precision=precision, loop=loop)
     restorer: Optional[Restorer] = None
     try:
         if ray_address:  # the workers open the backend; here only the model and options are checked

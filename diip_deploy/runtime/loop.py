@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequ
 
 import numpy as np
 
+from .device_loop import DeviceBatch, HostRows
 from .optim import make_optimizer, project_to_sphere
 from .stopping import Stopper, laplacian_variance
 
@@ -49,6 +50,7 @@ class RestoreConfig:
     restarts: int = 1  # runs from different seeds, averaged (Restorer)
     residual_guard: float = 1.0  # return the input where the residual's correlation exceeds this (1: off)
     precision: str = "fp32"  # which of the export's graphs run: fp32, or its verified fp16 copies
+    loop: str = "auto"  # where z and Adam's moments live: device (iteration graph), host (numpy), auto
 
     @classmethod
     def from_defaults(cls, defaults: Dict[str, Any], **overrides: Any) -> "RestoreConfig":
@@ -60,6 +62,7 @@ class RestoreConfig:
                    slope_min_iter=int(d.get("slope_min_iter", 0)), patience=int(d.get("patience", 1)),
                    slope_fit=str(d.get("slope_fit", "mean")), lap_window=int(d.get("lap_window", 1)),
                    restarts=int(d.get("restarts", 1)), precision=str(d.get("precision", "fp32")),
+                   loop=str(d.get("loop", "auto")),
                    residual_guard=float(d.get("residual_guard", 1.0)))
 
     def stopper(self) -> Stopper:
@@ -115,7 +118,7 @@ class _Sample:
         self.z = initial_latent(y.shape, seed, cfg.project)[None]
         self.opt = make_optimizer(cfg.optimizer, cfg.lr)
         self.stopper = cfg.stopper()
-        self.recent: Dict[int, np.ndarray] = {}
+        self.recent: Dict[int, Tuple[Any, int]] = {}  # iteration -> (that iteration's x0 rows, row)
         self.result: Optional[RestoreResult] = None
         self.t0 = time.perf_counter()
 
@@ -128,16 +131,64 @@ class _Sample:
         return len(self.stopper.losses)
 
 
+def _check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Sequence[int]) -> None:
+    for j, k in enumerate(iterations):
+        loss = float(losses[j])
+        if not np.isfinite(loss) or not grad_finite[j]:
+            raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+
+
 def _graph_call(chain: LossAndGrad, part: Sequence[_Sample], ys: Samples, iterations: Sequence[int]) -> tuple:
     """One batched loss-and-gradient call over some samples; a non-finite loss or gradient
     is an error that names the iteration."""
     x0s, losses, grads = chain.loss_and_grad(np.concatenate([s.z for s in part]),
                                              np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False))
-    for j, k in enumerate(iterations):
-        loss = float(losses[j])
-        if not np.isfinite(loss) or not np.all(np.isfinite(grads[j])):
-            raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+    _check_finite(losses, [bool(np.all(np.isfinite(g))) for g in grads], iterations)
     return x0s, losses, grads
+
+
+def device_loop_runner(chain: Any, cfg: RestoreConfig) -> Any:
+    """The chain's iteration graph where this run can keep its state on the device (Adam
+    with the projection: what the graph computes), else None: the host loop."""
+    runner = getattr(chain, "iterate", None)
+    return runner if runner is not None and cfg.optimizer == "adam" and cfg.project else None
+
+
+def _load(runner: Any, part: Sequence[_Sample], ys: Samples, cfg: RestoreConfig) -> DeviceBatch:
+    """The samples' z, moments and y copied into a DeviceBatch."""
+    z = np.concatenate([s.z for s in part])
+    m = np.concatenate([s.opt.m if s.opt.m is not None else np.zeros_like(s.z) for s in part])
+    v = np.concatenate([s.opt.v if s.opt.v is not None else np.zeros_like(s.z) for s in part])
+    y = np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
+    return DeviceBatch(runner, z, m, v, y, np.array([s.opt.step_count for s in part]), cfg.lr)
+
+
+def _unload(batch: DeviceBatch, part: Sequence[_Sample]) -> None:
+    """Each sample's z and moments back from the device, as its own host state."""
+    z, m, v = batch.state_host()
+    for j, s in enumerate(part):
+        s.z, s.opt.m, s.opt.v = z[j:j + 1], m[j:j + 1], v[j:j + 1]
+        s.opt.step_count = int(batch.steps[j])
+
+
+def _device_call(batch: DeviceBatch, part: Sequence[_Sample], iterations: Sequence[int]) -> tuple:
+    losses, laps, grad_sq, rows = batch.run()
+    _check_finite(losses, [bool(np.isfinite(g)) for g in grad_sq], iterations)
+    return rows, losses, laps
+
+
+class StepInfo(dict):
+    """The callback's dict; its ``x0`` comes off the device only when a listener reads it."""
+
+    def __init__(self, rows: Any, **fields: Any):
+        super().__init__(**fields)
+        self._rows = rows
+
+    def __missing__(self, key: str) -> Any:
+        if key != "x0":
+            raise KeyError(key)
+        self["x0"] = x0 = self._rows.host()
+        return x0
 
 
 def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Optional[Sequence[Seed]] = None,
@@ -155,8 +206,10 @@ def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Opt
     seeds = [cfg.seed] * n if seeds is None else list(seeds)
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} samples")
+    device = device_loop_runner(chain, cfg)
     waiting = iter(range(n))
     active: List[_Sample] = []
+    on_device: Optional[DeviceBatch] = None  # the active samples' state, while they stay the same set
     done = 0
     while True:
         while len(active) < batch:
@@ -164,29 +217,41 @@ def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Opt
             if i is None:
                 break
             active.append(_Sample(i, ys[i], seeds[i], cfg))
+            on_device = None
         if not active:
             return
-        x0s, losses, grads = _graph_call(chain, active, ys, [s.k for s in active])
-        laps = laplacian_variance(x0s)
+        ks = [s.k for s in active]
+        if device is not None:
+            if on_device is None:
+                on_device = _load(device, active, ys, cfg)
+            rows, losses, laps = _device_call(on_device, active, ks)
+        else:
+            x0s, losses, grads = _graph_call(chain, active, ys, ks)
+            laps = laplacian_variance(x0s)
+            rows = HostRows(x0s)
         finished: List[_Sample] = []
         for j, s in enumerate(active):
             k = s.k
             decision = s.stopper.update(float(losses[j]), float(laps[j]))
-            s.recent = {k: x0s[j].copy(), **({k - 1: s.recent[k - 1]} if k - 1 in s.recent else {})}
+            s.recent = {k: (rows, j), **({k - 1: s.recent[k - 1]} if k - 1 in s.recent else {})}
             if decision is not None or k + 1 >= cfg.max_iters:
                 finished.append(s)
                 stop_k, reason = (decision.iteration, decision.reason) if decision else (k, "max_iters")
+                kept, row = s.recent[stop_k]
                 s.result = RestoreResult(
-                    x0=s.recent[stop_k], stop_iteration=stop_k, stop_reason=reason, iterations_run=k + 1,
+                    x0=kept.host()[row].copy(), stop_iteration=stop_k, stop_reason=reason, iterations_run=k + 1,
                     seconds=time.perf_counter() - s.t0,
                     history={"loss": s.stopper.losses, "slope": s.stopper.slopes, "laplacian_var": s.stopper.laplacian_vars})
-            else:
+            elif device is None:
                 s.step(grads[j:j + 1], cfg.project)
+        if on_device is not None and finished:  # the set changes: the others' state comes home
+            _unload(on_device, active)
+            on_device = None
         done += len(finished)
         if callback is not None:
-            callback({"index": [s.index for s in active], "k": [s.k - 1 for s in active], "x0": x0s,
-                      "loss": [float(v) for v in losses], "slope": [s.stopper.slopes[-1] for s in active],
-                      "laplacian_var": [float(v) for v in laps], "done": done, "total": n})
+            callback(StepInfo(rows, index=[s.index for s in active], k=[s.k - 1 for s in active],
+                              loss=[float(v) for v in losses], slope=[s.stopper.slopes[-1] for s in active],
+                              laplacian_var=[float(v) for v in laps], done=done, total=n))
         for s in finished:
             active.remove(s)
             assert s.result is not None
@@ -239,6 +304,9 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         raise ValueError("max_iters and batch must be >= 1")
     seeds = [cfg.seed] * n if seeds is None else list(seeds)
     samples = [_Sample(i, ys[i], seeds[i], cfg) for i in range(n)]
+    chunks = [samples[lo:lo + batch] for lo in range(0, n, batch)]
+    device = device_loop_runner(chain, cfg)
+    on_device = [_load(device, part, ys, cfg) for part in chunks] if device is not None else []
     stopper = cfg.stopper()
     recent: Dict[int, Tuple[np.ndarray, List[np.ndarray]]] = {}
     t0 = time.perf_counter()
@@ -247,14 +315,17 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         assembler.start()
         losses_k: List[float] = []
         parts: List[np.ndarray] = []
-        for lo in range(0, n, batch):
-            part = samples[lo:lo + batch]
-            x0s, losses, grads = _graph_call(chain, part, ys, [k] * len(part))
+        for c, part in enumerate(chunks):
+            if device is not None:  # the assembled image's Laplacian needs every x0 on the host
+                rows, losses, _ = _device_call(on_device[c], part, [k] * len(part))
+                x0s = rows.host()
+            else:
+                x0s, losses, grads = _graph_call(chain, part, ys, [k] * len(part))
             for j, s in enumerate(part):
                 assembler.add(s.index, x0s[j])
                 parts.append(x0s[j].copy())
                 losses_k.append(float(losses[j]))
-                if k + 1 < cfg.max_iters:
+                if device is None and k + 1 < cfg.max_iters:
                     s.step(grads[j:j + 1], cfg.project)
         total = float(np.sum(losses_k))
         image = assembler.result()

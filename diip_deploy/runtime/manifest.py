@@ -148,6 +148,7 @@ _OPTIONAL = {
     "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.restarts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "defaults.precision": (lambda v: v in ("fp32", "fp16"), "fp32 or fp16"),
+    "defaults.loop": (lambda v: v in ("auto", "device", "host"), "auto, device or host"),
     "defaults.residual_guard": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in 0..1 (1: off)"),
 }
 _MISSING = object()
@@ -215,4 +216,9 @@ def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
 
 def fused_graph_name(gradient: str) -> str:
     return f"chain_{gradient}"
+
+
+def iterate_graph_name(gradient: str) -> str:
+    """The graph of a whole iteration (chain, Adam, projection) for a gradient mode."""
+    return f"iterate_{gradient}"
 

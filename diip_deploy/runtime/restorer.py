@@ -23,9 +23,9 @@ import numpy as np
 
 from .guard import residual_correlation
 from .images import ImageError, check_pixels, pad_to_multiple, read_image
-from .loop import RestoreConfig, RestoreResult, Seed, restore_iter, restore_joint
+from .loop import RestoreConfig, RestoreResult, Seed, device_loop_runner, restore_iter, restore_joint
 from .manifest import Manifest, load_manifest
-from .select import Selection, open_chain, select_backend
+from .select import Selection, device_loop_graph, open_chain, select_backend
 from .tiling import Blender, TilePlan, cut, plan_regions, plan_tiles, sub_plan, tile_seed
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -166,6 +166,7 @@ class UnitResult:
     seconds: float
     history: Optional[Dict[str, list]] = None  # when the unit made one stop decision
     backend: str = ""
+    loop: str = "host"  # where z and the optimiser's moments lived (device_loop.py)
     residual_corr: List[float] = field(default_factory=list)  # the guard's measure, per decision
     reverted: int = 0  # decisions where the guard returned the input
     peak_rss_mb: float = 0.0
@@ -280,7 +281,7 @@ def _report(tiling: ImageTiling, cfg: RestoreConfig, plan: TilePlan, seed: int, 
                                        "max": int(s.max())},
                    "stop_reasons": dict(reasons)},
         # measurements of this run: kept apart, since the record above is reproducible to the byte
-        "run": {"seconds": round(sum(r.seconds for r in results), 3),
+        "run": {"seconds": round(sum(r.seconds for r in results), 3), "loop": results[0].loop,
                 "peak_rss_mb": max(r.peak_rss_mb for r in results)},
     }
     corrs = [c for r in results for c in r.residual_corr]
@@ -297,6 +298,28 @@ def _report(tiling: ImageTiling, cfg: RestoreConfig, plan: TilePlan, seed: int, 
     return report
 
 
+LOOPS = ("auto", "device", "host")
+DEVICE_BACKENDS = ("ort-cuda", "ort-tensorrt")  # where a device loop pays (on the CPU it does not: README)
+
+
+def wants_device_loop(manifest: Manifest, backend: str, cfg: RestoreConfig) -> bool:
+    """Whether to open the export's iteration graph: ``auto`` on GPU backends where the
+    export has one; ``device`` wherever it can run, and an error where it cannot."""
+    if cfg.loop not in LOOPS:
+        raise ValueError(f"--loop must be one of {', '.join(LOOPS)}, got {cfg.loop!r}")
+    if cfg.loop == "host":
+        return False
+    graph = device_loop_graph(manifest, backend, cfg.gradient, cfg.precision)
+    if cfg.loop == "auto":
+        return graph is not None and backend in DEVICE_BACKENDS and cfg.optimizer == "adam" and cfg.project
+    if graph is None:
+        raise ValueError(f"--loop device needs the export's iterate_{cfg.gradient} graph, an ONNX Runtime backend and fp32 "
+                         f"(diip-export MODEL --out {manifest.root} --iterate {cfg.gradient} --add)")
+    if cfg.optimizer != "adam" or not cfg.project:
+        raise ValueError("--loop device runs Adam with the projection, as the iteration graph does; use --loop host")
+    return True
+
+
 class Restorer:
     """Opens a manifest and a backend once; ``restore_array`` and ``restore_file`` use them."""
 
@@ -305,8 +328,10 @@ class Restorer:
         self.manifest, self.cfg, self.tiles = self.check(model_dir, tiles, manifest, **overrides)
         self.tiling = ImageTiling(self.manifest, self.tiles)
         self.selection: Selection = select_backend(self.manifest, backend)
+        on_device = wants_device_loop(self.manifest, self.selection.backend, self.cfg)
         self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads,
-                                precision=self.cfg.precision)
+                                precision=self.cfg.precision, device_loop=on_device)
+        self.loop = "device" if device_loop_runner(self.chain, self.cfg) is not None else "host"
 
     @staticmethod
     def check(model_dir: Path | str, tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None,
@@ -365,8 +390,8 @@ class Restorer:
             judged = [([j], parts[j]) for j in range(n)]  # the guard judges each tile
         corrs, reverted = self._guard(tiles, plan, unit, parts, judged)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
-        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend, corrs,
-                          reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
+        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend, self.loop,
+                          corrs, reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
 
     def _guard(self, tiles: "_TileSource", plan: TilePlan, unit: Sequence[int], parts: List[np.ndarray],
                judged: List[Tuple[List[int], np.ndarray]]) -> Tuple[List[float], int]:

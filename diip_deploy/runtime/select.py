@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 from .backends.base import BackendUnavailable, Runner
 from .backends.onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
 from .chain import GraphChain
-from .manifest import Manifest, ManifestError, fused_graph_name
+from .manifest import Manifest, ManifestError, fused_graph_name, iterate_graph_name
 
 BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
@@ -45,16 +45,32 @@ def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> 
     """The graphs (roles) one gradient mode needs: the fused chain if shipped, else per-step."""
     fused = fused_graph_name(gradient)
     if prefer_fused and manifest.has_graph(fused):
-        baked = manifest.graphs[fused].get("chain", {})
-        chain = manifest.data["chain"]
-        if any(baked.get(k) != chain.get(k) for k in ("timesteps", "alphas_cumprod", "clamp")):
-            raise ManifestError(f"{manifest.root}: {fused}.onnx was exported for another chain than the manifest's; re-export")
+        check_baked_chain(manifest, fused)
         return [fused]
     names = ["unet"] + (["unet_vjp"] if gradient == "exact" else [])
     missing = [n for n in names if not manifest.has_graph(n)]
     if missing:
         raise ManifestError(f"{manifest.root}: gradient {gradient!r} needs graph(s) {', '.join(missing)}, not in this export")
     return names
+
+
+def check_baked_chain(manifest: Manifest, name: str) -> None:
+    """A graph with the chain inside must have been exported for the manifest's chain."""
+    baked = manifest.graphs[name].get("chain", {})
+    chain = manifest.data["chain"]
+    if any(baked.get(k) != chain.get(k) for k in ("timesteps", "alphas_cumprod", "clamp")):
+        raise ManifestError(f"{manifest.root}: {name}.onnx was exported for another chain than the manifest's; re-export")
+
+
+def device_loop_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
+    """The iteration graph the loop can keep its state on the device with, or None: the
+    export has none for this gradient, or the backend (TensorRT engines) or precision
+    (fp16 copies leave Adam's moments out) has no use for it."""
+    name = iterate_graph_name(gradient)
+    if backend not in ORT_PROVIDERS or precision != "fp32" or not manifest.has_graph(name):
+        return None
+    check_baked_chain(manifest, name)
+    return name
 
 
 def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str]:
@@ -106,17 +122,20 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
 
 def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
                prefer_fused: bool = True, precision: str = "fp32", io_binding: bool = False,
-               cuda_graph: bool = False) -> GraphChain:
+               cuda_graph: bool = False, device_loop: bool = False) -> GraphChain:
     """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
     Runtime backends; TensorRT engines carry the precision they were built with);
     ``io_binding`` / ``cuda_graph``: see ``OrtRunner`` (unmeasured on a GPU so far, so off
-    by default)."""
+    by default); ``device_loop``: also open the export's iteration graph where it has one
+    for this gradient, backend and precision (``device_loop_graph``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and backend == "tensorrt":
         raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
                          "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
+    loop_graph = device_loop_graph(manifest, backend, gradient, precision) if device_loop else None
+    names += [loop_graph] if loop_graph else []
     trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
     runners = {n: make_runner(manifest, backend, n if trt_ep else graph_at(manifest, n, precision), threads, io_binding,
                               cuda_graph and not trt_ep, trt_fp16=trt_ep and precision == "fp16").activate()

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -188,6 +188,14 @@ class Stopper:
 
 def laplacian_variance(x: np.ndarray) -> np.ndarray:
     """Variance of the 4-neighbour Laplacian of each image's channel mean ([B,C,H,W] -> [B])."""
-    g = np.asarray(x, dtype=np.float64).mean(axis=1)
+    return laplacian_variance_of(np.asarray(x, dtype=np.float64))
+
+
+def laplacian_variance_of(x: Any) -> Any:
+    """The same as arithmetic on numpy arrays or torch tensors (the iteration graphs are
+    traced from it), in x's own precision."""
+    g = x.mean(1)
     lap = (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1])
-    return lap.reshape(lap.shape[0], -1).var(axis=1)
+    flat = lap.reshape(lap.shape[0], -1)
+    centred = flat - flat.mean(1)[:, None]
+    return (centred * centred).mean(1)

@@ -40,6 +40,10 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def input_names(self) -> List[str]: ...
 
+    # Whether the runner also offers device_array / device_empty / run_on_device, so a
+    # caller can keep state in the backend's own device buffers between calls.
+    supports_device_buffers = False
+
     def device_memory_bytes(self) -> Optional[int]:
         """Device memory this runner itself holds now (engine activations and its buffers);
         None where the backend cannot say (host memory is the process's peak RSS)."""

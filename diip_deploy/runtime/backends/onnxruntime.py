@@ -128,6 +128,41 @@ class OrtRunner(Runner):
         self.session.run_with_iobinding(binding)
         return dict(zip(self._outputs, binding.copy_outputs_to_cpu()))
 
+    # Device buffers, for state that stays on the device between calls (device_loop.py).
+    supports_device_buffers = True
+
+    def device_array(self, array: np.ndarray) -> Any:
+        """An OrtValue on this runner's device holding a copy of ``array``."""
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), DEVICE[self.backend], 0)
+
+    def device_empty(self, shape: Sequence[int], dtype: Any = np.float32) -> Any:
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, DEVICE[self.backend], 0)
+
+    def run_on_device(self, inputs: Dict[str, Any], outputs: Dict[str, Any], graph_id: Optional[int] = None) -> None:
+        """One call with every input and output an OrtValue already on the device (written
+        in place); ``graph_id`` names the CUDA graph to capture or replay for this exact
+        set of buffers (ids start at 1; ORT reserves 0)."""
+        import onnxruntime as ort
+
+        self.activate()
+        binding = self.session.io_binding()
+        for k in self._inputs:
+            binding.bind_ortvalue_input(k, inputs[k])
+        for o in self._outputs:
+            binding.bind_ortvalue_output(o, outputs[o])
+        options = None
+        if self.cuda_graph and graph_id is not None:
+            options = ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(graph_id))
+        try:
+            self.session.run_with_iobinding(binding, options)
+        except Exception as e:
+            raise RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
     def deactivate_impl(self) -> None:
         self.session = None
         self._bound = {}

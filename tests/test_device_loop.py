@@ -1,0 +1,161 @@
+"""The device loop: iterate_*.onnx holds z and Adam's moments in device buffers, one call
+per iteration.  Checked on ONNX Runtime's CPU provider against the host loop (numpy
+Adam, per-step graphs) and against the torch reference; the CUDA tests run where
+onnxruntime has CUDAExecutionProvider."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import copy_export
+from diip_deploy.runtime.device_loop import DeviceBatch
+from diip_deploy.runtime.loop import NonFiniteError, RestoreConfig, restore_iter, restore_joint
+from diip_deploy.runtime.manifest import load_manifest
+from diip_deploy.runtime.select import open_chain
+
+GRADIENTS = ("surrogate", "exact")
+
+
+def _ys(n, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.standard_normal((n, 3, size, size)) * 0.5, -1, 1).astype(np.float32)
+
+
+def _chains(export, gradient, backend="ort-cpu", **kw):
+    m = load_manifest(export)
+    return open_chain(m, "ort-cpu", gradient, 1), open_chain(m, backend, gradient, 1, device_loop=True, **kw)
+
+
+def test_export_lists_verified_iteration_graphs(tiny_export):
+    man = json.loads((tiny_export / "manifest.json").read_text())
+    for g in GRADIENTS:
+        entry, v = man["graphs"][f"iterate_{g}"], man["verification"][f"iterate_{g}"]
+        assert entry["chain"]["timesteps"] == man["chain"]["timesteps"]
+        assert v["passed"] and set(v["rel_l2"]) == {"x0", "loss", "laplacian_var", "grad_sq", "z_next", "m_next", "v_next"}
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_device_batch_steps_as_numpy_adam_does(tiny_export, gradient):
+    """Three calls of the iteration graph against the host loop's own pieces: the chain's
+    loss and gradient, numpy Adam, the projection and the Laplacian variance."""
+    from diip_deploy.runtime.optim import Adam, project_to_sphere
+    from diip_deploy.runtime.stopping import laplacian_variance
+
+    host, dev = _chains(tiny_export, gradient)
+    y = _ys(2)
+    z = project_to_sphere(np.random.default_rng(1).standard_normal(y.shape).astype(np.float32))
+    batch = DeviceBatch(dev.iterate, z, np.zeros_like(z), np.zeros_like(z), y, np.zeros(2), lr=0.05)
+    opt = Adam(lr=0.05)
+    for _ in range(3):
+        x0, loss, grad = host.loss_and_grad(z, y)
+        got_loss, got_lap, got_gsq, rows = batch.run()
+        np.testing.assert_allclose(rows.host(), x0, atol=1e-5)
+        np.testing.assert_allclose(got_loss, loss, rtol=1e-5)
+        np.testing.assert_allclose(got_lap, laplacian_variance(x0), rtol=1e-4)
+        np.testing.assert_allclose(got_gsq, (grad.astype(np.float64) ** 2).reshape(2, -1).sum(1), rtol=1e-4)
+        z = project_to_sphere(opt.step(z, grad))
+        np.testing.assert_allclose(batch.state_host()[0], z, atol=1e-5)
+    np.testing.assert_allclose(batch.state_host()[1], opt.m, atol=1e-6)
+    assert list(batch.steps) == [3, 3]
+
+
+def test_x0_of_an_overwritten_buffer_is_refused(tiny_export):
+    _, dev = _chains(tiny_export, "surrogate")
+    y = _ys(1)
+    batch = DeviceBatch(dev.iterate, y.copy(), np.zeros_like(y), np.zeros_like(y), y, np.zeros(1), lr=0.01)
+    rows = [batch.run()[3] for _ in range(3)]
+    assert rows[1].host().shape == y.shape  # one call later: still on the device
+    with pytest.raises(RuntimeError, match="no longer on the device"):
+        rows[0].host()  # two calls later: its buffer was written again
+
+
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_restore_iter_on_the_device_matches_the_host_loop(tiny_export, gradient):
+    """Seven samples through a batch of three, so the set changes as samples stop and the
+    device state goes home and back: same stops, same reconstructions."""
+    host, dev = _chains(tiny_export, gradient)
+    ys = _ys(7)
+    cfg = RestoreConfig(lr=0.05, max_iters=20, stop="auto", k_min=4, gradient=gradient)
+    seeds = [(0, i) for i in range(7)]
+    seen = []
+    want = dict(restore_iter(host, ys, cfg, seeds, batch=3))
+    got = dict(restore_iter(dev, ys, cfg, seeds, batch=3, callback=lambda info: seen.append(info)))
+    assert len({want[i].stop_iteration for i in want}) > 1  # samples really left at different times
+    for i in range(7):
+        assert (got[i].stop_iteration, got[i].stop_reason) == (want[i].stop_iteration, want[i].stop_reason)
+        np.testing.assert_allclose(got[i].x0, want[i].x0, atol=1e-4)
+        np.testing.assert_allclose(got[i].history["loss"], want[i].history["loss"], rtol=1e-4)
+    assert "x0" not in seen[0]  # nobody asked: it stayed on the device
+    assert seen[0]["x0"].shape == (3, 3, 16, 16)  # asked: fetched
+
+
+def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
+    from diip_deploy.runtime.tiling import Blender, plan_tiles
+
+    host, dev = _chains(tiny_export, "surrogate")
+    plan = plan_tiles(24, 24, 16, 8, 4)
+    ys = _ys(len(plan))
+    cfg = RestoreConfig(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
+    results = [restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3)
+               for c in (host, dev)]
+    assert results[0].stop_iteration == results[1].stop_iteration
+    np.testing.assert_allclose(results[1].x0, results[0].x0, atol=1e-4)
+    np.testing.assert_allclose(results[1].history["laplacian_var"], results[0].history["laplacian_var"], rtol=1e-4)
+
+
+def test_non_finite_state_on_the_device_is_an_error(tiny_export):
+    _, dev = _chains(tiny_export, "surrogate")
+    cfg = RestoreConfig(lr=float("inf"), max_iters=5, stop="none")
+    with pytest.raises(NonFiniteError, match="non-finite at iteration 1"):
+        list(restore_iter(dev, _ys(2), cfg))
+
+
+def test_restorer_loop_choice(tiny_export, tmp_path):
+    from diip_deploy.runtime.restorer import Restorer, TileSettings
+
+    img = (np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25)
+    outs = {}
+    for loop in ("host", "device"):
+        with Restorer(tiny_export, "ort-cpu", 1, TileSettings(batch=4), loop=loop, max_iters=6) as r:
+            assert r.loop == loop
+            outs[loop], report = r.restore_array(img, 0)
+            assert report["run"]["loop"] == loop and report["settings"]["loop"] == loop
+    np.testing.assert_allclose(outs["device"], outs["host"], atol=1e-4)
+    with Restorer(tiny_export, "ort-cpu", 1, TileSettings(batch=4)) as r:
+        assert r.loop == "host"  # auto: the device loop is for GPU backends
+    with pytest.raises(ValueError, match="Adam with the projection"):
+        Restorer(tiny_export, "ort-cpu", 1, loop="device", optimizer="gd")
+    bare = copy_export(tiny_export, tmp_path / "bare")
+    man = json.loads((bare / "manifest.json").read_text())
+    man["graphs"] = {k: v for k, v in man["graphs"].items() if not k.startswith("iterate_")}
+    (bare / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="--iterate surrogate --add"):
+        Restorer(bare, "ort-cpu", 1, loop="device")
+
+
+def test_fp16_copies_leave_the_iteration_graphs_out(tiny_export, tmp_path):
+    from diip_deploy.export.fp16 import add_fp16_graphs
+
+    out = copy_export(tiny_export, tmp_path / "x")
+    add_fp16_graphs(out, log=lambda m: None)
+    graphs = json.loads((out / "manifest.json").read_text())["graphs"]
+    assert "unet_fp16" in graphs and not any(n.startswith("iterate_") and n.endswith("_fp16") for n in graphs)
+
+
+def _cuda():
+    from diip_deploy.runtime.backends.onnxruntime import available_providers
+
+    return "CUDAExecutionProvider" in available_providers()
+
+
+@pytest.mark.skipif(not _cuda(), reason="onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu and a GPU)")
+@pytest.mark.parametrize("cuda_graph", (False, True))
+def test_device_loop_on_cuda_matches_the_cpu(tiny_export, cuda_graph):
+    host, dev = _chains(tiny_export, "surrogate", backend="ort-cuda", cuda_graph=cuda_graph)
+    ys = _ys(4)
+    cfg = RestoreConfig(lr=0.05, max_iters=12, stop="none")
+    want = dict(restore_iter(host, ys, cfg, batch=4))
+    got = dict(restore_iter(dev, ys, cfg, batch=4))
+    for i in range(4):
+        np.testing.assert_allclose(got[i].x0, want[i].x0, atol=2e-3)
