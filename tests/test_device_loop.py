@@ -50,12 +50,12 @@ def test_device_batch_steps_as_numpy_adam_does(tiny_export, gradient):
     for _ in range(3):
         x0, loss, grad = host.loss_and_grad(z, y)
         got_loss, got_lap, got_gsq, rows = batch.run()
-        np.testing.assert_allclose(rows.host(), x0, atol=1e-5)
+        np.testing.assert_allclose(rows.host(), x0, atol=1e-4)
         np.testing.assert_allclose(got_loss, loss, rtol=1e-5)
         np.testing.assert_allclose(got_lap, laplacian_variance(x0), rtol=1e-4)
         np.testing.assert_allclose(got_gsq, (grad.astype(np.float64) ** 2).reshape(2, -1).sum(1), rtol=1e-4)
         z = project_to_sphere(opt.step(z, grad))
-        np.testing.assert_allclose(batch.state_host()[0], z, atol=1e-5)
+        np.testing.assert_allclose(batch.state_host()[0], z, atol=1e-4)
     np.testing.assert_allclose(batch.state_host()[1], opt.m, atol=1e-6)
     assert list(batch.steps) == [3, 3]
 
@@ -78,23 +78,28 @@ def test_restore_iter_on_the_device_matches_the_host_loop(tiny_export, gradient)
     ys = _ys(7)
     cfg = RestoreConfig(lr=0.05, max_iters=20, stop="auto", k_min=4, gradient=gradient)
     seeds = [(0, i) for i in range(7)]
-    seen = []
+    held, shapes = [], []
+
+    def listen(info):  # a progress bar reads no x0; a preview does, while the iteration is current
+        held.append("x0" in info)
+        if len(held) == 1:
+            shapes.append(info["x0"].shape)
+
     want = dict(restore_iter(host, ys, cfg, seeds, batch=3))
-    got = dict(restore_iter(dev, ys, cfg, seeds, batch=3, callback=lambda info: seen.append(info)))
+    got = dict(restore_iter(dev, ys, cfg, seeds, batch=3, callback=listen))
     assert len({want[i].stop_iteration for i in want}) > 1  # samples really left at different times
     for i in range(7):
         assert (got[i].stop_iteration, got[i].stop_reason) == (want[i].stop_iteration, want[i].stop_reason)
         np.testing.assert_allclose(got[i].x0, want[i].x0, atol=1e-4)
         np.testing.assert_allclose(got[i].history["loss"], want[i].history["loss"], rtol=1e-4)
-    assert "x0" not in seen[0]  # nobody asked: it stayed on the device
-    assert seen[0]["x0"].shape == (3, 3, 16, 16)  # asked: fetched
+    assert not any(held) and shapes == [(3, 3, 16, 16)]  # x0 came to the host only when asked for
 
 
 def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
     from diip_deploy.runtime.tiling import Blender, plan_tiles
 
     host, dev = _chains(tiny_export, "surrogate")
-    plan = plan_tiles(24, 24, 16, 8, 4)
+    plan = plan_tiles(24, 24, 16, 8)
     ys = _ys(len(plan))
     cfg = RestoreConfig(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
     results = [restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3)
