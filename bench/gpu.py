@@ -1,8 +1,10 @@
 """GPU benchmark of the runtime (issue: GPU runtime): seconds per DIIP iteration and device
 memory for the shipped export on ONNX Runtime, per precision (fp32, and fp16 where the
-export has diip-fp16 copies), with and without IO binding and CUDA graphs, at 64, 256
-and 512, plus one 1-megapixel tiled photo (3 iterations timed, the full photo estimated
-at the iteration cap).  Reads pre-exported graphs only: no diffusers needed.
+export has diip-fp16 copies), with and without IO binding and CUDA graphs, and the
+device loop (iterate_surrogate.onnx: state in device buffers, one call per iteration,
+with and without CUDA graphs), at 64, 256 and 512, plus one 1-megapixel tiled photo per
+loop (3 iterations timed, the full photo estimated at the iteration cap).  Reads
+pre-exported graphs only: no diffusers needed.
 
     python bench/gpu.py --json bench/results/gpu.json              # on a GPU machine (ort-cuda)
     python bench/gpu.py --dry-run                                   # this script's own check, on the CPU
@@ -82,6 +84,36 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
             **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
 
 
+def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, cuda_graph: bool,
+                     threads: Optional[int]) -> Dict[str, Any]:
+    """Median seconds per iteration of the device loop: one iteration-graph call, with the
+    losses, Laplacian variances and |grad|^2 brought to the host as the loop does."""
+    from diip_deploy.runtime.device_loop import DeviceBatch
+    from diip_deploy.runtime.select import open_chain
+
+    if not manifest.has_graph("iterate_surrogate"):
+        raise ValueError("this export has no iterate_surrogate graph (diip-export --iterate surrogate --add)")
+    before = device_used_mb()
+    chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph)
+    try:
+        rng = np.random.default_rng(0)
+        shape = (batch, manifest.channels, size, size)
+        z = rng.standard_normal(shape).astype(np.float32)
+        y = np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)
+        state = DeviceBatch(chain.iterate, z, np.zeros_like(z), np.zeros_like(z), y, np.zeros(batch), lr=0.01)
+        times: List[float] = []
+        for i in range(iters + 3):  # ORT captures a CUDA graph per parity after a warm-up run
+            t0 = time.perf_counter()
+            state.run()
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+        after = device_used_mb()
+    finally:
+        chain.close()
+    return {"s_per_iter": round(statistics.median(times), 5), "min": round(min(times), 5),
+            **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
+
+
 def save_torchscript(model_dir: Path, path: Path, size: int = 32) -> None:
     """Trace the model (the UNet and its eps conversion, diffusers' default attention) to
     TorchScript; needs diffusers, here only."""
@@ -128,21 +160,31 @@ def time_torch(ts_path: Path, manifest, size: int, batch: int, iters: int, devic
 
 
 def time_photo(export: Path, backend: str, height: int, width: int, iters: int, precision: str,
-               threads: Optional[int]) -> Dict[str, Any]:
+               threads: Optional[int], loop: str = "host") -> Dict[str, Any]:
     """A tiled photo through the Restorer (the shipped path), ``iters`` iterations, no early
     stop; the full photo estimated at the manifest's iteration cap."""
     from diip_deploy.runtime.restorer import Restorer, TileSettings
 
     img = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
     with Restorer(export, backend, threads, TileSettings(batch=16), max_iters=iters, stop="none",
-                  precision=precision) as r:
+                  precision=precision, loop=loop) as r:
         cap = int(r.manifest.defaults["max_iters"])
         t0 = time.perf_counter()
         _, rep = r.restore_array(img)
         seconds = time.perf_counter() - t0
-    return {"size": [width, height], "tiles": rep["tiling"]["tiles"], "iterations": iters,
+    return {"size": [width, height], "tiles": rep["tiling"]["tiles"], "iterations": iters, "loop": rep["run"]["loop"],
             "seconds": round(seconds, 3), "s_per_iter": round(seconds / iters, 4),
             "estimated_seconds_at_cap": round(seconds / iters * cap, 1), "cap": cap}
+
+
+def _row(row: Dict[str, Any], measure) -> Dict[str, Any]:
+    """One variant timed; its failure is a line in the JSON, not a lost run."""
+    try:
+        row.update(measure())
+    except Exception as e:
+        row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    print(json.dumps(row), file=sys.stderr)
+    return row
 
 
 def main() -> None:
@@ -173,6 +215,7 @@ def main() -> None:
     precisions = ["fp32"] + (["fp16"] if manifest.has_graph("unet_fp16") else [])
     variants = [(p, io, cg) for p in precisions for io, cg in ((False, False), (True, False), (True, True))
                 if not cg or a.backend == "ort-cuda"]
+    loop_graphs = [False, True] if a.backend == "ort-cuda" else [False]
     shapes = [(1, int(s)) for s in a.sizes.split(",")] + ([(a.tile_batch, 64 if not a.dry_run else 16)]
                                                           if a.tile_batch > 1 else [])
     results: List[Dict[str, Any]] = []
@@ -180,28 +223,26 @@ def main() -> None:
         for precision, io, cg in variants:
             row: Dict[str, Any] = {"batch": batch, "size": size, "precision": precision, "io_binding": io,
                                    "cuda_graph": cg}
-            try:
-                row.update(time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg, a.threads))
-            except Exception as e:  # one variant's failure is a line in the JSON, not a lost run
-                row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            print(json.dumps(row), file=sys.stderr)
-            results.append(row)
+            results.append(_row(row, lambda: time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg,
+                                                        a.threads)))
+        for cg in loop_graphs:
+            row = {"batch": batch, "size": size, "precision": "fp32", "loop": "device", "cuda_graph": cg}
+            results.append(_row(row, lambda: time_device_loop(manifest, a.backend, size, batch, a.iters, cg, a.threads)))
         if a.torch:
-            row = {"batch": batch, "size": size, "reference": "torch eager, autograd (surrogate)"}
-            try:
-                row.update(time_torch(a.torch, manifest, size, batch, a.iters, "cpu" if a.backend == "ort-cpu" else "cuda"))
-                ort_best = min((x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size
-                                and "s_per_iter" in x), default=None)
-                if ort_best is not None:
-                    row["ort_best_over_torch"] = round(ort_best / row["s_per_iter"], 3)
-            except Exception as e:
-                row["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-            print(json.dumps(row), file=sys.stderr)
-            results.append(row)
+            ort_best = min((x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size
+                            and "s_per_iter" in x), default=None)
+
+            def torch_row() -> Dict[str, Any]:
+                t = time_torch(a.torch, manifest, size, batch, a.iters, "cpu" if a.backend == "ort-cpu" else "cuda")
+                return {**t, **({"ort_best_over_torch": round(ort_best / t["s_per_iter"], 3)} if ort_best else {})}
+
+            results.append(_row({"batch": batch, "size": size, "reference": "torch eager, autograd (surrogate)"}, torch_row))
     photo = None
     if a.photo:
         h, w = (int(v) for v in a.photo.split("x"))
-        photo = {p: time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads) for p in precisions}
+        runs = [(p, "host") for p in precisions] + ([("fp32", "device")] if manifest.has_graph("iterate_surrogate") else [])
+        photo = {f"{p}_{loop}": time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads, loop)
+                 for p, loop in runs}
         print(json.dumps(photo), file=sys.stderr)
     report = {"benchmark": "gpu", "backend": a.backend, "device": gpu_name() or platform.processor() or platform.machine(),
               "export": str(a.export), "dry_run": a.dry_run, "iterations_timed": a.iters, "chain": results,

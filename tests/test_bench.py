@@ -117,11 +117,14 @@ def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tiny_pipe
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     rows = [x for x in report["chain"] if "reference" not in x]
-    assert {(x["precision"], x["io_binding"]) for x in rows} == {("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True)}
+    host = [x for x in rows if x.get("loop") != "device"]
+    assert {(x["precision"], x["io_binding"]) for x in host} == {("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True)}
+    assert len([x for x in rows if x.get("loop") == "device"]) == 3  # the device loop at every shape
     assert all("error" not in x and x["s_per_iter"] > 0 for x in rows), rows
     torch_rows = [x for x in report["chain"] if "reference" in x]
     assert len(torch_rows) == 3 and all(x["s_per_iter"] > 0 and x["ort_best_over_torch"] > 0 for x in torch_rows), torch_rows
-    assert set(report["photo"]) == {"fp32", "fp16"} and report["dry_run"]
+    assert set(report["photo"]) == {"fp32_host", "fp16_host", "fp32_device"} and report["dry_run"]
+    assert [report["photo"][k]["loop"] for k in ("fp32_host", "fp32_device")] == ["host", "device"]
 
 
 def test_traced_torch_reference_matches_eager_at_other_shapes(tiny_pipeline, tmp_path):
