@@ -164,3 +164,41 @@ def test_device_loop_on_cuda_matches_the_cpu(tiny_export, cuda_graph):
     got = dict(restore_iter(dev, ys, cfg, batch=4))
     for i in range(4):
         np.testing.assert_allclose(got[i].x0, want[i].x0, atol=2e-3)
+
+
+def test_add_puts_an_iteration_graph_into_an_existing_export(tiny_pipeline, tiny_export, tmp_path):
+    """diip-export --add: only the graph asked for is exported and listed; the export's
+    other graphs, tuned defaults and records stay as they were."""
+    from diip_deploy.export.cli import export_model
+    from diip_deploy.runtime.manifest import write_manifest
+    from diip_deploy.runtime.restorer import Restorer
+
+    out = copy_export(tiny_export, tmp_path / "x")
+    man = json.loads((out / "manifest.json").read_text())
+    for key in ("graphs", "verification"):
+        man[key].pop("iterate_surrogate")
+    man["defaults"]["eps"] = 0.0123  # as diip-tune choose --write would leave it
+    (out / "iterate_surrogate.onnx").unlink()
+    write_manifest(out, man)
+    export_model(str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True, log=lambda m: None)
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["verification"]["iterate_surrogate"]["passed"] and (out / "iterate_surrogate.onnx").exists()
+    assert after["defaults"]["eps"] == 0.0123 and after["graphs"]["unet"] == man["graphs"]["unet"]
+    assert set(after["graphs"]) == set(man["graphs"]) | {"iterate_surrogate"}
+    with Restorer(out, "ort-cpu", 1, loop="device", max_iters=3) as r:
+        assert r.loop == "device"
+
+
+def test_add_refuses_other_weights_or_another_chain(tiny_export, tiny_pipeline, tmp_path):
+    import click
+
+    from diip_deploy.export.cli import export_model
+    from tiny_model import make_tiny_pipeline
+
+    out = copy_export(tiny_export, tmp_path / "x")
+    other = make_tiny_pipeline(tmp_path / "other", seed=1)
+    with pytest.raises(click.ClickException, match="other weights"):
+        export_model(str(other), out, steps=2, iterate="surrogate", add=True, log=lambda m: None)
+    with pytest.raises(click.ClickException, match="another chain"):
+        export_model(str(tiny_pipeline), out, steps=3, iterate="surrogate", add=True, log=lambda m: None)
+    assert json.loads((out / "manifest.json").read_text()) == json.loads((tiny_export / "manifest.json").read_text())
