@@ -2,9 +2,9 @@
 layout (114M parameters) with random weights, exported as diip-export would export the real
 one (S = 10, surrogate, the iteration graph, fp16 copies where they verify), for timing only.
 
-    python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (minutes)
-    python bench/celeba.py pack cache/celeba cache/celeba.tar.gz   # weights zeroed: a few MB to carry
-    python bench/celeba.py unpack cache/celeba.tar.gz /tmp/celeba  # on the GPU machine: random weights back
+    python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (5 minutes)
+    python bench/celeba.py pack cache/celeba bench/assets/celeba_hq_layout.tar.gz  # zeroed: 3.9 MB, committed
+    python bench/celeba.py unpack bench/assets/celeba_hq_layout.tar.gz /tmp/celeba  # on the GPU machine
     python bench/gpu.py --export /tmp/celeba/export --torch /tmp/celeba/unet.ts --sizes 256 --photo '' ...
 
 A 456 MB graph cannot travel to the GPU machine (64 MiB a call), and that machine has no
@@ -45,7 +45,7 @@ def make(out: Path, seed: int = 0) -> None:
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
     from diip_deploy.export.cli import export_model
-    from diip_deploy.export.fp16 import Fp16Error, add_fp16_graphs
+    from diip_deploy.export.fp16 import add_fp16_graphs
 
     torch.manual_seed(seed)
     unet = UNet2DModel(**CELEBA_HQ_256)
@@ -54,10 +54,8 @@ def make(out: Path, seed: int = 0) -> None:
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(str(out / "pipeline"), safe_serialization=True)
     export_model(str(out / "pipeline"), out / "export", steps=10, gradient="surrogate", iterate="surrogate",
                  log=lambda m: print(m, file=sys.stderr))
-    try:
-        add_fp16_graphs(out / "export", log=lambda m: print(m, file=sys.stderr))
-    except Fp16Error as e:  # random weights may miss the tolerance; then fp16 goes untimed
-        print(f"fp16 copies not kept: {e}", file=sys.stderr)
+    # random weights are chaotic enough to miss fp16's tolerance; listed anyway, marked, for timing
+    add_fp16_graphs(out / "export", log=lambda m: print(m, file=sys.stderr), enforce=False)
     sys.path.insert(0, str(REPO / "bench"))
     from gpu import save_torchscript
 

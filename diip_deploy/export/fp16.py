@@ -70,10 +70,24 @@ def chain_errors(manifest: Any, gradient: str, size: int, batch: int = 2, seed: 
     return {"x0": round(_rel(x16, x32), 6), "grad": round(_rel(g16, g32), 6)}
 
 
+def _serves(manifest: Any, gradient: str, sources: List[str]) -> bool:
+    """Whether the export's graphs run this gradient mode (a surrogate-only export has no
+    unet_vjp for the exact one)."""
+    from ..runtime.manifest import ManifestError
+    from ..runtime.select import graphs_for
+
+    try:
+        return all(n in sources for n in graphs_for(manifest, gradient))
+    except ManifestError:
+        return False
+
+
 def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optional[int] = None,
-                    log: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+                    log: Callable[[str], None] = lambda m: None, enforce: bool = True) -> Dict[str, Any]:
     """Convert every fp32 graph of an export, verify each gradient mode it serves, and list
-    the copies in the manifest with the errors; returns the manifest's ``fp16`` section."""
+    the copies in the manifest with the errors; returns the manifest's ``fp16`` section.
+    ``enforce=False`` lists copies that miss the tolerances too, marked so (a random-weight
+    model for timing, bench/celeba.py; no command offers it)."""
     import json
 
     from ..runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file, write_manifest
@@ -86,7 +100,7 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     sources = [n for n in data["graphs"] if not n.endswith(SUFFIX) and not n.startswith("iterate_")]
     written: List[Path] = []
     size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)
-    modes = [g for g in ("surrogate", "exact") if all(n in sources for n in graphs_for(manifest, g))]
+    modes = [g for g in ("surrogate", "exact") if _serves(manifest, g, sources)]
     section: Dict[str, Any] = {"fp32_ops": FP32_OPS, "tolerance": TOLERANCE, "verified_at": [size, size],
                                "errors": {}}
     try:
@@ -105,7 +119,8 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
             log(f"fp16: {gradient} chain against fp32: x0 {errors['x0']:.2e}, gradient {errors['grad']:.2e}")
             section["errors"][gradient] = errors
             bad = [k for k, tol in TOLERANCE.items() if not errors[k] <= tol]
-            if bad:
+            section["within_tolerance"] = section.get("within_tolerance", True) and not bad
+            if bad and enforce:
                 raise Fp16Error(f"{export_dir}: fp16 {gradient} chain misses its tolerance on "
                                 + ", ".join(f"{k} ({errors[k]:.2e} > {TOLERANCE[k]:.0e})" for k in bad)
                                 + "; the fp16 graphs are not listed")
