@@ -3,8 +3,8 @@ layout (114M parameters) with random weights, exported as diip-export would expo
 one (S = 10, surrogate, the iteration graph, fp16 copies where they verify), for timing only.
 
     python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (5 minutes)
-    python bench/celeba.py pack cache/celeba bench/assets/celeba_hq_layout.tar.gz  # zeroed: 3.9 MB, committed
-    python bench/celeba.py unpack bench/assets/celeba_hq_layout.tar.gz /tmp/celeba  # on the GPU machine
+    python bench/celeba.py pack cache/celeba cache/celeba.tar.gz   # weights zeroed: 3.9 MB to carry
+    python bench/celeba.py unpack cache/celeba.tar.gz /tmp/celeba  # on the GPU machine: random weights back
     python bench/gpu.py --export /tmp/celeba/export --torch /tmp/celeba/unet.ts --sizes 256 --photo '' ...
 
 A 456 MB graph cannot travel to the GPU machine (64 MiB a call), and that machine has no
