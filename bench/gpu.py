@@ -114,6 +114,29 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
             **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
 
 
+def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threads: Optional[int]) -> Dict[str, Any]:
+    """The device loop on ``backend`` against the host loop on the CPU provider: the same
+    tiles, seeds and iterations, no early stop; the largest pixel difference (of 255)."""
+    from diip_deploy.runtime.loop import RestoreConfig, restore_iter
+    from diip_deploy.runtime.select import open_chain
+
+    ys = np.clip(np.random.default_rng(1).standard_normal((batch, manifest.channels, size, size)) * 0.5, -1, 1)
+    cfg = RestoreConfig.from_defaults(manifest.defaults, max_iters=iters, stop="none")
+    out = {}
+    for name, (b, device) in {"host_cpu": ("ort-cpu", False), "device": (backend, True)}.items():
+        chain = open_chain(manifest, b, cfg.gradient, threads, device_loop=device)
+        try:
+            if device and chain.iterate is None:
+                raise ValueError("this export has no iteration graph for the manifest's gradient")
+            out[name] = dict(restore_iter(chain, ys.astype(np.float32), cfg, [(0, i) for i in range(batch)]))
+        finally:
+            chain.close()
+    diff = max(float(np.abs(out["device"][i].x0 - out["host_cpu"][i].x0).max()) for i in range(batch)) * 127.5
+    loss = max(abs(out["device"][i].history["loss"][-1] / out["host_cpu"][i].history["loss"][-1] - 1) for i in range(batch))
+    return {"size": size, "batch": batch, "iterations": iters, "max_diff_of_255": round(diff, 4),
+            "last_loss_rel_diff": float(f"{loss:.3g}")}
+
+
 def save_torchscript(model_dir: Path, path: Path, size: int = 32) -> None:
     """Trace the model (the UNet and its eps conversion, diffusers' default attention) to
     TorchScript; needs diffusers, here only."""
@@ -244,9 +267,11 @@ def main() -> None:
         photo = {f"{p}_{loop}": time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads, loop)
                  for p, loop in runs}
         print(json.dumps(photo), file=sys.stderr)
+    parity = _row({"check": f"device loop on {a.backend} against the host loop on ort-cpu"},
+                  lambda: loop_parity(manifest, a.backend, 64 if not a.dry_run else 16, 4, a.iters, a.threads))
     report = {"benchmark": "gpu", "backend": a.backend, "device": gpu_name() or platform.processor() or platform.machine(),
               "export": str(a.export), "dry_run": a.dry_run, "iterations_timed": a.iters, "chain": results,
-              "photo": photo, "torch_reference": str(a.torch) if a.torch else None}
+              "photo": photo, "parity": parity, "torch_reference": str(a.torch) if a.torch else None}
     emit(report, a.json)
 
 

@@ -124,6 +124,7 @@ def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tiny_pipe
     torch_rows = [x for x in report["chain"] if "reference" in x]
     assert len(torch_rows) == 3 and all(x["s_per_iter"] > 0 and x["ort_best_over_torch"] > 0 for x in torch_rows), torch_rows
     assert set(report["photo"]) == {"fp32_host", "fp16_host", "fp32_device"} and report["dry_run"]
+    assert "error" not in report["parity"] and report["parity"]["max_diff_of_255"] < 0.5, report["parity"]
     assert [report["photo"][k]["loop"] for k in ("fp32_host", "fp32_device")] == ["host", "device"]
 
 
