@@ -21,7 +21,7 @@ def _inputs(size=16, seed=3):
 
 def test_manifest_records_verification(tiny_export):
     m = load_manifest(tiny_export)
-    assert set(m.graphs) == {"unet", "unet_vjp", "chain_exact", "chain_surrogate"}
+    assert set(m.graphs) == {"unet", "unet_vjp", "chain_exact", "chain_surrogate", "iterate_exact", "iterate_surrogate"}
     for name, v in m.data["verification"].items():
         assert v["passed"] and v["max_rel_l2"] <= 1e-4, name
     assert m.chain_spec.timesteps == (500, 0)
