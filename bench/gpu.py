@@ -56,26 +56,22 @@ def device_used_mb() -> Optional[float]:
         return None
 
 
-def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precision: str, io_binding: bool,
-               cuda_graph: bool, threads: Optional[int]) -> Dict[str, Any]:
-    """Median seconds per loss-and-gradient call (one DIIP iteration, surrogate) after 2
-    warm-up calls, and the device memory it added."""
-    from diip_deploy.runtime.select import open_chain
-
-    before = device_used_mb()
-    chain = open_chain(manifest, backend, "surrogate", threads, precision=precision, io_binding=io_binding,
-                       cuda_graph=cuda_graph)
+def _timed(chain, make_step, manifest, size: int, batch: int, iters: int, warmup: int,
+           before: Optional[float]) -> Dict[str, Any]:
+    """Median and minimum seconds of ``iters`` calls of the step ``make_step(chain, z, y)``
+    returns, after ``warmup`` untimed ones, and the device memory added since ``before``;
+    closes the chain."""
     try:
         rng = np.random.default_rng(0)
         shape = (batch, manifest.channels, size, size)
         z = rng.standard_normal(shape).astype(np.float32)
         y = np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)
+        step = make_step(chain, z, y)
         times: List[float] = []
-        for i in range(iters + 2):
+        for i in range(iters + warmup):
             t0 = time.perf_counter()
-            _, _, g = chain.loss_and_grad(z, y)
-            z = z - 0.01 * g  # a new z every call, as the loop feeds
-            if i >= 2:
+            step()
+            if i >= warmup:
                 times.append(time.perf_counter() - t0)
         after = device_used_mb()
     finally:
@@ -84,10 +80,36 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
             **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
 
 
+def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precision: str, io_binding: bool,
+               cuda_graph: bool, threads: Optional[int]) -> Dict[str, Any]:
+    """Median seconds per iteration of the host loop (surrogate): the graph calls, then
+    numpy's Laplacian variance, Adam and projection, as the loop does; after 2 warm-up
+    iterations, and the device memory it added."""
+    from diip_deploy.runtime.optim import Adam, project_to_sphere
+    from diip_deploy.runtime.select import open_chain
+    from diip_deploy.runtime.stopping import laplacian_variance
+
+    def make_step(chain, z, y):
+        state, opt = {"z": z}, Adam(lr=0.01)
+
+        def step() -> None:
+            x0, _, g = chain.loss_and_grad(state["z"], y)
+            laplacian_variance(x0)
+            state["z"] = project_to_sphere(opt.step(state["z"], g))
+
+        return step
+
+    before = device_used_mb()
+    chain = open_chain(manifest, backend, "surrogate", threads, precision=precision, io_binding=io_binding,
+                       cuda_graph=cuda_graph)
+    return _timed(chain, make_step, manifest, size, batch, iters, 2, before)
+
+
 def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, cuda_graph: bool,
                      threads: Optional[int]) -> Dict[str, Any]:
     """Median seconds per iteration of the device loop: one iteration-graph call, with the
-    losses, Laplacian variances and |grad|^2 brought to the host as the loop does."""
+    losses, Laplacian variances and |grad|^2 brought to the host as the loop does (3
+    warm-up calls: ORT captures a CUDA graph per parity after a plain run)."""
     from diip_deploy.runtime.device_loop import DeviceBatch
     from diip_deploy.runtime.select import open_chain
 
@@ -95,23 +117,9 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
         raise ValueError("this export has no iterate_surrogate graph (diip-export --iterate surrogate --add)")
     before = device_used_mb()
     chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph)
-    try:
-        rng = np.random.default_rng(0)
-        shape = (batch, manifest.channels, size, size)
-        z = rng.standard_normal(shape).astype(np.float32)
-        y = np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(np.float32)
-        state = DeviceBatch(chain.iterate, z, np.zeros_like(z), np.zeros_like(z), y, np.zeros(batch), lr=0.01)
-        times: List[float] = []
-        for i in range(iters + 3):  # ORT captures a CUDA graph per parity after a warm-up run
-            t0 = time.perf_counter()
-            state.run()
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
-        after = device_used_mb()
-    finally:
-        chain.close()
-    return {"s_per_iter": round(statistics.median(times), 5), "min": round(min(times), 5),
-            **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
+    return _timed(chain, lambda c, z, y: DeviceBatch(c.iterate, z, np.zeros_like(z), np.zeros_like(z), y,
+                                                      np.zeros(len(z)), lr=0.01).run,
+                  manifest, size, batch, iters, 3, before)
 
 
 def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threads: Optional[int]) -> Dict[str, Any]:
