@@ -173,3 +173,18 @@ def test_restarts_come_from_the_manifest_unless_overridden(tiny_export, tmp_path
     (export / MANIFEST_NAME).write_text(json.dumps(data))
     r = run([png, "--model", export, "--out", tmp_path / "bad", "--quiet"])
     assert r.exit_code == 2 and "restarts" in r.output
+
+
+def test_default_batch_follows_the_backend_and_tile(tiny_export):
+    """Without --batch: 8 tiles a call on the CPU (and TensorRT engines, built for up to
+    16); on ONNX Runtime's GPU providers 512x512 pixels a call, at least one tile.  The
+    report records the batch the tiles ran with."""
+    from diip_deploy.runtime.restorer import default_batch
+
+    assert [default_batch("ort-cuda", t) for t in (64, 128, 256, 1024)] == [64, 16, 4, 1]
+    assert default_batch("ort-tensorrt", 32) == 64 and default_batch("tensorrt", 64) == 8
+    assert default_batch("ort-cpu", 64) == 8 and default_batch("ort-cuda", 0) == 8
+    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4), max_iters=2) as r:
+        assert r.tiles.batch == 8
+        _, report = r.restore_array(_noisy(24, 24))
+    assert report["tiling"]["batch"] == 8

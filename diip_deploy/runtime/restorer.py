@@ -35,7 +35,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 class TileSettings:
     tile: Optional[int] = None  # None: the manifest's tile size; 0: the whole image
     overlap: Optional[int] = None  # None: a quarter of the tile
-    batch: int = 8
+    batch: Optional[int] = None  # None: default_batch for the backend and tile size
     max_pixels: int = DEFAULT_MAX_PIXELS
     stop_scope: str = "image"  # "image": one stop for all tiles (per region); "tile": each tile its own
     region_tiles: int = 256  # image scope: at most this many tiles share one stop, so memory stays bounded
@@ -58,6 +58,20 @@ def overlap(manifest: Manifest, tiles: TileSettings) -> int:
     return tile_size(manifest, tiles) // 4 if tiles.overlap is None else int(tiles.overlap)
 
 
+CPU_BATCH = 8  # tiles per call on the CPU, and on TensorRT engines (their profile's default opt)
+GPU_PIXELS_PER_CALL = 512 * 512  # on an H100 one call of 16 tiles of 64x64 took 7.0 ms, of 512x512 20 ms (issue 11)
+
+
+def default_batch(backend: str, tile: int) -> int:
+    """Tiles per graph call where --batch is not given: 8 on the CPU and on TensorRT engines
+    (built for up to 16); on ONNX Runtime's GPU providers as many as make 512x512 pixels
+    (64 tiles of 64), since a GPU call costs about the same up to there.  The output
+    does not depend on it."""
+    if backend in ("ort-cpu", "tensorrt") or tile <= 0:
+        return CPU_BATCH
+    return max(1, min(64, GPU_PIXELS_PER_CALL // (tile * tile)))
+
+
 def check_tile_settings(manifest: Manifest, tiles: TileSettings) -> None:
     m, t, o = manifest.size_multiple, tile_size(manifest, tiles), overlap(manifest, tiles)
     if t < 0 or (t and t % m):
@@ -66,7 +80,7 @@ def check_tile_settings(manifest: Manifest, tiles: TileSettings) -> None:
         raise ValueError(f"--tile {t} exceeds the model's largest tile ({manifest.max_tile_pixels} pixels)")
     if t and not 0 <= o <= t // 2:
         raise ValueError(f"--tile-overlap {o} must be in 0..{t // 2} for --tile {t}")
-    if tiles.batch < 1 or tiles.region_tiles < 1:
+    if (tiles.batch is not None and tiles.batch < 1) or tiles.region_tiles < 1:
         raise ValueError("--batch and --region-tiles must be >= 1")
     if tiles.stop_scope not in STOP_SCOPES:
         raise ValueError(f"--stop-scope must be one of {', '.join(STOP_SCOPES)}")
@@ -167,6 +181,7 @@ class UnitResult:
     history: Optional[Dict[str, list]] = None  # when the unit made one stop decision
     backend: str = ""
     loop: str = "host"  # where z and the optimiser's moments lived (device_loop.py)
+    batch: int = 0  # tiles per graph call it ran with (the restorer's, resolved for its backend)
     residual_corr: List[float] = field(default_factory=list)  # the guard's measure, per decision
     reverted: int = 0  # decisions where the guard returned the input
     peak_rss_mb: float = 0.0
@@ -276,7 +291,7 @@ def _report(tiling: ImageTiling, cfg: RestoreConfig, plan: TilePlan, seed: int, 
                      "steps": len(tiling.manifest.chain_spec.timesteps)},
         "size": [int(w), int(h)], "padded_size": [int(plan.width), int(plan.height)],
         "tiling": {"tile": [plan.tile_w, plan.tile_h], "overlap": plan.overlap, "tiles": len(plan),
-                   "batch": tiling.tiles.batch, "stop_scope": scope, "stops": len(stops),
+                   "batch": results[0].batch, "stop_scope": scope, "stops": len(stops),
                    "stop_iterations": {"min": int(s.min()), "median": float(np.median(s)), "mean": round(float(s.mean()), 2),
                                        "max": int(s.max())},
                    "stop_reasons": dict(reasons)},
@@ -326,8 +341,11 @@ class Restorer:
     def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None,
                  tiles: Optional[TileSettings] = None, manifest: Optional[Manifest] = None, **overrides: Any):
         self.manifest, self.cfg, self.tiles = self.check(model_dir, tiles, manifest, **overrides)
-        self.tiling = ImageTiling(self.manifest, self.tiles)
         self.selection: Selection = select_backend(self.manifest, backend)
+        if self.tiles.batch is None:
+            self.tiles = dataclasses_replace(self.tiles, batch=default_batch(self.selection.backend,
+                                                                             tile_size(self.manifest, self.tiles)))
+        self.tiling = ImageTiling(self.manifest, self.tiles)
         on_device = wants_device_loop(self.manifest, self.selection.backend, self.cfg)
         self.chain = open_chain(self.manifest, self.selection.backend, self.cfg.gradient, threads,
                                 precision=self.cfg.precision, device_loop=on_device)
@@ -391,7 +409,7 @@ class Restorer:
         corrs, reverted = self._guard(tiles, plan, unit, parts, judged)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
         return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history, self.backend, self.loop,
-                          corrs, reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
+                          int(self.tiles.batch or 0), corrs, reverted, round(peak_rss_bytes() / 2**20, 1), round(sum(device) / 2**20, 1) if device else None)
 
     def _guard(self, tiles: "_TileSource", plan: TilePlan, unit: Sequence[int], parts: List[np.ndarray],
                judged: List[Tuple[List[int], np.ndarray]]) -> Tuple[List[float], int]:
