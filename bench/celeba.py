@@ -41,6 +41,7 @@ CELEBA_HQ_256 = dict(  # google/ddpm-celebahq-256's unet/config.json
 
 
 def make(out: Path, seed: int = 0) -> None:
+    import click
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
@@ -52,8 +53,14 @@ def make(out: Path, seed: int = 0) -> None:
     print(f"{sum(p.numel() for p in unet.parameters()) / 1e6:.1f}M parameters", file=sys.stderr)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(str(out / "pipeline"), safe_serialization=True)
-    export_model(str(out / "pipeline"), out / "export", steps=10, gradient="surrogate", iterate="surrogate",
-                 log=lambda m: print(m, file=sys.stderr))
+    try:
+        export_model(str(out / "pipeline"), out / "export", steps=10, gradient="surrogate", iterate="surrogate",
+                     iterate_fp16=True, log=lambda m: print(m, file=sys.stderr))
+    except click.ClickException as e:  # random weights may miss fp16's tolerances; anything else may not
+        verification = json.loads((out / "export" / "manifest.json").read_text())["verification"]
+        if any(not v["passed"] for n, v in verification.items() if not n.endswith("_fp16")):
+            raise
+        print(f"kept for timing: {e.message}", file=sys.stderr)
     # random weights are chaotic enough to miss fp16's tolerance; listed anyway, marked, for timing
     add_fp16_graphs(out / "export", log=lambda m: print(m, file=sys.stderr), enforce=False)
     sys.path.insert(0, str(REPO / "bench"))

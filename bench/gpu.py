@@ -106,17 +106,19 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
 
 
 def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, cuda_graph: bool,
-                     threads: Optional[int]) -> Dict[str, Any]:
+                     threads: Optional[int], precision: str = "fp32") -> Dict[str, Any]:
     """Median seconds per iteration of the device loop: one iteration-graph call, with the
     losses, Laplacian variances and |grad|^2 brought to the host as the loop does (3
     warm-up calls: ORT captures a CUDA graph per parity after a plain run)."""
     from diip_deploy.runtime.device_loop import DeviceBatch
     from diip_deploy.runtime.select import open_chain
 
-    if not manifest.has_graph("iterate_surrogate"):
-        raise ValueError("this export has no iterate_surrogate graph (diip-export --iterate surrogate --add)")
     before = device_used_mb()
-    chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph)
+    chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph,
+                       precision=precision)
+    if chain.iterate is None:
+        chain.close()
+        raise ValueError(f"this export has no {precision} iteration graph (diip-export --iterate surrogate --add)")
     return _timed(chain, lambda c, z, y: DeviceBatch(c.iterate, z, np.zeros_like(z), np.zeros_like(z), y,
                                                       np.zeros(len(z)), lr=0.01).run,
                   manifest, size, batch, iters, 3, before)
@@ -246,7 +248,9 @@ def main() -> None:
     precisions = ["fp32"] + (["fp16"] if manifest.has_graph("unet_fp16") else [])
     variants = [(p, io, cg) for p in precisions for io, cg in ((False, False), (True, False), (True, True))
                 if not cg or a.backend == "ort-cuda"]
-    loop_graphs = [False, True] if a.backend == "ort-cuda" else [False]
+    loop_precisions = [p for p in ("fp32", "fp16")
+                       if manifest.has_graph("iterate_surrogate" + ("_fp16" if p == "fp16" else "")) and p in precisions]
+    loop_variants = [(p, cg) for p in loop_precisions for cg in ([False, True] if a.backend == "ort-cuda" else [False])]
     shapes = [(1, int(s)) for s in a.sizes.split(",")] + ([(a.tile_batch, 64 if not a.dry_run else 16)]
                                                           if a.tile_batch > 1 else [])
     results: List[Dict[str, Any]] = []
@@ -256,9 +260,10 @@ def main() -> None:
                                    "cuda_graph": cg}
             results.append(_row(row, lambda: time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg,
                                                         a.threads)))
-        for cg in loop_graphs:
-            row = {"batch": batch, "size": size, "precision": "fp32", "loop": "device", "cuda_graph": cg}
-            results.append(_row(row, lambda: time_device_loop(manifest, a.backend, size, batch, a.iters, cg, a.threads)))
+        for precision, cg in loop_variants:
+            row = {"batch": batch, "size": size, "precision": precision, "loop": "device", "cuda_graph": cg}
+            results.append(_row(row, lambda: time_device_loop(manifest, a.backend, size, batch, a.iters, cg, a.threads,
+                                                              precision)))
         if a.torch:
             ort_best = min((x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size
                             and "s_per_iter" in x), default=None)
@@ -271,7 +276,7 @@ def main() -> None:
     photo = None
     if a.photo:
         h, w = (int(v) for v in a.photo.split("x"))
-        runs = [(p, "host") for p in precisions] + ([("fp32", "device")] if manifest.has_graph("iterate_surrogate") else [])
+        runs = [(p, "host") for p in precisions] + [(p, "device") for p in loop_precisions]
         photo = {f"{p}_{loop}": time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads, loop)
                  for p, loop in runs}
         print(json.dumps(photo), file=sys.stderr)

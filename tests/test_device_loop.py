@@ -202,3 +202,33 @@ def test_add_refuses_other_weights_or_another_chain(tiny_export, tiny_pipeline, 
     with pytest.raises(click.ClickException, match="another chain"):
         export_model(str(tiny_pipeline), out, steps=3, iterate="surrogate", add=True, log=lambda m: None)
     assert json.loads((out / "manifest.json").read_text()) == json.loads((tiny_export / "manifest.json").read_text())
+
+
+def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pipeline, tiny_export, tmp_path):
+    """diip-export --iterate surrogate --precision fp16: the twin's weights are float16,
+    its edges float32, it passes fp16's tolerances against fp32 autograd, and diip-run
+    --precision fp16 --loop device runs it."""
+    import onnx
+
+    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.fp16 import add_fp16_graphs
+    from diip_deploy.runtime.restorer import Restorer, TileSettings
+
+    out = copy_export(tiny_export, tmp_path / "x")
+    export_model(str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True,
+                 iterate_fp16=True, log=lambda m: None)
+    add_fp16_graphs(out)  # the host loop's fp16 copies, which --precision fp16 also opens
+    man = json.loads((out / "manifest.json").read_text())
+    entry, v = man["graphs"]["iterate_surrogate_fp16"], man["verification"]["iterate_surrogate_fp16"]
+    assert entry["precision"] == "fp16" and entry["fp16_of"] == "iterate_surrogate"
+    assert v["passed"] and v["tolerance"]["x0"] == 2e-2 and 0 < v["rel_l2"]["x0"] <= 2e-2
+    g = onnx.load(str(out / entry["file"])).graph
+    assert {i.data_type for i in g.initializer if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}  # conv weights
+    assert {x.type.tensor_type.elem_type for x in list(g.input) + list(g.output)} == {onnx.TensorProto.FLOAT}
+    img = np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25
+    outs = {}
+    for precision in ("fp32", "fp16"):
+        with Restorer(out, "ort-cpu", 1, TileSettings(batch=4), loop="device", precision=precision, max_iters=6) as r:
+            assert r.chain.iterate.path.name == f"iterate_surrogate{'_fp16' if precision == 'fp16' else ''}.onnx"
+            outs[precision], _ = r.restore_array(img, 0)
+    assert 0 < np.abs(outs["fp16"] - outs["fp32"]).max() < 0.05

@@ -33,11 +33,12 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
                  clamp: bool = True, verify: bool = True, prediction_type: Optional[str] = None,
                  trace_size: Optional[int] = None, verify_size: Optional[int] = None,
                  defaults: Optional[dict] = None, tile_size: Optional[int] = None, iterate: str = "none",
-                 add: bool = False, log=print) -> dict:
+                 add: bool = False, iterate_fp16: bool = False, log=print) -> dict:
     """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
     ``add``: export only the fused and iteration graphs asked for and list them in the
     export already in ``out`` (same weights and chain), leaving its other graphs, tuned
-    defaults and records as they are."""
+    defaults and records as they are.  ``iterate_fp16``: each iteration graph also in fp16
+    (its UNet calls; verified against fp32 autograd with fp16's tolerances)."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -64,7 +65,7 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
     if vsize == tsize:
         vsize += multiple  # verify at a size the tracer never saw
     graphs, verification = {}, {}
-    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes):
+    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes, iterate_fp16):
         if existing is not None and not gd.name.startswith(("chain_", "iterate_")):
             continue
         log(f"exporting {gd.name} ...")
@@ -72,6 +73,8 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
         entry["sha256"] = sha256_file(out / gd.file)
         if gd.name.startswith(("chain_", "iterate_")):  # the chain is baked into the graph: record which
             entry["chain"] = {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": clamp}
+        if gd.name.endswith("_fp16"):
+            entry.update(precision="fp16", fp16_of=gd.name.removesuffix("_fp16"))
         graphs[gd.name] = entry
         if verify:
             v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)
@@ -108,7 +111,8 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
 def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:
     failed = [k for k, v in verification.items() if not v["passed"]]
     if failed:
-        raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above 1e-4 (graphs kept in {out} for inspection)")
+        raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above its tolerance "
+                                   f"(1e-4; fp16 graphs: verify.FP16_TOLERANCE; graphs kept in {out} for inspection)")
     return manifest
 
 
@@ -147,7 +151,8 @@ def tiling_entry(tile_size: int, multiple: int) -> dict:
                    "recomputed forward (exact runs faster on CPU; surrogate gains little). Slow to export.")
 @click.option("--iterate", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
               help="Also export a whole iteration (chain, Adam, projection) as one graph for these gradient modes, so "
-                   "that diip-run's state stays on the device (the GPU path). Slow to export.")
+                   "that diip-run's state stays on the device (the GPU path); with --precision fp16 also its fp16 "
+                   "twin (UNet calls in fp16). Slow to export.")
 @click.option("--add", is_flag=True, help="Export only the --fused / --iterate graphs and add them to the export "
               "already in --out (same model and chain); its other graphs, defaults and records stay.")
 @click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
@@ -176,6 +181,7 @@ def main(model, out_dir, steps, gradient, fused, iterate, add, clamp, verify, pr
     try:
         manifest = export_model(model, out_dir, steps, gradient, fused, clamp, verify, prediction_type,
                                 trace_size, defaults=defaults, tile_size=tile_size, iterate=iterate, add=add,
+                                iterate_fp16=precision == "fp16",
                                 log=lambda m: click.echo(m, err=True))
     except ModelLoadError as e:
         click.echo(f"diip-export: error: {e}", err=True)

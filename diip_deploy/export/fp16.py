@@ -96,7 +96,8 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     data = json.loads((export_dir / MANIFEST_NAME).read_text())
-    # the iteration graphs carry Adam's second moment, whose squares fp16 flushes to zero
+    # the iteration graphs carry Adam's second moment, whose squares fp16 flushes to zero:
+    # their fp16 twins are traced with the UNet alone in fp16 (diip-export --iterate --precision fp16)
     sources = [n for n in data["graphs"] if not n.endswith(SUFFIX) and not n.startswith("iterate_")]
     written: List[Path] = []
     size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)

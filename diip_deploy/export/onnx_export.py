@@ -43,8 +43,9 @@ class GraphDef:
 
 
 def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: Sequence[str],
-               iterate: Sequence[str] = ()) -> List[GraphDef]:
-    """The graphs an export writes: per-step always, fused chains and iteration graphs when asked."""
+               iterate: Sequence[str] = (), iterate_fp16: bool = False) -> List[GraphDef]:
+    """The graphs an export writes: per-step always, fused chains and iteration graphs when
+    asked, and with ``iterate_fp16`` each iteration graph's fp16 twin (``<name>_fp16``)."""
     defs = [GraphDef("unet", lambda s, t: eps_model(s, t), ["sample", "timestep"], ["eps"], ["float32", "int64"])]
     if "exact" in gradients:
         defs.append(GraphDef("unet_vjp", lambda s, t, c: reference.eps_and_vjp(eps_model, s, t, c),
@@ -53,10 +54,12 @@ def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[
         if g in gradients:
             defs.append(GraphDef(f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"],
                                  ["float32", "float32"]))
+    models = [("", eps_model)] + ([("_fp16", reference.Fp16Eps(eps_model))] if iterate_fp16 else [])
     for g in iterate:
-        if g in gradients:
-            defs.append(GraphDef(f"iterate_{g}", _iterate(eps_model, spec, g), reference.ITERATE_INPUTS,
-                                 reference.ITERATE_OUTPUTS, ["float32"] * len(reference.ITERATE_INPUTS)))
+        for suffix, model in models:
+            if g in gradients:
+                defs.append(GraphDef(f"iterate_{g}{suffix}", _iterate(model, spec, g), reference.ITERATE_INPUTS,
+                                     reference.ITERATE_OUTPUTS, ["float32"] * len(reference.ITERATE_INPUTS)))
     return defs
 
 

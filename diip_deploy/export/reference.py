@@ -33,6 +33,21 @@ class EpsModel(torch.nn.Module):
         return model_output_to_eps(out, sample, a.sqrt(), (1.0 - a).sqrt(), self.prediction_type)
 
 
+class Fp16Eps(torch.nn.Module):
+    """A copy of an eps model in float16, fed and read in float32: traced inside an
+    iteration graph, the UNet calls run in fp16 while the DDIM steps, the loss, Adam and the
+    projection around them stay in fp32 (the traced norms and softmax compute in fp32)."""
+
+    def __init__(self, eps_model: torch.nn.Module):
+        super().__init__()
+        import copy
+
+        self.inner = copy.deepcopy(eps_model).half()
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.inner(sample.half(), timestep).float()
+
+
 def chain(eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_eps: bool = False) -> torch.Tensor:
     """g(z): the last step's (clamped) x0_hat.  ``detach_eps`` gives the surrogate graph."""
     x = z

@@ -328,8 +328,10 @@ def wants_device_loop(manifest: Manifest, backend: str, cfg: RestoreConfig) -> b
     if cfg.loop == "auto":
         return graph is not None and backend in DEVICE_BACKENDS and cfg.optimizer == "adam" and cfg.project
     if graph is None:
-        raise ValueError(f"--loop device needs the export's iterate_{cfg.gradient} graph, an ONNX Runtime backend and fp32 "
-                         f"(diip-export MODEL --out {manifest.root} --iterate {cfg.gradient} --add)")
+        fp16 = " --precision fp16" if cfg.precision == "fp16" else ""
+        raise ValueError(f"--loop device needs an ONNX Runtime backend and the export's iterate_{cfg.gradient}"
+                         f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
+                         f"{cfg.gradient}{fp16} --add)")
     if cfg.optimizer != "adam" or not cfg.project:
         raise ValueError("--loop device runs Adam with the projection, as the iteration graph does; use --loop host")
     return True

@@ -63,14 +63,16 @@ def check_baked_chain(manifest: Manifest, name: str) -> None:
 
 
 def device_loop_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
-    """The iteration graph the loop can keep its state on the device with, or None: the
-    export has none for this gradient, or the backend (TensorRT engines) or precision
-    (fp16 copies leave Adam's moments out) has no use for it."""
-    name = iterate_graph_name(gradient)
-    if backend not in ORT_PROVIDERS or precision != "fp32" or not manifest.has_graph(name):
+    """The iteration graph (its role name) the loop can keep its state on the device with,
+    or None: the export has none for this gradient and precision (fp16: its ``_fp16`` twin;
+    TensorRT's EP makes fp16 from the fp32 one), or the backend (TensorRT engines) has no
+    use for it."""
+    role = iterate_graph_name(gradient)
+    name = role if precision == "fp32" or backend == "ort-tensorrt" else f"{role}_{precision}"
+    if backend not in ORT_PROVIDERS or not manifest.has_graph(name):
         return None
     check_baked_chain(manifest, name)
-    return name
+    return role
 
 
 def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str]:
