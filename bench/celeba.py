@@ -1,8 +1,9 @@
 """The CelebA-HQ-sized UNet for bench/gpu.py (issue: GPU runtime): google/ddpm-celebahq-256's
 layout (114M parameters) with random weights, exported as diip-export would export the real
-one (S = 10, surrogate, the iteration graph, fp16 copies where they verify), for timing only.
+one (S = 10, surrogate, the iteration graph and its fp16 twin, fp16 copies), for timing
+only: fp16 graphs are listed even where random weights miss fp16's tolerances.
 
-    python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (5 minutes)
+    python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (10 minutes)
     python bench/celeba.py pack cache/celeba cache/celeba.tar.gz   # weights zeroed: 3.9 MB to carry
     python bench/celeba.py unpack cache/celeba.tar.gz /tmp/celeba  # on the GPU machine: random weights back
     python bench/gpu.py --export /tmp/celeba/export --torch /tmp/celeba/unet.ts --sizes 256 --photo '' ...
