@@ -377,3 +377,30 @@ def test_save_plots_without_matplotlib_loses_no_work(tiny_export, tmp_path):
                         "--save-plots", "--quiet"], capture_output=True, text=True)
     assert p.returncode == 2 and "pip install" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_dead_writers_temporaries_go_at_the_next_write_a_live_ones_stay(tmp_path):
+    """A writer killed mid-write leaves a hidden temporary beside its output; the next write
+    of that pair deletes it, but never one whose writer still holds its lock."""
+    import fcntl
+
+    from diip_deploy.runtime.outputs import Job, write_result
+
+    out = tmp_path / "o"
+    out.mkdir()
+    dead_png, dead_json, live = out / ".a.png.k1ll3d.tmp", out / ".a.json.k1ll3d.tmp", out / ".a.png.l1ve.tmp"
+    dead_png.write_bytes(b"\x89PNG half")
+    dead_json.write_text('{"complete": ')
+    live.write_bytes(b"")
+    other = out / ".b.png.k1ll3d.tmp"  # another output's: not this write's business
+    other.write_bytes(b"")
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a writer in another process holds it
+    try:
+        job = Job(source=tmp_path / "a.jpg", png=out / "a.png", json=out / "a.json")
+        write_result(job, np.full((8, 8, 3), 0.5, np.float32), {"stop_iteration": 3})
+    finally:
+        os.close(fd)
+    assert not dead_png.exists() and not dead_json.exists() and live.exists() and other.exists()
+    assert json.loads(job.json.read_text())["complete"] and Image.open(job.png).size == (8, 8)
+    assert sorted(p.name for p in out.iterdir()) == sorted([".a.png.l1ve.tmp", ".b.png.k1ll3d.tmp", "a.json", "a.png"])

@@ -10,7 +10,8 @@ Each result is a pair written last and atomically: the PNG and the JSON go to
 temporary names first, the JSON records the PNG's sha256 and ``"complete": true``, and
 both are renamed into place under a per-output lock, so concurrent runs never leave a
 PNG of one beside the JSON of another, and ``--skip-existing`` trusts only a pair whose
-hash matches.
+hash matches.  Each temporary is locked while its writer lives; the next write of the pair
+deletes the ones whose writers died.
 """
 
 from __future__ import annotations
@@ -113,10 +114,33 @@ def _locked(path: Path) -> Iterator[None]:
             os.unlink(lock)
 
 
-def _temp_beside(path: Path) -> str:
+def _temp_beside(path: Path) -> Tuple[str, int]:
+    """A hidden temporary file beside ``path``, and its descriptor, flock-ed for as long as
+    the writer lives: a temporary whose lock is free was left by a writer that died."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return tmp
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return tmp, fd
+
+
+def remove_orphans(path: Path) -> List[Path]:
+    """Delete the temporaries beside ``path`` whose writers died mid-write (killed workers,
+    power loss); those of live writers are locked and stay.  Returns what went."""
+    gone = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            gone.append(tmp)
+    return gone
 
 
 def write_result(job: Job, image: np.ndarray, report: Dict[str, Any]) -> Dict[str, Any]:
@@ -125,26 +149,29 @@ def write_result(job: Job, image: np.ndarray, report: Dict[str, Any]) -> Dict[st
     the same input and options give the same bytes on any machine or worker."""
     report = {k: v for k, v in report.items() if k != "run"}
     job.png.parent.mkdir(parents=True, exist_ok=True)
-    tmps: List[str] = []
+    tmps: List[Tuple[str, int]] = []
     try:
-        png_tmp = _temp_beside(job.png)
-        tmps.append(png_tmp)
+        tmps.append(_temp_beside(job.png))
+        png_tmp = tmps[-1][0]
         encode_png(image, png_tmp)
         report = {**report, "output": job.png.name, "png_sha256": sha256_file(Path(png_tmp)), "complete": True}
-        json_tmp = _temp_beside(job.json)
-        tmps.append(json_tmp)
+        tmps.append(_temp_beside(job.json))
+        json_tmp = tmps[-1][0]
         with open(json_tmp, "w") as f:
             json.dump(report, f, indent=1)
-        for t in tmps:
+        for t, _ in tmps:
             os.chmod(t, 0o666 & ~_umask())
         with _locked(job.png):
             os.replace(png_tmp, job.png)
             os.replace(json_tmp, job.json)
+            for path in (job.png, job.json):  # what an earlier writer of this pair left when it died
+                remove_orphans(path)
         return report
     finally:
-        for t in tmps:
+        for t, fd in tmps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(t)
+            os.close(fd)
 
 
 def is_complete(job: Job) -> bool:
