@@ -185,3 +185,21 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
     x0, loss, grad = chain.loss_and_grad(np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 16, 16), np.float32))
     assert np.isfinite(loss).all() and np.abs(grad).max() > 0
     chain.close()
+
+
+def test_bench_no_exact_runs_no_task_with_the_exact_gradient(tiny_export, tmp_path):
+    from click.testing import CliRunner
+
+    from diip_deploy.bench.run import main as bench
+
+    (tmp_path / "imgs").mkdir()
+    save(tmp_path / "imgs" / "im.png", smooth_image(40, 40))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(bench, ["--export", str(tiny_export), "--images", str(tmp_path / "imgs"), "--n", "1",
+                                   "--size", "32", "--task", "noise25", "--max-iters", "4", "--k-min", "1", "--no-dip",
+                                   "--no-exact", "--out", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "results.json").read_text())
+    methods = rep["tasks"]["noise25"]["methods"]
+    assert "DIIP surrogate (auto stop)" in methods and not any("exact" in m for m in methods)
+    assert rep["settings"]["exact_tasks"] == []

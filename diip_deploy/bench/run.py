@@ -214,11 +214,12 @@ def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
 @click.option("--k-min", type=int, default=None)
 @click.option("--dip-iters", type=int, default=1000, show_default=True)
 @click.option("--no-dip", is_flag=True)
+@click.option("--no-exact", is_flag=True, help="Run no task with the exact gradient (overrides --exact-task).")
 @click.option("--threads", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True)
 def main(export_dir, model_dir, images_dir, n_images, size, tasks, exact_tasks, lr, max_iters, k_min, dip_iters, no_dip,
-         threads, seed, out_dir):
+         no_exact, threads, seed, out_dir):
     """Run the restoration benchmark and write JSON, a markdown table and pictures."""
     if images_dir:
         images = _images_from_dir(images_dir, size)[:n_images]
@@ -230,7 +231,7 @@ def main(export_dir, model_dir, images_dir, n_images, size, tasks, exact_tasks, 
         dataset = f"held-out photos of the default model ({len(HELD_OUT)} listed in diip_deploy/train/photos.py), centre crops {size}x{size} at 1/4 scale"
     if not images:
         raise click.ClickException("no images found (the held-out set needs opencv-doc's photos; see README)")
-    settings = BenchSettings(tasks=tasks, lr=lr, max_iters=max_iters, k_min=k_min, exact_tasks=exact_tasks,
+    settings = BenchSettings(tasks=tasks, lr=lr, max_iters=max_iters, k_min=k_min, exact_tasks=() if no_exact else exact_tasks,
                              dip_iters=dip_iters, dip=not no_dip, seed=seed, threads=threads)
     report = run_benchmark(export_dir, images, settings, out_dir, dataset, model_dir, log=lambda m: click.echo(m, err=True))
     click.echo((out_dir / "results.md").read_text())
