@@ -91,7 +91,6 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     import json
 
     from ..runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file, write_manifest
-    from ..runtime.select import graphs_for
 
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
