@@ -4,7 +4,7 @@ one (S = 10, surrogate, the iteration graph and its fp16 twin, fp16 copies), for
 only: fp16 graphs are listed even where random weights miss fp16's tolerances.
 
     python bench/celeba.py make --out cache/celeba                 # here: needs diffusers (10 minutes)
-    python bench/celeba.py pack cache/celeba cache/celeba.tar.gz   # weights zeroed: 3.9 MB to carry
+    python bench/celeba.py pack cache/celeba cache/celeba.tar.gz   # weights zeroed: 5.4 MB to carry
     python bench/celeba.py unpack cache/celeba.tar.gz /tmp/celeba  # on the GPU machine: random weights back
     python bench/gpu.py --export /tmp/celeba/export --torch /tmp/celeba/unet.ts --sizes 256 --photo '' ...
 
@@ -13,7 +13,8 @@ diffusers to build the model.  So ``pack`` zeroes every weight tensor (1,024 val
 norm scales, biases and the graph's small constants stay) and the archive compresses to
 almost nothing; ``unpack`` fills them with seeded N(0, 0.02) draws and rewrites the
 manifest's hashes, so the runtime's checks hold.  GPU kernels take as long on any values,
-so the timings are the real model's; its outputs mean nothing.
+so the timings are the real model's; its outputs mean nothing (random weights make the
+chain chaotic, so bench/gpu.py's parity row is only meaningful for a trained model).
 """
 
 from __future__ import annotations
