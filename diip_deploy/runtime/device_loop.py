@@ -72,9 +72,6 @@ class DeviceBatch:
         self.graph_ids = (next(_graph_ids), next(_graph_ids)) if getattr(r, "cuda_graph", False) else (None, None)
         self.calls = 0
 
-    def __len__(self) -> int:
-        return len(self.steps)
-
     def run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, DeviceRows]:
         """One iteration for every sample: (loss, Laplacian variance of x0, |grad|^2) on the
         host, and x0 on the device; z, m and v advance by one Adam step and the projection."""

@@ -147,11 +147,16 @@ def _graph_call(chain: LossAndGrad, part: Sequence[_Sample], ys: Samples, iterat
     return x0s, losses, grads
 
 
+def iteration_graph_fits(cfg: RestoreConfig) -> bool:
+    """Whether an iteration graph computes this run's update: Adam with the projection."""
+    return cfg.optimizer == "adam" and cfg.project
+
+
 def device_loop_runner(chain: Any, cfg: RestoreConfig) -> Any:
-    """The chain's iteration graph where this run can keep its state on the device (Adam
-    with the projection: what the graph computes), else None: the host loop."""
+    """The chain's iteration graph where this run can keep its state on the device, else
+    None: the host loop."""
     runner = getattr(chain, "iterate", None)
-    return runner if runner is not None and cfg.optimizer == "adam" and cfg.project else None
+    return runner if runner is not None and iteration_graph_fits(cfg) else None
 
 
 def _load(runner: Any, part: Sequence[_Sample], ys: Samples, cfg: RestoreConfig) -> DeviceBatch:
@@ -171,7 +176,7 @@ def _unload(batch: DeviceBatch, part: Sequence[_Sample]) -> None:
         s.opt.step_count = int(batch.steps[j])
 
 
-def _device_call(batch: DeviceBatch, part: Sequence[_Sample], iterations: Sequence[int]) -> tuple:
+def _device_call(batch: DeviceBatch, iterations: Sequence[int]) -> tuple:
     losses, laps, grad_sq, rows = batch.run()
     _check_finite(losses, [bool(np.isfinite(g)) for g in grad_sq], iterations)
     return rows, losses, laps
@@ -224,7 +229,7 @@ def restore_iter(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, seeds: Opt
         if device is not None:
             if on_device is None:
                 on_device = _load(device, active, ys, cfg)
-            rows, losses, laps = _device_call(on_device, active, ks)
+            rows, losses, laps = _device_call(on_device, ks)
         else:
             x0s, losses, grads = _graph_call(chain, active, ys, ks)
             laps = laplacian_variance(x0s)
@@ -317,7 +322,7 @@ def restore_joint(chain: LossAndGrad, ys: Samples, cfg: RestoreConfig, assembler
         parts: List[np.ndarray] = []
         for c, part in enumerate(chunks):
             if device is not None:  # the assembled image's Laplacian needs every x0 on the host
-                rows, losses, _ = _device_call(on_device[c], part, [k] * len(part))
+                rows, losses, _ = _device_call(on_device[c], [k] * len(part))
                 x0s = rows.host()
             else:
                 x0s, losses, grads = _graph_call(chain, part, ys, [k] * len(part))

@@ -23,7 +23,8 @@ import numpy as np
 
 from .guard import residual_correlation
 from .images import ImageError, check_pixels, pad_to_multiple, read_image
-from .loop import RestoreConfig, RestoreResult, Seed, device_loop_runner, restore_iter, restore_joint
+from .loop import (RestoreConfig, RestoreResult, Seed, device_loop_runner, iteration_graph_fits, restore_iter,
+                   restore_joint)
 from .manifest import Manifest, load_manifest
 from .select import Selection, device_loop_graph, open_chain, select_backend
 from .tiling import Blender, TilePlan, cut, plan_regions, plan_tiles, sub_plan, tile_seed
@@ -322,17 +323,17 @@ def wants_device_loop(manifest: Manifest, backend: str, cfg: RestoreConfig) -> b
     export has one; ``device`` wherever it can run, and an error where it cannot."""
     if cfg.loop not in LOOPS:
         raise ValueError(f"--loop must be one of {', '.join(LOOPS)}, got {cfg.loop!r}")
-    if cfg.loop == "host":
+    if cfg.loop == "host" or (cfg.loop == "auto" and (backend not in DEVICE_BACKENDS or not iteration_graph_fits(cfg))):
         return False
     graph = device_loop_graph(manifest, backend, cfg.gradient, cfg.precision)
     if cfg.loop == "auto":
-        return graph is not None and backend in DEVICE_BACKENDS and cfg.optimizer == "adam" and cfg.project
+        return graph is not None
     if graph is None:
         fp16 = " --precision fp16" if cfg.precision == "fp16" else ""
         raise ValueError(f"--loop device needs an ONNX Runtime backend and the export's iterate_{cfg.gradient}"
                          f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
                          f"{cfg.gradient}{fp16} --add)")
-    if cfg.optimizer != "adam" or not cfg.project:
+    if not iteration_graph_fits(cfg):
         raise ValueError("--loop device runs Adam with the projection, as the iteration graph does; use --loop host")
     return True
 

@@ -99,14 +99,15 @@ class OrtRunner(Runner):
         except RunnerError:
             raise
         except Exception as e:
-            raise RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise self._failed(e) from None
         return dict(zip(self._outputs, outs))
+
+    def _failed(self, e: Exception) -> RunnerError:
+        return RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
 
     def _value(self, name: str, array: np.ndarray) -> Any:
         """The device OrtValue for ``name``, updated in place from ``array`` when its shape
         and dtype are last call's, else made anew (under CUDA graphs: an error)."""
-        import onnxruntime as ort
-
         array = np.ascontiguousarray(array)
         held = self._bound.get(name)
         if held is not None and held[1] == (array.shape, array.dtype):
@@ -115,7 +116,7 @@ class OrtRunner(Runner):
         if held is not None and self.cuda_graph:
             raise RunnerError(f"{self.name}: CUDA graphs need fixed shapes; {name} went from {held[1][0]} to "
                               f"{array.shape} (use a --batch that divides the tiles, or no CUDA graphs)")
-        v = ort.OrtValue.ortvalue_from_numpy(array, DEVICE[self.backend], 0)
+        v = self.device_array(array)
         self._bound[name] = (v, (array.shape, array.dtype))
         return v
 
@@ -161,7 +162,7 @@ class OrtRunner(Runner):
         try:
             self.session.run_with_iobinding(binding, options)
         except Exception as e:
-            raise RunnerError(f"{self.name}: inference failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise self._failed(e) from None
 
     def deactivate_impl(self) -> None:
         self.session = None
