@@ -96,7 +96,7 @@ def _torch_weights(path: Path, fill) -> None:
 
 
 def _refill(root: Path, fill) -> None:
-    from diip_deploy.runtime.manifest import sha256_file, write_manifest
+    from diip_deploy.manifest import sha256_file, write_manifest
 
     export = root / "export"
     man = json.loads((export / "manifest.json").read_text())

@@ -85,9 +85,9 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
     """Median seconds per iteration of the host loop (surrogate): the graph calls, then
     numpy's Laplacian variance, Adam and projection, as the loop does; after 2 warm-up
     iterations, and the device memory it added."""
-    from diip_deploy.runtime.optim import Adam, project_to_sphere
-    from diip_deploy.runtime.select import open_chain
-    from diip_deploy.runtime.stopping import laplacian_variance
+    from diip_deploy.runtime.optimise.optim import Adam, project_to_sphere
+    from diip_deploy.runtime.backends.select import open_chain
+    from diip_deploy.runtime.optimise.stopping import laplacian_variance
 
     def make_step(chain, z, y):
         state, opt = {"z": z}, Adam(lr=0.01)
@@ -110,8 +110,8 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
     """Median seconds per iteration of the device loop: one iteration-graph call, with the
     losses, Laplacian variances and |grad|^2 brought to the host as the loop does (3
     warm-up calls: ORT captures a CUDA graph per parity after a plain run)."""
-    from diip_deploy.runtime.device_loop import DeviceBatch
-    from diip_deploy.runtime.select import open_chain
+    from diip_deploy.runtime.optimise.device_loop import DeviceBatch
+    from diip_deploy.runtime.backends.select import open_chain
 
     before = device_used_mb()
     chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph,
@@ -127,11 +127,11 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
 def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threads: Optional[int]) -> Dict[str, Any]:
     """The device loop on ``backend`` against the host loop on the CPU provider: the same
     tiles, seeds and iterations, no early stop; the largest pixel difference (of 255)."""
-    from diip_deploy.runtime.loop import RestoreConfig, restore_iter
-    from diip_deploy.runtime.select import open_chain
+    from diip_deploy.runtime.optimise.loop import restore_iter
+    from diip_deploy.runtime.backends.select import open_chain
 
     ys = np.clip(np.random.default_rng(1).standard_normal((batch, manifest.channels, size, size)) * 0.5, -1, 1)
-    cfg = RestoreConfig.from_defaults(manifest.defaults, max_iters=iters, stop="none")
+    cfg = manifest.settings(max_iters=iters, stop="none")
     out = {}
     for name, (b, device) in {"host_cpu": ("ort-cpu", False), "device": (backend, True)}.items():
         chain = open_chain(manifest, b, cfg.gradient, threads, device_loop=device)
@@ -196,10 +196,10 @@ def time_photo(export: Path, backend: str, height: int, width: int, iters: int, 
                threads: Optional[int], loop: str = "host") -> Dict[str, Any]:
     """A tiled photo through the Restorer (the shipped path), ``iters`` iterations, no early
     stop; the full photo estimated at the manifest's iteration cap."""
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
 
     img = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
-    with Restorer(export, backend, threads, TileSettings(batch=16), max_iters=iters, stop="none",
+    with Restorer(export, backend, threads, batch=16, max_iters=iters, stop="none",
                   precision=precision, loop=loop) as r:
         cap = int(r.manifest.defaults["max_iters"])
         t0 = time.perf_counter()
@@ -222,7 +222,7 @@ def _row(row: Dict[str, Any], measure) -> Dict[str, Any]:
 
 def main() -> None:
     from diip_deploy.bench.report import emit
-    from diip_deploy.runtime.manifest import load_manifest
+    from diip_deploy.manifest import load_manifest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")

@@ -25,12 +25,12 @@ def record(export: str, n: int, held_out: bool, threads: int) -> List[Dict[str, 
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.tune import TUNE_TASKS, validation_crops
-    from diip_deploy.runtime.guard import residual_correlation
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.optimise.guard import residual_correlation
+    from diip_deploy.runtime.restorer import Restorer
 
     rows = []
-    with Restorer(export, "ort-cpu", threads, TileSettings(batch=16), residual_guard=1.0) as r:
-        crops = validation_crops(n, r.tile_size, 0, held_out=held_out)
+    with Restorer(export, "ort-cpu", threads, batch=16, residual_guard=1.0) as r:
+        crops = validation_crops(n, r.tiling.tile_size, 0, held_out=held_out)
         for task in TUNE_TASKS:
             for i, (name, clean) in enumerate(crops):
                 y = TASKS[task](clean, seed=i).astype(np.float32)

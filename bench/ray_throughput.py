@@ -34,9 +34,8 @@ def main() -> None:
     import ray
 
     from diip_deploy.bench.report import emit
-    from diip_deploy.runtime.outputs import expand_inputs, plan_outputs
-    from diip_deploy.runtime.ray_runner import run_jobs
-    from diip_deploy.runtime.restorer import TileSettings
+    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
+    from diip_deploy.runtime.commands.ray_runner import RunOn, run_jobs
 
     examples = sorted((REPO / "examples").glob("*.png"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -54,14 +53,13 @@ def main() -> None:
             Image.fromarray(np.concatenate(rows, axis=0)).save(src / "photo.png")
         for i in range(0 if args.split else args.images):
             (src / f"img{i}.png").write_bytes(examples[i % len(examples)].read_bytes())
-        tiles = TileSettings(region_tiles=4) if args.split else TileSettings()
+        options = {"max_iters": args.max_iters, "stop": "none", **({"region_tiles": 4} if args.split else {})}
         for r in range(args.rounds):
             for workers in (1, 2):
                 found, _ = expand_inputs([src])
                 jobs, _ = plan_outputs(found, Path(tmp) / f"out_{r}_{workers}")
                 t0 = time.perf_counter()
-                results = run_jobs(jobs, str(args.export), "ort-cpu", 1, tiles, {"max_iters": args.max_iters,
-                                   "stop": "none"}, "local", workers)
+                results = run_jobs(jobs, RunOn(str(args.export), "ort-cpu", 1, options), None, workers)
                 assert all(x["ok"] for x in results), results
                 times[workers].append(time.perf_counter() - t0)
         outputs = {w: (Path(tmp) / f"out_0_{w}" / ("photo.png" if args.split else "img0.png")).read_bytes() for w in (1, 2)}

@@ -25,7 +25,7 @@ def main() -> None:
     from diip_deploy.bench.report import emit
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.tune import TUNE_TASKS, validation_crops
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--export", default=str(REPO / "models" / "default-export"))
@@ -37,8 +37,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args()
     ks = [int(k) for k in a.k.split(",")]
-    restorers = {k: Restorer(a.export, "ort-cpu", a.threads, TileSettings(), restarts=k) for k in ks}
-    size = restorers[ks[0]].tile_size
+    restorers = {k: Restorer(a.export, "ort-cpu", a.threads, restarts=k) for k in ks}
+    size = restorers[ks[0]].tiling.tile_size
     crops = validation_crops(a.n, size, 0, held_out=a.held_out)
     rows = {}
     for task in a.tasks.split(","):

@@ -41,13 +41,13 @@ def quality(args) -> dict:
 
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.tiled import compare_stops, tile_histories
-    from diip_deploy.runtime.images import save_image
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.images.codec import save_image
+    from diip_deploy.runtime.restorer import Restorer
     from diip_deploy.train.photos import load_photos
 
     photos = load_photos()
-    r = Restorer(args.export, "ort-cpu", args.threads, TileSettings(batch=args.batch))
-    rule = r.cfg.stop_settings()
+    r = Restorer(args.export, "ort-cpu", args.threads, batch=args.batch)
+    rule = r.settings
     rows = []
     for task in args.tasks.split(","):
         for i, name in enumerate(args.photos.split(",")):
@@ -80,7 +80,7 @@ def quality(args) -> dict:
                          for k in ("input", "per_tile", "per_image", "oracle")}
         summary[task]["images"] = len(tr)
     r.close()
-    return {"settings": {**asdict(r.cfg), "tile": r.tile_size, "overlap": r.overlap, "batch": args.batch,
+    return {"settings": {**r.settings.as_dict(), "tile": r.tiling.tile_size, "overlap": r.tiling.overlap, "batch": args.batch,
                          "export": str(args.export)}, "summary": summary, "rows": rows}
 
 
@@ -90,11 +90,11 @@ def restore(args) -> dict:
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.tiled import seam_ratio
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
     from diip_deploy.train.photos import load_photos
 
     photos = load_photos()
-    r = Restorer(args.export, "ort-cpu", args.threads, TileSettings(batch=args.batch))
+    r = Restorer(args.export, "ort-cpu", args.threads, batch=args.batch)
     rows = []
     for task in args.tasks.split(","):
         for i, name in enumerate(args.photos.split(",")):
@@ -119,7 +119,7 @@ def restore(args) -> dict:
 
 
 def memory(args) -> dict:
-    from diip_deploy.runtime.images import save_image
+    from diip_deploy.runtime.images.codec import save_image
     from diip_deploy.train.photos import load_photos
 
     from PIL import Image
@@ -138,7 +138,7 @@ def memory(args) -> dict:
             cmd = [sys.executable, "-c", "import sys, resource, subprocess; "
                    "p = subprocess.run(sys.argv[1:]); "
                    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)",
-                   sys.executable, "-m", "diip_deploy.runtime.cli", str(path), "--model", str(args.export),
+                   sys.executable, "-m", "diip_deploy.runtime.commands.cli", str(path), "--model", str(args.export),
                    "--out", str(Path(tmp) / "out"), "--max-iters", str(args.max_iters), "--batch", str(batch),
                    "--quiet", "--backend", "ort-cpu", "--threads", str(args.threads)]
             t0 = time.perf_counter()
@@ -156,12 +156,12 @@ def memory(args) -> dict:
 
 def timing(args) -> dict:
     from diip_deploy.bench.tiled import time_tiled_vs_whole
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
     from diip_deploy.train.photos import load_photos
 
     img = load_photos()["opencv/home"][: args.size, : args.size].astype(np.float32)
-    tiled = Restorer(args.export, "ort-cpu", args.threads, TileSettings(batch=args.batch))
-    whole = Restorer(args.export, "ort-cpu", args.threads, TileSettings(tile=0))
+    tiled = Restorer(args.export, "ort-cpu", args.threads, batch=args.batch)
+    whole = Restorer(args.export, "ort-cpu", args.threads, tile=0)
     res = time_tiled_vs_whole(tiled, whole, img, args.iters, args.rounds)
     print(json.dumps(res), flush=True)
     return res

@@ -1,11 +1,13 @@
 """The batch-native loop: per-sample state, samples leaving and joining the batch."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from diip_deploy.runtime import RestoreConfig, load_manifest, open_chain, restore
-from diip_deploy.runtime.loop import restore_joint
-from diip_deploy.runtime.tiling import Blender, cut, plan_tiles, tile_seed
+from diip_deploy.runtime import RestoreSettings, load_manifest, open_chain, restore
+from diip_deploy.runtime.optimise.joint import restore_joint
+from diip_deploy.runtime.images.tiling import Blender, cut, plan_tiles, tile_seed
 from images import smooth_image
 
 
@@ -18,8 +20,8 @@ def _ys(n, size=16):
     return np.stack(out).astype(np.float32)
 
 
-CFG = RestoreConfig(lr=0.05, max_iters=14, stop="auto", eps=2e-2, slope_window=2, k_min=3, seed=5)
-MIXED = RestoreConfig(lr=0.05, max_iters=14, stop="slope", eps=1e-2, slope_window=1, seed=5)  # stops at 8-14
+CFG = RestoreSettings(lr=0.05, max_iters=14, stop="auto", eps=2e-2, slope_window=2, k_min=3, seed=5)
+MIXED = RestoreSettings(lr=0.05, max_iters=14, stop="slope", eps=1e-2, slope_window=1, seed=5)  # stops at 8-14
 
 
 @pytest.mark.parametrize("gradient", ["surrogate", "exact"])
@@ -28,7 +30,7 @@ def test_batch_equals_each_sample_alone(tiny_export, gradient, n, batch):
     chain = open_chain(load_manifest(tiny_export), "ort-cpu", gradient, prefer_fused=False)
     ys = _ys(n)
     seeds = [(5, i) for i in range(n)]
-    cfg = RestoreConfig(**{**MIXED.__dict__, "gradient": gradient})
+    cfg = replace(MIXED, gradient=gradient)
     together = restore(chain, ys, cfg, seeds=seeds, batch=batch)
     alone = [restore(chain, ys[i:i + 1], cfg, seeds=[seeds[i]])[0] for i in range(n)]
     for t, a in zip(together, alone):

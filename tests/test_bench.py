@@ -164,8 +164,8 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
     from onnx import numpy_helper
 
     from conftest import copy_export
-    from diip_deploy.runtime.manifest import load_manifest
-    from diip_deploy.runtime.select import open_chain
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.backends.select import open_chain
 
     spec = importlib.util.spec_from_file_location("celeba", Path(__file__).resolve().parents[1] / "bench" / "celeba.py")
     celeba = importlib.util.module_from_spec(spec)
@@ -181,7 +181,7 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
     assert big and all(not w.any() for w in big) and any(w.any() for w in weights if w.size < celeba.MIN_WEIGHT)
     celeba.unpack(archive, tmp_path / "celeba")
     m = load_manifest(tmp_path / "celeba" / "export")
-    chain = open_chain(m, "ort-cpu", "surrogate", 1, device_loop=True)
+    chain = open_chain(m, "ort-cpu", "surrogate", 1, loop_graph="iterate_surrogate")
     x0, loss, grad = chain.loss_and_grad(np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 16, 16), np.float32))
     assert np.isfinite(loss).all() and np.abs(grad).max() > 0
     chain.close()

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import copy_export
-from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.commands.cli import main as diip_run
 from images import save, smooth_image
 
 
@@ -28,7 +28,7 @@ def test_restores_png_and_jpeg_with_report(tiny_export, tmp_path):
         img = np.asarray(Image.open(out / f"{stem}.png"))
         assert img.shape == (16, 16, 3)
         rep = json.loads((out / f"{stem}.json").read_text())
-        for key in ("stop_iteration", "stop_reason", "iterations_run", "backend", "gradient", "seed", "history", "tiling",
+        for key in ("stop_iteration", "stop_reason", "iterations_run", "backend", "settings", "seed", "history", "tiling",
                     "png_sha256", "complete"):
             assert key in rep
         assert rep["iterations_run"] == 8 and rep["stop_reason"] == "max_iters" and rep["backend"] == "ort-cpu"
@@ -42,12 +42,12 @@ def test_manifest_defaults_and_overrides(tiny_export, tmp_path):
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--quiet"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o" / "a.json").read_text())
-    assert rep["settings"]["lr"] == 0.02 and rep["settings"]["max_iters"] == 12 and rep["gradient"] == "surrogate"
+    assert rep["settings"]["lr"] == 0.02 and rep["settings"]["max_iters"] == 12 and rep["settings"]["gradient"] == "surrogate"
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o2", "--quiet", "--gradient", "exact", "--lr", "0.1",
              "--max-iters", "4", "--seed", "3", "--optimizer", "gd"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o2" / "a.json").read_text())
-    assert (rep["settings"]["lr"], rep["iterations_run"], rep["seed"], rep["gradient"]) == (0.1, 4, 3, "exact")
+    assert (rep["settings"]["lr"], rep["iterations_run"], rep["seed"], rep["settings"]["gradient"]) == (0.1, 4, 3, "exact")
 
 
 def test_same_seed_same_result(tiny_export, tmp_path):
@@ -132,7 +132,7 @@ def _nan_model(tiny_export, dst):
     import onnx
     from onnx import TensorProto, helper
 
-    from diip_deploy.runtime.manifest import sha256_file, write_manifest
+    from diip_deploy.manifest import sha256_file, write_manifest
 
     m = copy_export(tiny_export, dst)
     sample = helper.make_tensor_value_info("sample", TensorProto.FLOAT, ["batch", 3, "height", "width"])
@@ -167,7 +167,7 @@ def test_manifest_with_impossible_schedule_refused(tiny_export, tmp_path):
 
 def test_graph_onnx_runtime_cannot_load_is_one_line(tiny_export, tmp_path):
     """A file whose hash the manifest vouches for but that is no ONNX model."""
-    from diip_deploy.runtime.manifest import sha256_file, write_manifest
+    from diip_deploy.manifest import sha256_file, write_manifest
 
     m = copy_export(tiny_export, tmp_path / "m")
     (m / "unet.onnx").write_bytes(b"not an onnx model")

@@ -59,8 +59,8 @@ def test_restores_a_noisy_held_out_photo(tmp_path):
     """Default settings on a held-out 64x64 crop with noise sigma 25/255: the output is
     closer to the clean photo than the input was."""
     from diip_deploy.bench.metrics import psnr
-    from diip_deploy.runtime.cli import main as diip_run
-    from diip_deploy.runtime.images import load_image
+    from diip_deploy.runtime.commands.cli import main as diip_run
+    from diip_deploy.runtime.images.codec import load_image
 
     noisy = REPO / "examples" / "chelsea_noise25.png"
     r = CliRunner().invoke(diip_run, [str(noisy), "--model", str(EXPORT), "--out", str(tmp_path), "--quiet"])

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import copy_export
-from diip_deploy.runtime.device_loop import DeviceBatch
-from diip_deploy.runtime.loop import NonFiniteError, RestoreConfig, restore_iter, restore_joint
-from diip_deploy.runtime.manifest import load_manifest
-from diip_deploy.runtime.select import open_chain
+from diip_deploy.runtime.optimise.device_loop import DeviceBatch
+from diip_deploy.runtime.optimise.joint import restore_joint
+from diip_deploy.runtime.optimise.loop import restore_iter
+from diip_deploy.runtime.optimise.samples import NonFiniteError
+from diip_deploy.settings import RestoreSettings
+from diip_deploy.manifest import load_manifest
+from diip_deploy.runtime.backends.select import open_chain
 
 GRADIENTS = ("surrogate", "exact")
 
@@ -24,7 +27,7 @@ def _ys(n, size=16, seed=0):
 
 def _chains(export, gradient, backend="ort-cpu", **kw):
     m = load_manifest(export)
-    return open_chain(m, "ort-cpu", gradient, 1), open_chain(m, backend, gradient, 1, device_loop=True, **kw)
+    return open_chain(m, "ort-cpu", gradient, 1), open_chain(m, backend, gradient, 1, loop_graph="iterate_" + gradient, **kw)
 
 
 def test_export_lists_verified_iteration_graphs(tiny_export):
@@ -39,8 +42,8 @@ def test_export_lists_verified_iteration_graphs(tiny_export):
 def test_device_batch_steps_as_numpy_adam_does(tiny_export, gradient):
     """Three calls of the iteration graph against the host loop's own pieces: the chain's
     loss and gradient, numpy Adam, the projection and the Laplacian variance."""
-    from diip_deploy.runtime.optim import Adam, project_to_sphere
-    from diip_deploy.runtime.stopping import laplacian_variance
+    from diip_deploy.runtime.optimise.optim import Adam, project_to_sphere
+    from diip_deploy.runtime.optimise.stopping import laplacian_variance
 
     host, dev = _chains(tiny_export, gradient)
     y = _ys(2)
@@ -76,7 +79,7 @@ def test_restore_iter_on_the_device_matches_the_host_loop(tiny_export, gradient)
     device state goes home and back: same stops, same reconstructions."""
     host, dev = _chains(tiny_export, gradient)
     ys = _ys(7)
-    cfg = RestoreConfig(lr=0.05, max_iters=20, stop="auto", k_min=4, gradient=gradient)
+    cfg = RestoreSettings(lr=0.05, max_iters=20, stop="auto", k_min=4, gradient=gradient)
     seeds = [(0, i) for i in range(7)]
     held, shapes = [], []
 
@@ -96,12 +99,12 @@ def test_restore_iter_on_the_device_matches_the_host_loop(tiny_export, gradient)
 
 
 def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
-    from diip_deploy.runtime.tiling import Blender, plan_tiles
+    from diip_deploy.runtime.images.tiling import Blender, plan_tiles
 
     host, dev = _chains(tiny_export, "surrogate")
     plan = plan_tiles(24, 24, 16, 8)
     ys = _ys(len(plan))
-    cfg = RestoreConfig(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
+    cfg = RestoreSettings(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
     results = [restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3)
                for c in (host, dev)]
     assert results[0].stop_iteration == results[1].stop_iteration
@@ -111,23 +114,23 @@ def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
 
 def test_non_finite_state_on_the_device_is_an_error(tiny_export):
     _, dev = _chains(tiny_export, "surrogate")
-    cfg = RestoreConfig(lr=float("inf"), max_iters=5, stop="none")
+    cfg = RestoreSettings(lr=float("inf"), max_iters=5, stop="none")
     with pytest.raises(NonFiniteError, match="non-finite at iteration 1"):
         list(restore_iter(dev, _ys(2), cfg))
 
 
 def test_restorer_loop_choice(tiny_export, tmp_path):
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
 
     img = (np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25)
     outs = {}
     for loop in ("host", "device"):
-        with Restorer(tiny_export, "ort-cpu", 1, TileSettings(batch=4), loop=loop, max_iters=6) as r:
+        with Restorer(tiny_export, "ort-cpu", 1, batch=4, loop=loop, max_iters=6) as r:
             assert r.loop == loop
             outs[loop], report = r.restore_array(img, 0)
             assert report["run"]["loop"] == loop and report["settings"]["loop"] == loop
     np.testing.assert_allclose(outs["device"], outs["host"], atol=1e-4)
-    with Restorer(tiny_export, "ort-cpu", 1, TileSettings(batch=4)) as r:
+    with Restorer(tiny_export, "ort-cpu", 1, batch=4) as r:
         assert r.loop == "host"  # auto: the device loop is for GPU backends
     with pytest.raises(ValueError, match="Adam with the projection"):
         Restorer(tiny_export, "ort-cpu", 1, loop="device", optimizer="gd")
@@ -159,7 +162,7 @@ def _cuda():
 def test_device_loop_on_cuda_matches_the_cpu(tiny_export, cuda_graph):
     host, dev = _chains(tiny_export, "surrogate", backend="ort-cuda", cuda_graph=cuda_graph)
     ys = _ys(4)
-    cfg = RestoreConfig(lr=0.05, max_iters=12, stop="none")
+    cfg = RestoreSettings(lr=0.05, max_iters=12, stop="none")
     want = dict(restore_iter(host, ys, cfg, batch=4))
     got = dict(restore_iter(dev, ys, cfg, batch=4))
     for i in range(4):
@@ -170,7 +173,7 @@ def test_add_puts_an_iteration_graph_into_an_existing_export(tiny_pipeline, tiny
     """diip-export --add: only the graph asked for is exported and listed; the export's
     other graphs, tuned defaults and records stay as they were."""
     from diip_deploy.export.cli import export_model
-    from diip_deploy.runtime.manifest import write_manifest
+    from diip_deploy.manifest import write_manifest
     from diip_deploy.runtime.restorer import Restorer
 
     out = copy_export(tiny_export, tmp_path / "x")
@@ -212,7 +215,7 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
 
     from diip_deploy.export.cli import export_model
     from diip_deploy.export.fp16 import add_fp16_graphs
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
 
     out = copy_export(tiny_export, tmp_path / "x")
     export_model(str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True,
@@ -228,7 +231,7 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
     img = np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25
     outs = {}
     for precision in ("fp32", "fp16"):
-        with Restorer(out, "ort-cpu", 1, TileSettings(batch=4), loop="device", precision=precision, max_iters=6) as r:
+        with Restorer(out, "ort-cpu", 1, batch=4, loop="device", precision=precision, max_iters=6) as r:
             assert r.chain.iterate.path.name == f"iterate_surrogate{'_fp16' if precision == 'fp16' else ''}.onnx"
             outs[precision], _ = r.restore_array(img, 0)
     assert 0 < np.abs(outs["fp16"] - outs["fp32"]).max() < 0.05

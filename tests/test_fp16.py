@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from conftest import copy_export
 from diip_deploy.export import fp16
-from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.commands.cli import main as diip_run
 from images import save, smooth_image
 
 
@@ -84,8 +84,8 @@ def test_copies_that_miss_the_tolerance_are_not_listed(tiny_export, tmp_path, mo
 def test_tensorrt_ep_gets_fp16_from_its_own_builder(tiny_export):
     """ort-tensorrt at fp16 keeps the fp32 graph and asks TensorRT's EP for fp16 engines
     (its options; the session itself needs TensorRT, which is not here)."""
-    from diip_deploy.runtime.manifest import load_manifest
-    from diip_deploy.runtime.select import make_runner
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.backends.select import make_runner
 
     m = load_manifest(tiny_export)
     runner = make_runner(m, "ort-tensorrt", "unet", trt_fp16=True)

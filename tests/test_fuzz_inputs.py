@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import copy_export
-from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.commands.cli import main as diip_run
 from images import save, smooth_image
 
 FAST = ["--max-iters", "2", "--quiet", "--tile", "16"]
@@ -168,7 +168,7 @@ def test_odd_modes_and_depths_decode_correctly(tiny_export, tmp_path, make):
     img = np.asarray(Image.open(out / f"{stem}.png"), dtype=np.float64) / 255
     assert img.shape == (32, 32, 3)
     if mean is not None:  # not all white, not all black: the ramp's mean survives decoding
-        from diip_deploy.runtime.images import load_image
+        from diip_deploy.runtime.images.codec import load_image
 
         assert abs(load_image(src).mean() - mean) < 0.02
     if note:
@@ -259,7 +259,7 @@ def test_empty_folder_and_missing_input_are_one_line_each(tiny_export, tmp_path)
 
 
 def test_report_records_the_png_hash(tiny_export, tmp_path):
-    from diip_deploy.runtime.manifest import sha256_file
+    from diip_deploy.manifest import sha256_file
 
     src = save(tmp_path / "a.png", smooth_image(16, 16))
     run([src, "--model", tiny_export, "--out", tmp_path / "o", *FAST])
@@ -324,7 +324,7 @@ def test_numeric_option_out_of_range(tiny_export, tmp_path, opt, value):
 # ---- interrupted batches and resume ----
 
 def _launch(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "diip_deploy.runtime.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -362,7 +362,7 @@ def test_skip_existing_redoes_a_result_whose_hash_does_not_match(tiny_export, tm
     (out / "a.png").write_bytes(_png_bytes(np.zeros((16, 16, 3))))  # another run's PNG beside this JSON
     r = run([src, "--model", tiny_export, "--out", out, *FAST[:-2], "--skip-existing", "--tile", "16"])
     assert r.exit_code == 0 and "skipped" not in r.output
-    from diip_deploy.runtime.manifest import sha256_file
+    from diip_deploy.manifest import sha256_file
 
     assert json.loads((out / "a.json").read_text())["png_sha256"] == sha256_file(out / "a.png")
 
@@ -372,7 +372,7 @@ def test_save_plots_without_matplotlib_loses_no_work(tiny_export, tmp_path):
     src = save(tmp_path / "a.png", smooth_image(16, 16))
     code = ("import sys\nclass B:\n    def find_spec(self, n, p=None, t=None):\n"
             "        if n.split('.')[0] == 'matplotlib': raise ImportError(n)\n"
-            "sys.meta_path.insert(0, B())\nfrom diip_deploy.runtime.cli import main\nmain()")
+            "sys.meta_path.insert(0, B())\nfrom diip_deploy.runtime.commands.cli import main\nmain()")
     p = subprocess.run([sys.executable, "-c", code, str(src), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
                         "--save-plots", "--quiet"], capture_output=True, text=True)
     assert p.returncode == 2 and "pip install" in p.stderr and len(p.stderr.strip().splitlines()) == 1
@@ -384,7 +384,7 @@ def test_a_dead_writers_temporaries_go_at_the_next_write_a_live_ones_stay(tmp_pa
     of that pair deletes it, but never one whose writer still holds its lock."""
     import fcntl
 
-    from diip_deploy.runtime.outputs import Job, write_result
+    from diip_deploy.runtime.images.outputs import Job, write_result
 
     out = tmp_path / "o"
     out.mkdir()

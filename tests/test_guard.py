@@ -6,8 +6,8 @@ import json
 import numpy as np
 from click.testing import CliRunner
 
-from diip_deploy.runtime.cli import main as diip_run
-from diip_deploy.runtime.guard import keeps_restoration, residual_correlation
+from diip_deploy.runtime.commands.cli import main as diip_run
+from diip_deploy.runtime.optimise.guard import keeps_restoration, residual_correlation
 from images import save, smooth_image
 
 
@@ -21,24 +21,26 @@ def test_white_residual_is_uncorrelated_and_smooth_one_is_not():
     assert residual_correlation(smooth, img) > 0.9
     assert residual_correlation(img, img) == 0.0
     assert residual_correlation(img + 0.3, img) == 0.0  # a constant shift is not structure
-    assert keeps_restoration(white, img, 0.5) and not keeps_restoration(smooth, img, 0.5)
-    assert keeps_restoration(smooth, img, 1.0)  # 1: the guard is off
+    white_corr, smooth_corr = residual_correlation(white, img), residual_correlation(smooth, img)
+    assert keeps_restoration(white_corr, 0.5) and not keeps_restoration(smooth_corr, 0.5)
+    assert keeps_restoration(smooth_corr, 1.0)  # 1: the guard is off
 
 
 def test_restorer_guard_keeps_the_input_where_the_residual_is_structured(tiny_export):
-    from diip_deploy.runtime.restorer import Restorer, TileSettings
+    from diip_deploy.runtime.restorer import Restorer
 
     rng = np.random.default_rng(1)
     img = smooth_image(16, 28, 2).astype(np.float32)  # two tiles of 16, overlap 4
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, stop_scope="tile"),
+    with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, stop_scope="tile",
                   residual_guard=0.5) as r:
-        plan, tiles, _ = r.tiles_of(img, 0)
-        assert len(plan) == 2
+        layout = r.layout(img, 0)
+        tiles = layout.tiles
+        assert len(layout.plan) == 2
         yy, xx = np.mgrid[0:16, 0:16] / 16.0
         parts = [tiles[0] + rng.normal(0, 0.1, tiles[0].shape).astype(np.float32),  # noise removed: kept
                  tiles[1] + 0.2 * np.sin(np.pi * xx)[None].astype(np.float32)]  # structure: the input instead
         noisy_part = parts[0]
-        corrs, reverted = r._guard(tiles, plan, [0, 1], parts, [([0], parts[0]), ([1], parts[1])])
+        corrs, reverted = r.guard(layout, [0, 1], parts, [([0], parts[0]), ([1], parts[1])])
     assert reverted == 1 and corrs[0] < 0.1 and corrs[1] > 0.8
     assert parts[0] is noisy_part and np.array_equal(parts[1], tiles[1])
 

@@ -8,8 +8,8 @@ attempt to import it is recorded and fails the test.
 import subprocess
 import sys
 
-RUNTIME_MODULES = ("diip_deploy.runtime, diip_deploy.runtime.cli, diip_deploy.runtime.restorer, "
-                   "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.outputs, diip_deploy.runtime.tiling")
+RUNTIME_MODULES = ("diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
+                   "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling")
 
 # A meta-path finder that records every attempt to import torch or diffusers and refuses it.
 BLOCK_TORCH = (
@@ -53,7 +53,7 @@ def test_diip_run_without_torch(tiny_export, tmp_path):
 
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(img)
-    code = BLOCK_TORCH + "from diip_deploy.runtime.cli import main\nmain()"
+    code = BLOCK_TORCH + "from diip_deploy.runtime.commands.cli import main\nmain()"
     out = subprocess.run([sys.executable, "-c", code, str(img), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
                           "--max-iters", "3", "--quiet", "--tile", "16"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -6,8 +6,8 @@ import torch
 
 from diip_deploy.export.reference import chain, loss_and_grad, reference_restore
 from diip_deploy.export.verify import rel_l2
-from diip_deploy.runtime import RestoreConfig, load_manifest, open_chain, restore
-from diip_deploy.runtime.loop import initial_latent
+from diip_deploy.runtime import RestoreSettings, load_manifest, open_chain, restore
+from diip_deploy.runtime.optimise.loop import initial_latent
 
 TOL = 1e-4
 
@@ -63,7 +63,7 @@ def test_surrogate_differs_from_exact(tiny_export):
 def test_twenty_iterations_match_torch_adam(tiny_export, tiny_torch, gradient):
     eps_model, spec = tiny_torch
     _, y = _inputs(16, seed=5)
-    cfg = RestoreConfig(lr=0.05, gradient=gradient, max_iters=20, stop="none", seed=11)
+    cfg = RestoreSettings(lr=0.05, gradient=gradient, max_iters=20, stop="none", seed=11)
     c = open_chain(load_manifest(tiny_export), "ort-cpu", gradient, prefer_fused=False)
     (result,) = restore(c, y, cfg)
     z0 = torch.from_numpy(initial_latent(y.shape, cfg.seed))
@@ -124,7 +124,7 @@ def test_io_binding_gives_the_plain_runs_outputs(tiny_export):
     """The IO-binding path (device OrtValues reused across calls, updated in place) on the
     CPU provider: same outputs as session.run, call after call, and across a shape change."""
     from diip_deploy.runtime.backends.onnxruntime import OrtRunner
-    from diip_deploy.runtime.manifest import load_manifest
+    from diip_deploy.manifest import load_manifest
 
     path = load_manifest(tiny_export).graph_path("unet_vjp")
     plain, bound = OrtRunner(path).activate(), OrtRunner(path, io_binding=True).activate()

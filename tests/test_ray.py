@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from diip_deploy.runtime.cli import main as diip_run
+from diip_deploy.runtime.commands.cli import main as diip_run
 from images import save, smooth_image
 
 ray = pytest.importorskip("ray", reason="Ray not installed (pip install '.[ray]')")
@@ -132,7 +132,7 @@ def _dying_worker(deaths, where, times):
     it by value to its workers, which cannot import this test module."""
     import os
 
-    from diip_deploy.runtime.ray_runner import _Worker
+    from diip_deploy.runtime.commands.ray_runner import _Worker
 
     def maybe_die(what):
         if what in where and len(list(deaths.glob(f"{what}.*"))) < times:
@@ -141,27 +141,26 @@ def _dying_worker(deaths, where, times):
 
     class Dying(_Worker):
         def run(self, job, save_plots):
-            maybe_die(f"file-{os.path.basename(job[0])}")
+            maybe_die(f"file-{os.path.basename(str(job.source))}")
             return _Worker.run(self, job, save_plots)
 
-        def unit(self, key, img, seed, unit):
-            maybe_die(f"unit-{unit[0]}")
-            return _Worker.unit(self, key, img, seed, unit)
+        def unit(self, key, img, seed, k):
+            maybe_die(f"unit-{k}")
+            return _Worker.unit(self, key, img, seed, k)
 
     return Dying
 
 
 def _run_direct(tiny_export, photos, out, worker_class):
-    from diip_deploy.runtime.outputs import expand_inputs, plan_outputs
-    from diip_deploy.runtime.ray_runner import run_jobs
-    from diip_deploy.runtime.restorer import TileSettings
+    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
+    from diip_deploy.runtime.commands.ray_runner import RunOn, run_jobs
 
     found, errors = expand_inputs([photos])
     jobs, _ = plan_outputs(found, out)
     out.mkdir()
     assert not errors
-    return run_jobs(jobs, str(tiny_export), "ort-cpu", 1, TileSettings(tile=16, region_tiles=9), {"max_iters": 6},
-                    "local", 2, worker_class=worker_class)
+    on = RunOn(str(tiny_export), "ort-cpu", 1, {"tile": 16, "region_tiles": 9, "max_iters": 6})
+    return run_jobs(jobs, on, None, 2, worker_class=worker_class)
 
 
 def test_ray_worker_that_dies_is_restarted_and_its_work_retried(tiny_export, tmp_path, cluster):
@@ -185,7 +184,7 @@ def test_ray_worker_that_dies_is_restarted_and_its_work_retried(tiny_export, tmp
 def test_ray_work_that_keeps_killing_workers_fails_alone(tiny_export, tmp_path, cluster):
     """A photo that kills its worker every time fails with one line once Ray's restarts are
     spent; a fresh worker takes over and the other photos are written."""
-    from diip_deploy.runtime.ray_runner import MAX_RESTARTS
+    from diip_deploy.runtime.commands.ray_runner import MAX_RESTARTS
 
     photos = _photos(tmp_path / "in", 3)
     deaths = tmp_path / "deaths"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from diip_deploy.runtime.cli import main as diip_run
-from diip_deploy.runtime.restorer import Restorer, TileSettings
+from diip_deploy.runtime.commands.cli import main as diip_run
+from diip_deploy.runtime.restorer import Restorer
 from images import save, smooth_image
 
 
@@ -23,8 +23,8 @@ def _noisy(h, w, seed=0):
 @pytest.mark.parametrize("scope", ["image", "tile"])
 def test_one_tile_image_equals_whole_image_restore(tiny_export, scope):
     img = _noisy(16, 16)
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, stop_scope=scope), max_iters=6) as tiled, \
-            Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=0, stop_scope=scope), max_iters=6) as whole:
+    with Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=6) as tiled, \
+            Restorer(tiny_export, "ort-cpu", tile=0, stop_scope=scope, max_iters=6) as whole:
         a, ra = tiled.restore_array(img)
         b, rb = whole.restore_array(img)
     assert ra["tiling"]["tiles"] == rb["tiling"]["tiles"] == 1
@@ -34,7 +34,7 @@ def test_one_tile_image_equals_whole_image_restore(tiny_export, scope):
 
 def test_tiles_cover_the_image_and_report_says_how(tiny_export):
     img = _noisy(40, 50)
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, batch=3), max_iters=4) as r:
+    with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, batch=3, max_iters=4) as r:
         out, rep = r.restore_array(img)
     assert out.shape == img.shape and np.isfinite(out).all()
     t = rep["tiling"]
@@ -105,7 +105,7 @@ def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):
     img = _noisy(52, 52, seed=4)  # 4 x 4 tiles of 16 with overlap 4 -> 4 regions of 2 x 2
     outs = []
     for batch in (1, 3):
-        with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4, batch=batch, region_tiles=4),
+        with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, batch=batch, region_tiles=4,
                       max_iters=10, stop="slope", eps=1e-2, slope_window=1) as r:
             outs.append(r.restore_array(img))
     (a, ra), (b, rb) = outs
@@ -114,17 +114,8 @@ def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):
     assert ra["tiling"]["stop_iterations"] == rb["tiling"]["stop_iterations"]
 
 
-def test_restore_file_returns_input_output_and_report_without_writing(tiny_export, tmp_path):
-    src = save(tmp_path / "a.png", _noisy(20, 24))
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16), max_iters=3) as r:
-        img, out, rep = r.restore_file(src)
-    assert img.shape == out.shape == (20, 24, 3) and rep["input"] == str(src)
-    assert rep["decoding"]["format"] == "PNG" and rep["tiling"]["tiles"] == 4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
-
-
 def test_restart_helpers():
-    from diip_deploy.runtime.restorer import mean_restarts, restart_seed
+    from diip_deploy.runtime.optimise.restarts import mean_restarts, restart_seed
 
     assert restart_seed((3, 16, 0), 0) == (3, 16, 0) and restart_seed((3, 16, 0), 2) == (3, 16, 0, 2)
     assert restart_seed(5, 1) == (5, 1)
@@ -139,14 +130,14 @@ def test_restart_helpers():
 def test_restarts_average_runs_from_their_own_seeds(tiny_export, scope):
     """--restarts 2 on one tile with a fixed iteration count is the mean of two plain runs
     of that tile, from the tile's seed and from its restart seed, run in one batch."""
-    from diip_deploy.runtime.loop import restore
+    from diip_deploy.runtime.optimise.loop import restore
 
     img = _noisy(16, 16, seed=4)
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, stop_scope=scope), max_iters=5, stop="none",
+    with Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=5, stop="none",
                   restarts=2) as r:
         out, rep = r.restore_array(img)
         y = (img.transpose(2, 0, 1)[None] * 2 - 1).astype(np.float32)
-        runs = [restore(r.chain, y, r.cfg, [s])[0].x0 for s in [(0, 0, 0), (0, 0, 0, 1)]]
+        runs = [restore(r.chain, y, r.settings, [s])[0].x0 for s in [(0, 0, 0), (0, 0, 0, 1)]]
     expected = np.clip((np.mean(runs, axis=0).transpose(1, 2, 0) + 1) / 2, 0, 1)
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert np.abs(runs[0] - runs[1]).max() > 1e-3  # the two seeds really differ
@@ -154,7 +145,7 @@ def test_restarts_average_runs_from_their_own_seeds(tiny_export, scope):
 
 
 def test_restarts_come_from_the_manifest_unless_overridden(tiny_export, tmp_path):
-    from diip_deploy.runtime.manifest import MANIFEST_NAME
+    from diip_deploy.manifest import MANIFEST_NAME
     import shutil
 
     export = tmp_path / "export"
@@ -179,12 +170,12 @@ def test_default_batch_follows_the_backend_and_tile(tiny_export):
     """Without --batch: 8 tiles a call on the CPU (and TensorRT engines, built for up to
     16); on ONNX Runtime's GPU providers 512x512 pixels a call, at least one tile.  The
     report records the batch the tiles ran with."""
-    from diip_deploy.runtime.restorer import default_batch
+    from diip_deploy.runtime.backends.select import default_batch
 
     assert [default_batch("ort-cuda", t) for t in (64, 128, 256, 1024)] == [64, 16, 4, 1]
     assert default_batch("ort-tensorrt", 32) == 64 and default_batch("tensorrt", 64) == 8
     assert default_batch("ort-cpu", 64) == 8 and default_batch("ort-cuda", 0) == 8
-    with Restorer(tiny_export, "ort-cpu", tiles=TileSettings(tile=16, overlap=4), max_iters=2) as r:
-        assert r.tiles.batch == 8
+    with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, max_iters=2) as r:
+        assert r.settings.batch == 8
         _, report = r.restore_array(_noisy(24, 24))
     assert report["tiling"]["batch"] == 8

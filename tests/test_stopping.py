@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from diip_deploy.runtime.stopping import (decide, laplacian_stop, laplacian_variance, raw_slopes, slope_stop,
+from diip_deploy.settings import RestoreSettings as Rule
+from diip_deploy.runtime.optimise.stopping import (decide, laplacian_stop, laplacian_variance, raw_slopes, slope_stop,
                                           smoothed_slopes)
 
 
@@ -41,14 +42,14 @@ def test_laplacian_peak_after_k_min():
 def test_auto_takes_whichever_is_detected_first():
     losses = [0.9**k for k in range(60)] + [0.9**60] * 20  # slope stops at 65
     lap = list(-((np.arange(80) - 40.0) ** 2))  # peak at 40, known at 41
-    assert decide(losses, lap, "auto", k_min=10).reason == "laplacian"
+    assert decide(losses, lap, Rule(stop="auto", k_min=10)).reason == "laplacian"
     late_peak = list(-((np.arange(80) - 75.0) ** 2))  # peak at 75, after the slope stop
-    assert decide(losses, late_peak, "auto", k_min=10).reason == "slope"
-    assert decide(losses, lap, "slope", k_min=10).iteration == 65
-    assert decide(losses, lap, "laplacian", k_min=10).iteration == 40
-    assert decide(losses, lap, "none") is None
+    assert decide(losses, late_peak, Rule(stop="auto", k_min=10)).reason == "slope"
+    assert decide(losses, lap, Rule(stop="slope", k_min=10)).iteration == 65
+    assert decide(losses, lap, Rule(stop="laplacian", k_min=10)).iteration == 40
+    assert decide(losses, lap, Rule(stop="none")) is None
     with pytest.raises(ValueError):
-        decide(losses, lap, "sometimes")
+        decide(losses, lap, Rule(stop="sometimes"))
 
 
 def test_laplacian_variance_grows_with_detail():
@@ -64,16 +65,17 @@ def test_laplacian_variance_grows_with_detail():
 def test_online_stopper_matches_decide_on_the_history(mode, seed):
     """The batch loop's per-sample stopper sees one iteration at a time; its first decision
     must be the one the pure function gives on the history up to then."""
-    from diip_deploy.runtime.stopping import Stopper
+    from diip_deploy.runtime.optimise.stopping import Stopper
 
     rng = np.random.default_rng(seed)
     n = 120
     losses = np.exp(-np.linspace(0, rng.uniform(1, 4), n)) * (1 + rng.normal(0, rng.uniform(0, 0.02), n)) + 0.05
     laps = np.sin(np.linspace(0, rng.uniform(2, 8), n)) + rng.normal(0, 0.05, n)
-    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)),
+    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), slope_window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)),
               slope_min_iter=int(rng.integers(0, 30)), patience=int(rng.integers(1, 5)),
               slope_fit=["mean", "regression"][seed % 2], lap_window=int(rng.integers(1, 6)))
-    stopper = Stopper(mode, **kw)
+    rule = Rule(stop=mode, **kw)
+    stopper = Stopper(rule)
     online = None
     for k in range(n):
         online = stopper.update(losses[k], laps[k])
@@ -81,7 +83,7 @@ def test_online_stopper_matches_decide_on_the_history(mode, seed):
             break
     offline = None
     for k in range(n):  # what decide says as the history grows
-        offline = decide(losses[: k + 1], laps[: k + 1], mode, **kw)
+        offline = decide(losses[: k + 1], laps[: k + 1], rule)
         if offline is not None:
             break
     assert online == offline
@@ -115,10 +117,10 @@ def test_smoothed_laplacian_peak_ignores_a_one_iteration_blip():
 
 
 def test_paper_auto_is_the_raw_rules():
-    from diip_deploy.runtime.stopping import StopRule
+    from diip_deploy.runtime.optimise.stopping import resolved
 
-    r = StopRule(mode="paper-auto", window=9, slope_min_iter=40, patience=4, lap_window=3).resolved()
-    assert (r.mode, r.window, r.slope_min_iter, r.patience, r.lap_window) == ("auto", 1, 0, 1, 1)
+    r = resolved(Rule(stop="paper-auto", slope_window=9, slope_min_iter=40, patience=4, lap_window=3))
+    assert (r.stop, r.slope_window, r.slope_min_iter, r.patience, r.lap_window) == ("auto", 1, 0, 1, 1)
     losses = list(0.95 ** np.arange(40))
     losses[10] = losses[9]
-    assert decide(losses, np.zeros(40), "paper-auto", window=5, k_min=100).iteration == 10
+    assert decide(losses, np.zeros(40), Rule(stop="paper-auto", slope_window=5, k_min=100)).iteration == 10

@@ -15,9 +15,9 @@ from diip_deploy.runtime import load_manifest
 from diip_deploy.runtime.backends import tensorrt as trt_backend
 from diip_deploy.runtime.backends.base import BackendUnavailable
 from diip_deploy.runtime.backends.onnxruntime import available_providers
-from diip_deploy.runtime.cli import main as diip_run
-from diip_deploy.runtime.manifest import sha256_file, write_manifest
-from diip_deploy.runtime.select import select_backend
+from diip_deploy.runtime.commands.cli import main as diip_run
+from diip_deploy.manifest import sha256_file, write_manifest
+from diip_deploy.runtime.backends.select import select_backend
 from images import save, smooth_image
 
 
@@ -129,7 +129,7 @@ def test_engine_from_other_onnx_refused_before_tensorrt(tiny_export, tmp_path, n
 def test_tampered_engine_refused_before_tensorrt(tiny_export, tmp_path, no_tensorrt_calls):
     m = _with_fake_engine(tiny_export, tmp_path)
     (m / "unet.fp32.engine").write_bytes(b"tampered")
-    from diip_deploy.runtime.manifest import ManifestError
+    from diip_deploy.manifest import ManifestError
 
     with pytest.raises(ManifestError, match="does not match the manifest"):
         load_manifest(m)

@@ -64,7 +64,7 @@ def test_validation_crops_come_from_training_photos_only():
 
 
 def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
-    from diip_deploy.runtime.cli import main as diip_run
+    from diip_deploy.runtime.commands.cli import main as diip_run
     from images import save, smooth_image
 
     m = copy_export(tiny_export, tmp_path / "m")
@@ -132,7 +132,7 @@ def test_classic_baselines_are_scored_on_the_recorded_crops():
 def test_paper_auto_is_scored_with_the_papers_thresholds(tiny_export, tmp_path):
     """diip-tune score's paper-auto column uses eps 1e-3 and k_min 100 whatever the
     manifest's own thresholds are."""
-    from diip_deploy.runtime.stopping import PAPER_SETTINGS
+    from diip_deploy.runtime.optimise.stopping import PAPER_SETTINGS
 
     assert PAPER_SETTINGS == {"mode": "paper-auto", "eps": 1e-3, "k_min": 100}  # METHOD.md's published values
     k = np.arange(120)

@@ -14,7 +14,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from ..runtime.cli_errors import OneLineErrors
+from ..cli_common import OneLineErrors
 
 
 def gaussian_noise(img: np.ndarray, sigma: float = 25.0, seed: int = 0) -> np.ndarray:
@@ -135,7 +135,7 @@ SCIPY_TASKS = ("waterdrop", "deform", "blur")  # these use scipy.ndimage
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def main(inputs, tasks, out_dir, seed):
     """Write degraded copies of INPUTS (OUT/<stem>_<task>.png), to try diip-run on."""
-    from ..runtime.images import ImageError, load_image, save_image
+    from ..runtime.images.codec import ImageError, load_image, save_image
 
     needs = [t for t in tasks if t in SCIPY_TASKS]
     if needs:

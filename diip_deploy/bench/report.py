@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..runtime.images import write_atomic, save_image
+from ..runtime.images.codec import write_atomic, save_image
 
 METRICS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("haarpsi", "HaarPSI", "{:.3f}"), ("lpips", "LPIPS", "{:.3f}"))
 
@@ -117,7 +117,7 @@ def emit(report: Dict[str, Any], path: Optional[Path]) -> None:
     """A benchmark script's result: printed as JSON, and written atomically if asked."""
     import json
 
-    from ..runtime.images import save_json
+    from ..runtime.images.codec import save_json
 
     print(json.dumps(report, indent=1))
     if path:

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
-from ..runtime.images import from_model_range, load_image, save_json, to_model_range
-from ..runtime.loop import RestoreConfig, restore
-from ..runtime.stopping import decide
+from ..runtime.images.codec import from_model_range, load_image, save_json, to_model_range
+from ..runtime.optimise.loop import restore
+from ..settings import RestoreSettings
+from ..runtime.optimise.stopping import decide
 from .classic import CLASSIC
 from .degrade import TASKS
 from .metrics import haarpsi, lpips_or_none, psnr, ssim
@@ -51,7 +52,7 @@ def _metrics(clean: np.ndarray, out: np.ndarray) -> Dict[str, Optional[float]]:
             "lpips": lpips_or_none(clean, out)}
 
 
-def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) -> Dict[str, Any]:
+def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreSettings) -> Dict[str, Any]:
     """One run to max_iters with every iteration's reconstruction and PSNR kept."""
     xs: List[np.ndarray] = []
     psnrs: List[float] = []
@@ -66,7 +67,7 @@ def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreConfig) ->
     sec = time.perf_counter() - t0
     stops: Dict[str, Tuple[int, int]] = {}
     for rule in STOP_RULES:
-        d = decide(r.history["loss"], r.history["laplacian_var"], **{**cfg.stop_settings(), "mode": rule})
+        d = decide(r.history["loss"], r.history["laplacian_var"], replace(cfg, stop=rule))
         last = len(xs) - 1
         stops[rule] = (d.iteration, d.detected_at) if d else (last, last)
     best = int(np.argmax(psnrs))
@@ -100,9 +101,8 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
     from ..runtime import load_manifest, open_chain
 
     manifest = load_manifest(export_dir)
-    cfg = RestoreConfig.from_defaults(manifest.defaults, gradient="surrogate", lr=settings.lr,
-                                      max_iters=settings.max_iters, eps=settings.eps, slope_window=settings.slope_window,
-                                      k_min=settings.k_min, seed=settings.seed)
+    cfg = manifest.settings(gradient="surrogate", lr=settings.lr, max_iters=settings.max_iters, eps=settings.eps,
+                            slope_window=settings.slope_window, k_min=settings.k_min, seed=settings.seed)
     chains = {g: open_chain(manifest, "ort-cpu", g, settings.threads) for g in ("surrogate", "exact")
               if g == "surrogate" or settings.exact_tasks}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
         "benchmark": "diip-bench", "dataset": {"name": dataset, "count": len(images), "images": [n for n, _ in images],
                                                "size": list(images[0][1].shape[:2]) if images else None},
         "model": manifest.data["model"], "chain_steps": len(manifest.chain_spec.timesteps),
-        "diip_settings": asdict(cfg), "settings": asdict(settings),
+        "diip_settings": cfg.as_dict(), "settings": asdict(settings),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "tasks": {}}
     for task in settings.tasks:
         deg = TASKS[task]

@@ -14,10 +14,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from ..runtime.loop import restore_iter
+from ..runtime.optimise.loop import restore_iter
 from ..runtime.restorer import Restorer
-from ..runtime.stopping import decide, laplacian_variance
-from ..runtime.tiling import Blender, TilePlan, border_mask
+from ..settings import RestoreSettings
+from ..runtime.optimise.stopping import decide, laplacian_variance
+from ..runtime.images.tiling import Blender, TilePlan, border_mask
 from .metrics import psnr, ssim
 
 
@@ -47,8 +48,9 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
     from dataclasses import replace
 
     h, w = degraded.shape[:2]
-    plan, tiles, seeds = restorer.tiles_of(degraded, seed)
-    cfg = replace(restorer.cfg, stop="none")
+    layout = restorer.layout(degraded, seed)
+    plan, tiles, seeds = layout.plan, layout.tiles, layout.seeds
+    cfg = replace(restorer.settings, stop="none")
     n, k_max, c = len(plan), cfg.max_iters, degraded.shape[2]
     xs = np.zeros((n, k_max, c, plan.tile_h, plan.tile_w), dtype=np.float16)
     losses = np.zeros((n, k_max))
@@ -61,15 +63,15 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
             laps[i, k] = info["laplacian_var"][j]
 
     t0 = time.perf_counter()
-    for _ in restore_iter(restorer.chain, tiles, cfg, seeds, restorer.tiles.batch, keep):
+    for _ in restore_iter(restorer.chain, tiles, cfg, seeds, restorer.settings.batch, keep):
         pass
     return {"plan": plan, "xs": xs, "loss": losses, "laplacian_var": laps, "seconds": time.perf_counter() - t0,
             "size": (h, w)}
 
 
-def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: Dict[str, Any]) -> Dict[str, Any]:
+def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: RestoreSettings) -> Dict[str, Any]:
     """Per-tile, per-image and oracle stops of one recorded run: PSNR, SSIM, seams, stops.
-    ``rule``: the stop settings (RestoreConfig.stop_settings())."""
+    ``rule``: the settings whose stop rule decides."""
     plan, xs = hist["plan"], hist["xs"]
     h, w = hist["size"]
     n, k_max = xs.shape[:2]
@@ -79,7 +81,7 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     # per tile: each tile's own decision on its own history
     stops = []
     for i in range(n):
-        d = decide(hist["loss"][i], hist["laplacian_var"][i], **rule)
+        d = decide(hist["loss"][i], hist["laplacian_var"][i], rule)
         stops.append(d.iteration if d else k_max - 1)
     img = _blend(plan, xs[np.arange(n), stops], h, w)
     out["per_tile"] = {"psnr": psnr(clean, img), "ssim": ssim(clean, img), "seam_ratio": seam_ratio(img, plan),
@@ -88,7 +90,7 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     # per image: the summed loss and the blended image's sharpness decide for all tiles
     blended = [_blend(plan, xs[:, k], h, w) for k in range(k_max)]
     img_laps = [float(laplacian_variance(b.transpose(2, 0, 1)[None] * 2 - 1)[0]) for b in blended]
-    d = decide(hist["loss"].sum(axis=0), img_laps, **rule)
+    d = decide(hist["loss"].sum(axis=0), img_laps, rule)
     k_img = d.iteration if d else k_max - 1
     out["per_image"] = {"psnr": psnr(clean, blended[k_img]), "ssim": ssim(clean, blended[k_img]),
                         "seam_ratio": seam_ratio(blended[k_img], plan), "stop_iteration": k_img,
@@ -112,14 +114,14 @@ def time_tiled_vs_whole(restorer_tiled: Restorer, restorer_whole: Restorer, img:
     t_tiled: List[float] = []
     t_whole: List[float] = []
     for r in (restorer_tiled, restorer_whole):
-        r.cfg = replace(r.cfg, stop="none", max_iters=iters)
+        r.settings = replace(r.settings, stop="none", max_iters=iters)
     for _ in range(rounds):
         for r, ts in ((restorer_tiled, t_tiled), (restorer_whole, t_whole)):
             t0 = time.perf_counter()
             r.restore_array(img)
             ts.append((time.perf_counter() - t0) / iters)
     tiled, whole = float(np.median(t_tiled)), float(np.median(t_whole))
-    plan = restorer_tiled.plan(*img.shape[:2])
+    plan = restorer_tiled.tiling.plan(*img.shape[:2])
     return {"size": list(img.shape[:2]), "tiles": len(plan), "tile": plan.tile_h, "overlap": plan.overlap,
-            "batch": restorer_tiled.tiles.batch, "tiled_s_per_iter": round(tiled, 4), "whole_s_per_iter": round(whole, 4),
+            "batch": restorer_tiled.settings.batch, "tiled_s_per_iter": round(tiled, 4), "whole_s_per_iter": round(whole, 4),
             "ratio_tiled_over_whole": round(tiled / whole, 3)}

@@ -21,8 +21,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
-from ..runtime.cli_errors import OneLineErrors
-from ..runtime.stopping import PAPER_SETTINGS, decide
+from ..cli_common import OneLineErrors, OneLineGroup
+from ..runtime.optimise.stopping import PAPER_SETTINGS, decide
+from ..settings import RestoreSettings
 from .degrade import TASKS
 from .metrics import psnr
 
@@ -31,9 +32,9 @@ SCALES = (1.0, 0.5, 0.25)  # pyramid levels the crops are cut at
 
 # Candidate stop settings (the criteria's parameters; lr needs its own recorded run).
 GRID: Dict[str, Sequence[Any]] = {
-    "mode": ("auto", "slope", "laplacian"),
+    "stop": ("auto", "slope", "laplacian"),
     "eps": (1e-3, 3e-4, 1e-4),
-    "window": (5, 10, 20),
+    "slope_window": (5, 10, 20),
     "k_min": (50, 80, 110),
     "slope_min_iter": (0, 20, 40),
     "patience": (1, 3),
@@ -72,11 +73,11 @@ def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Opti
 def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], lr: Optional[float], max_iters: Optional[int],
            batch: int, threads: Optional[int], seed: int = 0, log=print, held_out: bool = False) -> Dict[str, Any]:
     """Every crop of every task run to the cap; histories (no images) kept per crop."""
-    from ..runtime.loop import restore_iter
-    from ..runtime.restorer import Restorer, TileSettings
+    from ..runtime.optimise.loop import restore_iter
+    from ..runtime.restorer import Restorer
 
-    r = Restorer(export_dir, "ort-cpu", threads, TileSettings(batch=batch), lr=lr, max_iters=max_iters)
-    cfg = replace(r.cfg, stop="none")
+    r = Restorer(export_dir, "ort-cpu", threads, batch=batch, lr=lr, max_iters=max_iters)
+    cfg = replace(r.settings, stop="none")
     crops = validation_crops(n_per_task, size, seed, held_out=held_out)
     samples: List[Dict[str, Any]] = []
     ys, cleans = [], []
@@ -142,8 +143,9 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR and stop iteration for one setting."""
     per: Dict[str, Dict[str, List[float]]] = {}
+    rule = RestoreSettings(**settings)
     for s in scored_samples(histories):
-        d = decide(s["loss"], s["laplacian_var"], **settings)
+        d = decide(s["loss"], s["laplacian_var"], rule)
         k = d.iteration if d else len(s["psnr"]) - 1
         t = per.setdefault(s["task"], {"input": [], "auto": [], "oracle": [], "stop": [], "cost": []})
         t["input"].append(s["input_psnr"])
@@ -160,9 +162,10 @@ def candidates(grid: Dict[str, Sequence[Any]] = GRID) -> Iterable[Dict[str, Any]
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
         c = dict(zip(keys, values))
-        if c["mode"] == "laplacian":
-            c.update(eps=grid["eps"][0], window=grid["window"][0], slope_min_iter=0, patience=1, slope_fit="mean")
-        if c["mode"] == "slope":
+        if c["stop"] == "laplacian":
+            c.update(eps=grid["eps"][0], slope_window=grid["slope_window"][0], slope_min_iter=0, patience=1,
+                     slope_fit="mean")
+        if c["stop"] == "slope":
             c.update(k_min=grid["k_min"][0], lap_window=1)
         key = tuple(sorted(c.items()))
         if key not in seen:
@@ -206,15 +209,10 @@ def best_run(runs: Sequence[Dict[str, Any]], max_loss_db: float = 0.2) -> Tuple[
 def write_defaults(export_dir: Path, histories: Dict[str, Any], choice: Dict[str, Any],
                    reference: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The chosen stop settings into the manifest's defaults, with the validation scores."""
-    from ..runtime.manifest import MANIFEST_NAME, write_manifest
+    from ..manifest import read_data, set_defaults, write_manifest
 
-    path = Path(export_dir) / MANIFEST_NAME
-    data = json.loads(path.read_text())
-    s = choice["settings"]
-    data["defaults"] = {**data.get("defaults", {}), "lr": histories["settings"]["lr"], "stop": s["mode"],
-                        "eps": s["eps"], "slope_window": s["window"], "k_min": s["k_min"],
-                        "slope_min_iter": s["slope_min_iter"], "patience": s["patience"], "slope_fit": s["slope_fit"],
-                        "lap_window": s["lap_window"]}
+    data = read_data(export_dir)
+    set_defaults(data, {"lr": histories["settings"]["lr"], **choice["settings"]})
     data["validation"] = {"tool": "diip-tune", "crops_per_task": histories["n_per_task"],
                           "excluded_undamaged": len(histories["samples"]) - len(scored_samples(histories)),
                           "crop_size": histories["crop_size"], "split": histories["split"],
@@ -224,7 +222,7 @@ def write_defaults(export_dir: Path, histories: Dict[str, Any], choice: Dict[str
     return data
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, name="diip-tune")
 def main() -> None:
     """Tune a model's stopping defaults on validation crops from its training photos."""
 
@@ -243,8 +241,8 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
 def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, held_out, out):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
-    from ..runtime.images import save_json
-    from ..runtime.manifest import load_manifest
+    from ..runtime.images.codec import save_json
+    from ..manifest import load_manifest
 
     size = size or load_manifest(export_dir).tile_size
     h = record(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed,
@@ -268,7 +266,7 @@ def choose_cmd(histories_files, max_loss_db, write_export):
     h, choice = best_run(runs, max_loss_db)
     click.echo(json.dumps({"lr": h["settings"]["lr"], **choice}, indent=1))
     if write_export:
-        from ..runtime.manifest import load_manifest
+        from ..manifest import load_manifest
 
         ref = score(h, manifest_settings(load_manifest(write_export).defaults))
         write_defaults(write_export, h, choice, ref)
@@ -276,10 +274,8 @@ def choose_cmd(histories_files, max_loss_db, write_export):
 
 
 def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
-    """A manifest's defaults as ``decide``'s settings."""
-    from ..runtime.loop import RestoreConfig
-
-    return RestoreConfig.from_defaults(defaults).stop_settings()
+    """A manifest's defaults as the settings ``score`` takes."""
+    return RestoreSettings.resolve(defaults).as_dict()
 
 
 @main.command("score", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -290,7 +286,7 @@ def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 def score_cmd(histories, export_dir, classic, json_out):
     """Per task: input, auto-stop (manifest defaults and paper-auto) and oracle PSNR, stop iterations."""
-    from ..runtime.manifest import load_manifest
+    from ..manifest import load_manifest
 
     h = json.loads(histories.read_text())
     d = load_manifest(export_dir).defaults

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 import click
-import numpy as np
 
 from .. import __version__
-from ..runtime.manifest import FALLBACK_DEFAULTS, SCHEMA_VERSION, sha256_file, write_manifest
+from ..cli_common import CommandError, OneLineErrors
+from ..manifest import (BAKED_PREFIXES, ManifestError, add_graphs, chain_record, graph_entry, new_manifest, read_data,
+                        same_chain, write_manifest)
 from ..schedule import ChainSpec
+from ..settings import SettingsError, manifest_defaults, specs, RestoreSettings
 from .tensorrt_build import engine_options
+
+GRADIENTS = specs(RestoreSettings)["gradient"].choices or ()
 
 
 def tool_versions() -> dict:
@@ -49,13 +51,13 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
     cfg = loaded.unet_config
     channels = int(cfg["in_channels"])
     if int(cfg["out_channels"]) != channels:
-        raise click.ClickException(f"UNet has {cfg['in_channels']} input but {cfg['out_channels']} output channels; DIIP needs them equal")
+        raise CommandError(f"UNet has {cfg['in_channels']} input but {cfg['out_channels']} output channels; DIIP needs them equal")
     multiple = size_multiple(cfg)
     native = cfg.get("sample_size") or 64
     native = int(native[0] if isinstance(native, (list, tuple)) else native)
     spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp)
     eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
-    gradients = ["exact", "surrogate"] if gradient == "both" else [gradient]
+    gradients = list(GRADIENTS) if gradient == "both" else [gradient]
     fused_modes = [g for g in gradients if fused in (g, "both")]
     iterate_modes = [g for g in gradients if iterate in (g, "both")]
     existing = existing_export(out, loaded.weights_sha256, spec) if add else None
@@ -66,44 +68,33 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
         vsize += multiple  # verify at a size the tracer never saw
     graphs, verification = {}, {}
     for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes, iterate_fp16):
-        if existing is not None and not gd.name.startswith(("chain_", "iterate_")):
+        if existing is not None and not gd.name.startswith(BAKED_PREFIXES):
             continue
         log(f"exporting {gd.name} ...")
-        entry = export_graph(gd, out, channels, tsize, log=log)
-        entry["sha256"] = sha256_file(out / gd.file)
-        if gd.name.startswith(("chain_", "iterate_")):  # the chain is baked into the graph: record which
-            entry["chain"] = {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": clamp}
-        if gd.name.endswith("_fp16"):
-            entry.update(precision="fp16", fp16_of=gd.name.removesuffix("_fp16"))
-        graphs[gd.name] = entry
+        graphs[gd.name] = graph_entry(out, gd.name, spec, **export_graph(gd, out, channels, tsize, log=log))
         if verify:
             v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)
             verification[gd.name] = v
             errs = ", ".join(f"{k} {e:.2e}" for k, e in v["rel_l2"].items()) or v["error"]
             log(f"  verify {gd.name} vs torch autograd at {vsize}x{vsize}: rel L2 {errs} -> {'ok' if v['passed'] else 'FAIL'}")
     if existing is not None:
-        manifest = {**existing, "graphs": {**existing["graphs"], **graphs}}
-        if verify:
-            manifest["verification"] = {**existing.get("verification", {}), **verification}
-        write_manifest(out, manifest)
-        return _check_verified(manifest, verification, out)
+        add_graphs(existing, graphs, verification if verify else None)
+        write_manifest(out, existing)
+        return _check_verified(existing, verification, out)
     default_gradient = "surrogate" if "surrogate" in gradients else "exact"
-    manifest = {
-        "schema": SCHEMA_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"source": model, "weights_sha256": loaded.weights_sha256, "class": "UNet2DModel",
-                  "channels": channels, "native_size": native, "size_multiple": multiple,
-                  "prediction_type": loaded.prediction_type,
-                  "parameters": int(sum(p.numel() for p in loaded.unet.parameters()))},
-        "chain": {"steps": steps, "timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas),
-                  "clamp": clamp, "eta": 0.0, "x0": "last step's clamped x0_hat" if clamp else "last step's x0_hat",
-                  "loss": "per-image mean squared error"},
-        "graphs": graphs,
-        "tiling": tiling_entry(tile_size or native, multiple),
-        "defaults": {**FALLBACK_DEFAULTS, "gradient": default_gradient, **(defaults or {})},
-        "tools": tool_versions(),
-        "verification": verification if verify else {"skipped": True},
-    }
+    try:
+        chosen = manifest_defaults(**{"gradient": default_gradient, **(defaults or {})})
+    except SettingsError as e:
+        raise CommandError(f"runtime defaults: {e}") from None
+    model_entry = {"source": model, "weights_sha256": loaded.weights_sha256, "class": "UNet2DModel",
+                   "channels": channels, "native_size": native, "size_multiple": multiple,
+                   "prediction_type": loaded.prediction_type,
+                   "parameters": int(sum(p.numel() for p in loaded.unet.parameters()))}
+    chain = {"steps": steps, **chain_record(spec), "eta": 0.0,
+             "x0": "last step's clamped x0_hat" if clamp else "last step's x0_hat", "loss": "per-image mean squared error"}
+    manifest = new_manifest(model_entry, chain, graphs, tiling_entry(tile_size or native, multiple), chosen,
+                            tool_versions(), verification if verify else None,
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_manifest(out, manifest)
     return _check_verified(manifest, verification, out)
 
@@ -111,24 +102,22 @@ def export_model(model: str, out: Path, steps: int = 10, gradient: str = "both",
 def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:
     failed = [k for k, v in verification.items() if not v["passed"]]
     if failed:
-        raise click.ClickException(f"verification failed for {', '.join(failed)}: relative L2 error above its tolerance "
+        raise CommandError(f"verification failed for {', '.join(failed)}: relative L2 error above its tolerance "
                                    f"(1e-4; fp16 graphs: verify.FP16_TOLERANCE; graphs kept in {out} for inspection)")
     return manifest
 
 
 def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
     """The manifest that ``--add`` extends, if it is of these weights and this chain."""
-    path = Path(out) / "manifest.json"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise click.ClickException(f"--add: no readable export in {out} ({type(e).__name__})") from None
+        data = read_data(out)
+    except (OSError, ManifestError) as e:
+        raise CommandError(f"--add: no readable export in {out} ({str(e).splitlines()[0]})") from None
     if data.get("model", {}).get("weights_sha256") != weights_sha256:
-        raise click.ClickException(f"--add: {out} was exported from other weights than this model's")
+        raise CommandError(f"--add: {out} was exported from other weights than this model's")
     chain = data.get("chain", {})
-    if (list(chain.get("timesteps", [])) != list(spec.timesteps) or chain.get("clamp") != spec.clamp
-            or not np.allclose(chain.get("alphas_cumprod", []), spec.alphas, rtol=0, atol=1e-12)):
-        raise click.ClickException(f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
+    if not same_chain(chain, chain_record(spec)):
+        raise CommandError(f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
                                    "pass the --steps and --clamp it was exported with")
     return data
 
@@ -137,19 +126,19 @@ def tiling_entry(tile_size: int, multiple: int) -> dict:
     """The runtime's tile (where the model's criteria hold) and the largest whole image it
     may try at once (the UNet's attention grows with the square of the pixel count)."""
     if tile_size < multiple or tile_size % multiple:
-        raise click.ClickException(f"--tile-size {tile_size} must be a positive multiple of the UNet's {multiple}")
+        raise CommandError(f"--tile-size {tile_size} must be a positive multiple of the UNet's {multiple}")
     return {"tile_size": int(tile_size), "max_tile_pixels": int(max(4 * tile_size ** 2, 256 * 256))}
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineErrors, name="diip-export")
 @click.argument("model")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--steps", type=int, default=10, show_default=True, help="DDIM steps S of the chain.")
-@click.option("--gradient", type=click.Choice(("exact", "surrogate", "both")), default="both", show_default=True)
-@click.option("--fused", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
+@click.option("--gradient", type=click.Choice((*GRADIENTS, "both")), default="both", show_default=True)
+@click.option("--fused", type=click.Choice(("none", *GRADIENTS, "both")), default="none", show_default=True,
               help="Also export the whole chain as one graph for these gradient modes: one call per iteration, no "
                    "recomputed forward (exact runs faster on CPU; surrogate gains little). Slow to export.")
-@click.option("--iterate", type=click.Choice(("none", "exact", "surrogate", "both")), default="none", show_default=True,
+@click.option("--iterate", type=click.Choice(("none", *GRADIENTS, "both")), default="none", show_default=True,
               help="Also export a whole iteration (chain, Adam, projection) as one graph for these gradient modes, so "
                    "that diip-run's state stays on the device (the GPU path); with --precision fp16 also its fp16 "
                    "twin (UNet calls in fp16). Slow to export.")
@@ -162,7 +151,7 @@ def tiling_entry(tile_size: int, multiple: int) -> dict:
 @click.option("--max-iters", type=int, default=None, help="Runtime default iteration cap.")
 @click.option("--k-min", type=int, default=None, help="Runtime default Laplacian k_min.")
 @click.option("--eps", "slope_eps", type=float, default=None, help="Runtime default slope threshold.")
-@click.option("--default-gradient", type=click.Choice(("exact", "surrogate")), default=None)
+@click.option("--default-gradient", type=click.Choice(GRADIENTS), default=None)
 @click.option("--trace-size", type=int, default=None, help="Spatial size used for tracing (default small).")
 @click.option("--tile-size", type=int, default=None, help="Runtime tile size for this model (default: its sample size).")
 @click.option("--engine", type=click.Choice(("none", "tensorrt")), default="none", show_default=True)
@@ -184,17 +173,15 @@ def main(model, out_dir, steps, gradient, fused, iterate, add, clamp, verify, pr
                                 iterate_fp16=precision == "fp16",
                                 log=lambda m: click.echo(m, err=True))
     except ModelLoadError as e:
-        click.echo(f"diip-export: error: {e}", err=True)
-        sys.exit(2)
+        raise CommandError(str(e)) from None
     if precision == "fp16":  # ONNX Runtime's fp16 copies; the engines below get fp16 from the builder
         from .fp16 import Fp16Error, add_fp16_graphs
 
         try:
             add_fp16_graphs(out_dir, log=lambda m: click.echo(m, err=True))
         except Fp16Error as e:
-            click.echo(f"diip-export: error: {e}", err=True)
-            sys.exit(1)
-        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+            raise CommandError(str(e)) from None
+        manifest = read_data(out_dir)
     if engine == "tensorrt":
         from .tensorrt_build import build_engines, parse_profile
 

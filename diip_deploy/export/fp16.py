@@ -12,12 +12,15 @@ manifest beside the graphs, and a copy that misses them is not listed at all.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import click
 import numpy as np
+
+from ..cli_common import CommandError, OneLineErrors
+from ..manifest import (FP16_SUFFIX, ManifestError, add_graphs, fp16_name, graph_entry, load_manifest, read_data,
+                        remove_graphs, set_fp16, write_manifest)
 
 # ops kept in float32: normalisation and its statistics, softmax, reductions, and the
 # ops whose range or accuracy fp16 cannot hold (exp, sqrt, division, the timestep embedding)
@@ -25,15 +28,10 @@ FP32_OPS = ["InstanceNormalization", "LayerNormalization", "GroupNormalization",
             "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Sqrt", "Div", "Pow", "Exp", "Log", "Sin", "Cos",
             "Range", "Erf"]
 TOLERANCE = {"x0": 2e-2, "grad": 5e-2}
-SUFFIX = "_fp16"
 
 
 class Fp16Error(Exception):
     """An fp16 copy could not be made or missed its tolerance; one line says which."""
-
-
-def fp16_name(graph: str) -> str:
-    return graph + SUFFIX
 
 
 def convert_graph(src: Path, dst: Path) -> None:
@@ -53,7 +51,7 @@ def chain_errors(manifest: Any, gradient: str, size: int, batch: int = 2, seed: 
                  threads: Optional[int] = None) -> Dict[str, float]:
     """Relative L2 of x0 and of the latent gradient, fp16 chain against fp32, on one
     random batch of ``size`` x ``size`` latents and targets."""
-    from ..runtime.select import open_chain
+    from ..runtime.backends.select import open_chain
 
     rng = np.random.default_rng(seed)
     shape = (batch, manifest.channels, size, size)
@@ -73,8 +71,7 @@ def chain_errors(manifest: Any, gradient: str, size: int, batch: int = 2, seed: 
 def _serves(manifest: Any, gradient: str, sources: List[str]) -> bool:
     """Whether the export's graphs run this gradient mode (a surrogate-only export has no
     unet_vjp for the exact one)."""
-    from ..runtime.manifest import ManifestError
-    from ..runtime.select import graphs_for
+    from ..runtime.backends.select import graphs_for
 
     try:
         return all(n in sources for n in graphs_for(manifest, gradient))
@@ -88,16 +85,12 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     the copies in the manifest with the errors; returns the manifest's ``fp16`` section.
     ``enforce=False`` lists copies that miss the tolerances too, marked so (a random-weight
     model for timing, bench/celeba.py; no command offers it)."""
-    import json
-
-    from ..runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file, write_manifest
-
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
-    data = json.loads((export_dir / MANIFEST_NAME).read_text())
+    data = read_data(export_dir)
     # the iteration graphs carry Adam's second moment, whose squares fp16 flushes to zero:
     # their fp16 twins are traced with the UNet alone in fp16 (diip-export --iterate --precision fp16)
-    sources = [n for n in data["graphs"] if not n.endswith(SUFFIX) and not n.startswith("iterate_")]
+    sources = [n for n in data["graphs"] if not n.endswith(FP16_SUFFIX) and not n.startswith("iterate_")]
     written: List[Path] = []
     size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)
     modes = [g for g in ("surrogate", "exact") if _serves(manifest, g, sources)]
@@ -106,12 +99,13 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     try:
         for name in sources:
             entry = data["graphs"][name]
-            dst = export_dir / (Path(entry["file"]).stem + SUFFIX + ".onnx")
+            dst = export_dir / (Path(entry["file"]).stem + FP16_SUFFIX + ".onnx")
             log(f"fp16: converting {entry['file']}")
             written.append(dst)
             convert_graph(manifest.graph_path(name), dst)
-            data["graphs"][fp16_name(name)] = {**entry, "file": dst.name, "sha256": sha256_file(dst),
-                                               "precision": "fp16", "fp16_of": name}
+            fields = {k: v for k, v in entry.items() if k not in ("sha256", "chain")}
+            add_graphs(data, {fp16_name(name): graph_entry(export_dir, fp16_name(name), manifest.chain_spec,
+                                                           **{**fields, "file": dst.name})})
         write_manifest(export_dir, data)  # listed, so the check below opens them as the runtime does
         listed = load_manifest(export_dir)
         for gradient in modes:
@@ -125,29 +119,25 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
                                 + ", ".join(f"{k} ({errors[k]:.2e} > {TOLERANCE[k]:.0e})" for k in bad)
                                 + "; the fp16 graphs are not listed")
     except Exception:
-        for name in sources:
-            data["graphs"].pop(fp16_name(name), None)
+        remove_graphs(data, [fp16_name(n) for n in sources])
         write_manifest(export_dir, data)
         for path in written:
             path.unlink(missing_ok=True)
         raise
-    data["fp16"] = section
+    set_fp16(data, section)
     write_manifest(export_dir, data)
     return section
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineErrors, name="diip-fp16")
 @click.argument("export_dir", type=click.Path(path_type=Path))
 @click.option("--size", type=click.IntRange(min=1), default=None, help="Verification size (default: the tile size).")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 def main(export_dir: Path, size: Optional[int], threads: Optional[int]) -> None:
     """Add fp16 copies of EXPORT_DIR's graphs, verified against fp32 (diip-run --precision fp16)."""
-    from ..runtime.manifest import ManifestError
-
     try:
         section = add_fp16_graphs(export_dir, size, threads, log=lambda m: click.echo(m, err=True))
     except (Fp16Error, ManifestError, OSError, ValueError) as e:
-        click.echo(f"diip-fp16: error: {str(e).splitlines()[0]}", err=True)
-        sys.exit(1)
+        raise CommandError(str(e)) from None
     click.echo(f"wrote fp16 graphs into {export_dir}/manifest.json: "
                + "; ".join(f"{g}: x0 {e['x0']:.1e}, gradient {e['grad']:.1e}" for g, e in section["errors"].items()))

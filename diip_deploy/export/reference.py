@@ -12,8 +12,9 @@ import numpy as np
 import torch
 
 from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius
+from ..settings import RestoreSettings, specs
 
-GRADIENT_MODES = ("exact", "surrogate")
+GRADIENT_MODES = specs(RestoreSettings)["gradient"].choices or ()
 
 
 class EpsModel(torch.nn.Module):
@@ -85,8 +86,8 @@ def iterate(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, m: tor
     variance of x0 and |grad|^2 (a stopping input and a finiteness check), and z, m, v
     after one Adam step (``step``: each sample's step count after it; ``lr`` per sample)
     and the projection."""
-    from ..runtime.optim import adam_update, rms_project
-    from ..runtime.stopping import laplacian_variance_of
+    from ..runtime.optimise.optim import adam_update, rms_project
+    from ..runtime.optimise.stopping import laplacian_variance_of
 
     x0, loss, grad = loss_and_grad(eps_model, z, y, spec, gradient)
     per_sample = (-1, 1, 1, 1)

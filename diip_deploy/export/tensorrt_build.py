@@ -23,7 +23,8 @@ import click
 
 from ..runtime.backends.tensorrt import current_gpu, import_tensorrt
 from ..runtime.backends.base import BackendUnavailable
-from ..runtime.manifest import sha256_file, write_manifest
+from ..cli_common import CommandError, OneLineErrors
+from ..manifest import ManifestError, load_manifest, set_engines, sha256_file, write_manifest
 from .tensorrt_support import check_onnx
 
 if TYPE_CHECKING:
@@ -38,9 +39,9 @@ def check_can_build() -> None:
         import_tensorrt()
         current_gpu()
     except BackendUnavailable as e:
-        raise click.ClickException(f"cannot build TensorRT engines here: {e}")
+        raise CommandError(f"cannot build TensorRT engines here: {e}")
     except Exception as e:
-        raise click.ClickException(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})")
+        raise CommandError(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})")
 
 
 DEFAULT_BATCH, MAX_BATCH = 8, 16
@@ -105,7 +106,7 @@ def build_engine(onnx_path: Path, engine_path: Path, channels: int, precision: s
         for i in range(parser.num_errors):
             e = parser.get_error(i)
             errors.append(f"  node {e.node()} ({e.node_name()}, {e.node_operator()}): {e.desc()}")
-        raise click.ClickException(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n" + "\n".join(errors))
+        raise CommandError(f"TensorRT's ONNX parser rejected {onnx_path.name}:\n" + "\n".join(errors))
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -125,7 +126,7 @@ def build_engine(onnx_path: Path, engine_path: Path, channels: int, precision: s
     t0 = time.time()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:  # type: ignore[comparison-overlap]
-        raise click.ClickException(f"TensorRT failed to build an engine for {onnx_path.name} (see the log above)")
+        raise CommandError(f"TensorRT failed to build an engine for {onnx_path.name} (see the log above)")
     tmp = engine_path.with_suffix(".tmp")
     tmp.write_bytes(bytes(serialized))
     tmp.replace(engine_path)
@@ -145,7 +146,7 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
         log(r.summary())
     bad = [n for n, r in reports.items() if not r.ok]
     if bad:
-        raise click.ClickException(f"graphs with operators TensorRT cannot parse: {', '.join(bad)}")
+        raise CommandError(f"graphs with operators TensorRT cannot parse: {', '.join(bad)}")
     engines = {}
     for name, g in manifest["graphs"].items():
         engine_file = f"{name}.{precision}.engine"
@@ -156,8 +157,7 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
             "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision,
             "profile": {k: list(v) for k, v in profile.items()}, "workspace_mb": workspace_mb,
         }
-    manifest["engines"] = engines
-    manifest["tensorrt_check"] = {n: {"ok": r.ok, "warnings": r.warnings} for n, r in reports.items()}
+    set_engines(manifest, engines, {n: {"ok": r.ok, "warnings": r.warnings} for n, r in reports.items()})
     write_manifest(out_dir, manifest)
     log(json.dumps({n: e["file"] for n, e in engines.items()}))
     return manifest
@@ -180,17 +180,15 @@ def engine_options(fn: Callable) -> Callable:
     return fn
 
 
-@click.command()
+@click.command(cls=OneLineErrors, name="diip-build-engines")
 @click.argument("export_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @engine_options
 def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace, timing_cache):
     """Build TensorRT engines for an existing export (on the device that will run them; no torch)."""
-    from ..runtime.manifest import ManifestError, load_manifest
-
     check_can_build()
     try:
         manifest = load_manifest(export_dir).data
     except ManifestError as e:
-        raise click.ClickException(str(e))
+        raise CommandError(str(e))
     build_engines(export_dir, manifest, precision, parse_profile(min_shape, opt_shape, max_shape, manifest),
                   workspace, timing_cache, log=lambda m: click.echo(m, err=True))

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from ..runtime.backends.onnxruntime import OrtRunner
+from ..manifest import FP16_SUFFIX
 from ..schedule import ChainSpec
 from . import reference
 from .onnx_export import random_inputs
 
 TOLERANCE = 1e-4
-FP16_SUFFIX = "_fp16"
 # an fp16 graph against fp32 autograd: fp16's own x0 / gradient tolerances (export/fp16.py),
 # doubled where a quantity is a square of the gradient
 FP16_TOLERANCE = {"x0": 2e-2, "loss": 2e-2, "laplacian_var": 5e-2, "grad_sq": 1e-1, "z_next": 2e-2,

@@ -3,12 +3,16 @@
 A runner wraps one graph.  ``activate()`` does the expensive set-up (session, engine,
 buffers); ``infer(feed)`` maps input names to numpy arrays and returns output names to
 numpy arrays; ``deactivate()`` frees what activate made.  Runners are context managers.
+State that should stay on the device between calls (the device loop's z and moments)
+lives in the runner's own buffers: ``device_array`` / ``device_empty`` make them and
+``run_on_device`` runs on them, as Polygraphy's runners take device views; a backend
+without device buffers gets host stand-ins, so callers need no second code path.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -19,6 +23,19 @@ class BackendUnavailable(Exception):
 
 class RunnerError(Exception):
     """A backend could not load or run a graph; the message says which and why."""
+
+
+class HostBuffer:
+    """A host array in a device buffer's place, with the calls of ONNX Runtime's OrtValue."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = np.array(array, copy=True)
+
+    def numpy(self) -> np.ndarray:
+        return self.array.copy()
+
+    def update_inplace(self, array: np.ndarray) -> None:
+        self.array[...] = array
 
 
 class Runner(abc.ABC):
@@ -40,14 +57,30 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def input_names(self) -> List[str]: ...
 
-    # Whether the runner also offers device_array / device_empty / run_on_device, so a
-    # caller can keep state in the backend's own device buffers between calls.
-    supports_device_buffers = False
+    # Whether device_array / device_empty place buffers in an accelerator's memory; where
+    # not, they are host stand-ins with the same calls, so every runner runs the device loop.
+    holds_device_memory = False
+    cuda_graph = False  # whether run_on_device may replay a captured CUDA graph per graph id
 
     def device_memory_bytes(self) -> Optional[int]:
         """Device memory this runner itself holds now (engine activations and its buffers);
         None where the backend cannot say (host memory is the process's peak RSS)."""
         return None
+
+    def device_array(self, array: np.ndarray) -> Any:
+        """A buffer on this runner's device holding a copy of ``array`` (``numpy()`` reads it
+        back, ``update_inplace`` overwrites it)."""
+        return HostBuffer(array)
+
+    def device_empty(self, shape: Sequence[int], dtype: Any = np.float32) -> Any:
+        return HostBuffer(np.empty(tuple(shape), dtype=dtype))
+
+    def run_on_device(self, inputs: Dict[str, Any], outputs: Dict[str, Any], graph_id: Optional[int] = None) -> None:
+        """One call whose inputs and outputs are this runner's buffers, the outputs written
+        in place; ``graph_id`` names a CUDA graph where the backend captures them."""
+        produced = self.infer({k: v.numpy() for k, v in inputs.items()})
+        for name, buffer in outputs.items():
+            buffer.update_inplace(produced[name])
 
     def activate(self) -> "Runner":
         if not self.is_active:

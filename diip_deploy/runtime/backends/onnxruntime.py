@@ -68,6 +68,7 @@ class OrtRunner(Runner):
         if cuda_graph:
             cuda = dict(self.provider_options.get("CUDAExecutionProvider", {}))
             self.provider_options = {**self.provider_options, "CUDAExecutionProvider": {**cuda, "enable_cuda_graph": "1"}}
+        self.holds_device_memory = DEVICE[backend] != "cpu"
         self._bound: Dict[str, Any] = {}  # name -> OrtValue on the device, reused while its shape holds
 
     def activate_impl(self) -> None:
@@ -128,9 +129,6 @@ class OrtRunner(Runner):
             binding.bind_output(o, DEVICE[self.backend])
         self.session.run_with_iobinding(binding)
         return dict(zip(self._outputs, binding.copy_outputs_to_cpu()))
-
-    # Device buffers, for state that stays on the device between calls (device_loop.py).
-    supports_device_buffers = True
 
     def device_array(self, array: np.ndarray) -> Any:
         """An OrtValue on this runner's device holding a copy of ``array``."""

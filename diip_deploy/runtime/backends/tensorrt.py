@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..manifest import Manifest, ManifestError
+from ...manifest import Manifest, ManifestError
 from .base import BackendUnavailable, Runner
 
 

@@ -11,6 +11,8 @@ Pure functions over arrays, like the stopping rules.
 
 from __future__ import annotations
 
+from typing import Callable, Iterable, List, Tuple
+
 import numpy as np
 
 
@@ -27,6 +29,19 @@ def residual_correlation(restored: np.ndarray, damaged: np.ndarray) -> float:
     return (across + down) / 2.0 / energy
 
 
-def keeps_restoration(restored: np.ndarray, damaged: np.ndarray, max_correlation: float) -> bool:
-    """Whether the guard accepts the restoration (``max_correlation`` >= 1: always)."""
-    return max_correlation >= 1.0 or residual_correlation(restored, damaged) <= max_correlation
+def keeps_restoration(correlation: float, max_correlation: float) -> bool:
+    """The guard's rule: keep a restoration whose residual correlation is at most
+    ``max_correlation`` (>= 1: the guard is off, every restoration is kept)."""
+    return max_correlation >= 1.0 or correlation <= max_correlation
+
+
+def judge(pairs: Iterable[Tuple[np.ndarray, Callable[[], np.ndarray]]], max_correlation: float) -> List[Tuple[float, bool]]:
+    """(correlation rounded as reported, kept?) for each (restored, damaged-maker) pair; the
+    damaged image is made only when the guard is on."""
+    if max_correlation >= 1.0:
+        return []
+    out = []
+    for restored, damaged in pairs:
+        corr = round(residual_correlation(restored, damaged()), 4)
+        out.append((corr, keeps_restoration(corr, max_correlation)))
+    return out

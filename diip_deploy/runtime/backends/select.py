@@ -1,7 +1,9 @@
-"""Open a manifest's graphs on a backend, and pick the best backend available.
+"""Pick a backend, decide what runs on it, and open a manifest's graphs there.
 
 ``auto`` tries TensorRT engines, then ONNX Runtime with CUDA, then ONNX Runtime on the
-CPU, and says why it skipped each one it did not take.
+CPU, and says why it skipped each one it did not take.  What depends on the backend is
+decided here and nowhere else: which backends are GPUs, the default batch, and whether
+the loop keeps its state on the device (``device_loop_graph``).
 """
 
 from __future__ import annotations
@@ -9,13 +11,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .backends.base import BackendUnavailable, Runner
-from .backends.onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
-from .chain import GraphChain
-from .manifest import Manifest, ManifestError, fused_graph_name, iterate_graph_name
+from ...manifest import Manifest, ManifestError, baked_chain_matches, fp16_name, fused_graph_name, iterate_graph_name
+from ...settings import RestoreSettings, specs
+from ..optimise.chain import GraphChain
+from ..optimise.samples import iteration_graph_fits
+from .base import BackendUnavailable, Runner
+from .onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
 
 BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
+GPU_BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda")
+ORT_GPU_BACKENDS = tuple(b for b in GPU_BACKENDS if b in ORT_PROVIDERS)  # where a device loop pays (docs/method.md)
+PRECISIONS = specs(RestoreSettings)["precision"].choices or ()
+CPU_BATCH = 8  # tiles per call on the CPU, and on TensorRT engines (their profile's default opt)
+GPU_PIXELS_PER_CALL = 512 * 512  # on an H100 one call of 16 tiles of 64x64 took 7.0 ms, of 512x512 20 ms (issue 11)
+
+
+def default_batch(backend: str, tile: int) -> int:
+    """Tiles per graph call where --batch is not given: 8 on the CPU and on TensorRT engines
+    (built for up to 16); on ONNX Runtime's GPU providers as many as make 512x512 pixels
+    (64 tiles of 64), since a GPU call costs about the same up to there.  The output
+    does not depend on it."""
+    if backend not in ORT_GPU_BACKENDS or tile <= 0:
+        return CPU_BATCH
+    return max(1, min(64, GPU_PIXELS_PER_CALL // (tile * tile)))
 
 
 @dataclass
@@ -28,14 +47,11 @@ class Selection:
         return f"backend {self.backend}" + (f" (skipped {why})" if why else "")
 
 
-PRECISIONS = ("fp32", "fp16")
-
-
 def graph_at(manifest: Manifest, role: str, precision: str) -> str:
     """The manifest's graph that plays ``role`` (unet, unet_vjp, chain_*) at a precision."""
     if precision == "fp32":
         return role
-    name = f"{role}_{precision}"
+    name = fp16_name(role)
     if not manifest.has_graph(name):
         raise ManifestError(f"{manifest.root}: no {precision} graphs in this export (run diip-fp16 {manifest.root})")
     return name
@@ -56,29 +72,47 @@ def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> 
 
 def check_baked_chain(manifest: Manifest, name: str) -> None:
     """A graph with the chain inside must have been exported for the manifest's chain."""
-    baked = manifest.graphs[name].get("chain", {})
-    chain = manifest.data["chain"]
-    if any(baked.get(k) != chain.get(k) for k in ("timesteps", "alphas_cumprod", "clamp")):
+    if not baked_chain_matches(manifest, name):
         raise ManifestError(f"{manifest.root}: {name}.onnx was exported for another chain than the manifest's; re-export")
 
 
-def device_loop_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
+def _iteration_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
     """The iteration graph (its role name) the loop can keep its state on the device with,
     or None: the export has none for this gradient and precision (fp16: its ``_fp16`` twin;
     TensorRT's EP makes fp16 from the fp32 one), or the backend (TensorRT engines) has no
     use for it."""
     role = iterate_graph_name(gradient)
-    name = role if precision == "fp32" or backend == "ort-tensorrt" else f"{role}_{precision}"
+    name = role if precision == "fp32" or backend == "ort-tensorrt" else fp16_name(role)
     if backend not in ORT_PROVIDERS or not manifest.has_graph(name):
         return None
     check_baked_chain(manifest, name)
     return role
 
 
+def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSettings) -> Optional[str]:
+    """The one decision of where the loop's state lives: the iteration graph to open, or
+    None for the host loop.  ``auto``: on ONNX Runtime's GPU providers where the export
+    has the graph (on the CPU a device loop saves nothing); ``device``: wherever it can
+    run, and an error where it cannot."""
+    if settings.loop == "host" or (settings.loop == "auto" and backend not in ORT_GPU_BACKENDS):
+        return None
+    if not iteration_graph_fits(settings):
+        if settings.loop == "auto":
+            return None
+        raise ValueError("--loop device runs Adam with the projection, as the iteration graph does; use --loop host")
+    graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
+    if graph is None and settings.loop == "device":
+        fp16 = " --precision fp16" if settings.precision == "fp16" else ""
+        raise ValueError(f"--loop device needs an ONNX Runtime backend and the export's iterate_{settings.gradient}"
+                         f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
+                         f"{settings.gradient}{fp16} --add)")
+    return graph
+
+
 def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str]:
     """Why ``backend`` cannot run this manifest here, or None if it can."""
     if backend == "tensorrt":
-        from .backends import tensorrt as trt_backend
+        from . import tensorrt as trt_backend
 
         return trt_backend.unavailable_reason(manifest)
     if backend in ORT_PROVIDERS:
@@ -107,7 +141,7 @@ def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
 def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None,
                 io_binding: bool = False, cuda_graph: bool = False, trt_fp16: bool = False) -> Runner:
     if backend == "tensorrt":
-        from .backends.tensorrt import TensorRTRunner
+        from .tensorrt import TensorRTRunner
 
         return TensorRTRunner(manifest, graph)
     options = {}
@@ -124,19 +158,17 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
 
 def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
                prefer_fused: bool = True, precision: str = "fp32", io_binding: bool = False,
-               cuda_graph: bool = False, device_loop: bool = False) -> GraphChain:
+               cuda_graph: bool = False, loop_graph: Optional[str] = None) -> GraphChain:
     """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
     Runtime backends; TensorRT engines carry the precision they were built with);
     ``io_binding`` / ``cuda_graph``: see ``OrtRunner`` (unmeasured on a GPU so far, so off
-    by default); ``device_loop``: also open the export's iteration graph where it has one
-    for this gradient, backend and precision (``device_loop_graph``)."""
+    by default); ``loop_graph``: also open this iteration graph (``device_loop_graph``)."""
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and backend == "tensorrt":
         raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
                          "(diip-export --engine tensorrt --precision fp16)")
     names = graphs_for(manifest, gradient, prefer_fused)
-    loop_graph = device_loop_graph(manifest, backend, gradient, precision) if device_loop else None
     names += [loop_graph] if loop_graph else []
     trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
     runners = {n: make_runner(manifest, backend, n if trt_ep else graph_at(manifest, n, precision), threads, io_binding,

@@ -126,10 +126,6 @@ def pad_to_multiple(img: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[i
     return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
 
 
-def crop_to(img: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    return img[: size[0], : size[1]]
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

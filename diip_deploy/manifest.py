@@ -1,8 +1,11 @@
 """The manifest: what an export produced, and what the runtime is willing to trust.
 
-Written by ``diip-export``; read here without torch.  The runtime refuses a manifest
-whose schema it does not know, or any graph or engine whose sha256 differs from the
-one recorded, before it hands a file to ONNX Runtime or TensorRT.
+The one module both sides use for it: the export builds, edits and writes a manifest
+here (graph entries and their names, the chain's identity, verification records, the
+fp16 variants, engines, tuned defaults) and the runtime reads and validates it here,
+without torch.  The runtime refuses a manifest whose schema it does not know, or any
+graph or engine whose sha256 differs from the one recorded, before it hands a file to
+ONNX Runtime or TensorRT.  docs/export.md describes the contract.
 """
 
 from __future__ import annotations
@@ -11,20 +14,15 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterable, Mapping, Optional
 
-from ..schedule import ChainSpec
+import numpy as np
+
+from .schedule import ChainSpec
+from .settings import RestoreSettings, SettingsError, check_manifest_defaults
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-
-# Restoration defaults when a manifest leaves them out (the model-dependent ones
-# should come from the export: see diip-export --lr/--max-iters/--k-min).
-FALLBACK_DEFAULTS: Dict[str, Any] = {
-    "lr": 0.01, "optimizer": "adam", "gradient": "surrogate", "max_iters": 300,
-    "stop": "auto", "eps": 1e-3, "slope_window": 5, "k_min": 100,
-    "slope_min_iter": 0, "patience": 1, "slope_fit": "mean", "lap_window": 1, "restarts": 1,
-}
 
 class ManifestError(Exception):
     """A manifest or a file it lists cannot be trusted; one line says why."""
@@ -40,6 +38,7 @@ def sha256_file(path: Path) -> str:
 class Manifest:
     root: Path
     data: Dict[str, Any]
+    settings_class: type = RestoreSettings  # the options its defaults were validated against
     _verified: Dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -68,7 +67,13 @@ class Manifest:
 
     @property
     def defaults(self) -> Dict[str, Any]:
-        return {**FALLBACK_DEFAULTS, **self.data.get("defaults", {})}
+        """The export's restoration defaults (RestoreSettings fills what they leave out)."""
+        return dict(self.data.get("defaults", {}))
+
+    def settings(self, **overrides: Any) -> Any:
+        """The settings a run uses: the class's defaults, under the export's, under the
+        user's ``overrides`` (None: not given)."""
+        return self.settings_class.resolve(self.defaults, **overrides)
 
     @property
     def graphs(self) -> Dict[str, Dict[str, Any]]:
@@ -133,23 +138,6 @@ _OPTIONAL = {
     "engines": (lambda v: isinstance(v, dict) and all(isinstance(g, dict) and isinstance(g.get("file"), str)
                                                       and isinstance(g.get("sha256"), str) for g in v.values()),
                 "an object of {file, sha256} entries"),
-    "defaults.lr": (lambda v: _is_num(v) and v > 0, "a number > 0"),
-    "defaults.optimizer": (lambda v: v in ("adam", "gd"), "adam or gd"),
-    "defaults.gradient": (lambda v: v in ("exact", "surrogate"), "exact or surrogate"),
-    "defaults.max_iters": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.stop": (lambda v: v in ("auto", "slope", "laplacian", "none", "paper-auto"),
-                      "auto, slope, laplacian, none or paper-auto"),
-    "defaults.eps": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "defaults.slope_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.k_min": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "defaults.slope_min_iter": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
-    "defaults.patience": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.slope_fit": (lambda v: v in ("mean", "regression"), "mean or regression"),
-    "defaults.lap_window": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.restarts": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "defaults.precision": (lambda v: v in ("fp32", "fp16"), "fp32 or fp16"),
-    "defaults.loop": (lambda v: v in ("auto", "device", "host"), "auto, device or host"),
-    "defaults.residual_guard": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in 0..1 (1: off)"),
 }
 _MISSING = object()
 
@@ -163,7 +151,7 @@ def _get(data: Dict[str, Any], dotted: str) -> Any:
     return v
 
 
-def validate(data: Dict[str, Any], path: Path) -> None:
+def validate(data: Dict[str, Any], path: Path, settings_class: type = RestoreSettings) -> None:
     """Every field the runtime reads, checked; one line names the file and the field."""
     for section in ("model", "chain", "graphs"):
         if not isinstance(data.get(section), dict):
@@ -179,32 +167,42 @@ def validate(data: Dict[str, Any], path: Path) -> None:
                 raise ManifestError(f"{path}: field {name!r} must be {what}, got {json.dumps(v)[:60]}")
     if len(data["chain"]["timesteps"]) != len(data["chain"]["alphas_cumprod"]):
         raise ManifestError(f"{path}: chain timesteps and alphas_cumprod differ in length")
+    try:
+        check_manifest_defaults(data.get("defaults", {}), settings_class)
+    except SettingsError as e:
+        raise ManifestError(f"{path}: field 'defaults': {e}") from None
     tile = _get(data, "tiling.tile_size")
     if tile is not _MISSING and tile % data["model"]["size_multiple"]:
         raise ManifestError(f"{path}: field 'tiling.tile_size' must be a multiple of model.size_multiple")
 
 
-def load_manifest(model_dir: Path | str, verify_files: bool = True) -> Manifest:
+def load_manifest(model_dir: Path | str, verify_files: bool = True, settings_class: type = RestoreSettings) -> Manifest:
     """Read a manifest and, by default, check the sha256 of every graph and engine it lists:
     a manifest that does not match its files is not trusted at all."""
     root = Path(model_dir)
     path = root / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{root}: no {MANIFEST_NAME} (run diip-export first)")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+    data = read_data(root)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         raise ManifestError(f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})")
-    validate(data, path)
-    manifest = Manifest(root=root, data=data)
+    validate(data, path, settings_class)
+    manifest = Manifest(root=root, data=data, settings_class=settings_class)
     if verify_files:
         for name in manifest.graphs:
             manifest.graph_path(name)
         for name in manifest.engines:
             manifest.engine_path(name)
     return manifest
+
+def read_data(model_dir: Path | str) -> Dict[str, Any]:
+    """A manifest's raw JSON, for an export step to edit (``load_manifest`` validates)."""
+    path = Path(model_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{model_dir}: no {MANIFEST_NAME} (run diip-export first)")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not valid JSON ({e})") from None
+
 
 def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
     """Atomic write, so a crash never leaves a manifest the runtime half-trusts."""
@@ -214,6 +212,14 @@ def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
     tmp.replace(path)
     return path
 
+
+# Graph names: the per-step graphs are "unet" and "unet_vjp"; a graph with the chain baked
+# in is chain_<gradient> (one loss-and-gradient call) or iterate_<gradient> (a whole
+# iteration with Adam); an fp16 copy of any of them is <name>_fp16.
+FP16_SUFFIX = "_fp16"
+BAKED_PREFIXES = ("chain_", "iterate_")
+
+
 def fused_graph_name(gradient: str) -> str:
     return f"chain_{gradient}"
 
@@ -222,3 +228,75 @@ def iterate_graph_name(gradient: str) -> str:
     """The graph of a whole iteration (chain, Adam, projection) for a gradient mode."""
     return f"iterate_{gradient}"
 
+
+def fp16_name(graph: str) -> str:
+    return graph + FP16_SUFFIX
+
+
+def chain_record(spec: ChainSpec) -> Dict[str, Any]:
+    """The chain's identity as a manifest records it (top level, and in each baked graph)."""
+    return {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": bool(spec.clamp)}
+
+
+def same_chain(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """The one rule for "the same chain": equal timesteps and clamp, alphas equal to 1e-12."""
+    ta, tb = list(a.get("timesteps", [])), list(b.get("timesteps", []))
+    aa, ab = list(a.get("alphas_cumprod", [])), list(b.get("alphas_cumprod", []))
+    return (ta == tb and a.get("clamp") == b.get("clamp") and len(aa) == len(ab)
+            and bool(np.allclose(aa, ab, rtol=0, atol=1e-12)))
+
+
+def graph_entry(root: Path, name: str, spec: ChainSpec, **fields: Any) -> Dict[str, Any]:
+    """A graph's manifest entry: ``fields`` (its file, inputs, outputs) with its sha256, the
+    chain it bakes in (chain_* and iterate_* graphs), and for an fp16 copy which it copies."""
+    entry = {**fields, "sha256": sha256_file(Path(root) / fields["file"])}
+    base = name.removesuffix(FP16_SUFFIX)
+    if base.startswith(BAKED_PREFIXES):
+        entry["chain"] = chain_record(spec)
+    if name.endswith(FP16_SUFFIX):
+        entry.update(precision="fp16", fp16_of=base)
+    return entry
+
+
+def new_manifest(model: Dict[str, Any], chain: Dict[str, Any], graphs: Dict[str, Any], tiling: Dict[str, Any],
+                 defaults: Dict[str, Any], tools: Dict[str, Any], verification: Optional[Dict[str, Any]],
+                 created: str) -> Dict[str, Any]:
+    """A whole manifest, in the order its readers expect."""
+    return {"schema": SCHEMA_VERSION, "created": created, "model": model, "chain": chain, "graphs": graphs,
+            "tiling": tiling, "defaults": defaults, "tools": tools,
+            "verification": verification if verification is not None else {"skipped": True}}
+
+
+def add_graphs(data: Dict[str, Any], graphs: Dict[str, Any], verification: Optional[Dict[str, Any]] = None) -> None:
+    """List more graphs (and their verification records) in a manifest being edited."""
+    data["graphs"] = {**data.get("graphs", {}), **graphs}
+    if verification:
+        data["verification"] = {**data.get("verification", {}), **verification}
+
+
+def remove_graphs(data: Dict[str, Any], names: Iterable[str]) -> None:
+    for name in names:
+        data.get("graphs", {}).pop(name, None)
+
+
+def set_defaults(data: Dict[str, Any], defaults: Dict[str, Any], settings_class: type = RestoreSettings) -> None:
+    """Tuned defaults into a manifest being edited, checked as the runtime will check them."""
+    merged = {**data.get("defaults", {}), **defaults}
+    check_manifest_defaults(merged, settings_class)
+    data["defaults"] = merged
+
+
+def set_engines(data: Dict[str, Any], engines: Dict[str, Any], checks: Dict[str, Any]) -> None:
+    """TensorRT engines (one per graph) and the operator check they passed."""
+    data["engines"] = engines
+    data["tensorrt_check"] = checks
+
+
+def set_fp16(data: Dict[str, Any], section: Dict[str, Any]) -> None:
+    """The fp16 copies' verification: ops kept in fp32, tolerances, errors per gradient."""
+    data["fp16"] = section
+
+
+def baked_chain_matches(manifest: Manifest, name: str) -> bool:
+    """Whether a graph with the chain inside was exported for the manifest's chain."""
+    return same_chain(manifest.graphs[name].get("chain", {}), manifest.data["chain"])

@@ -24,10 +24,10 @@ from typing import Any, List, Optional, Sequence, Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-STOP_MODES = ("auto", "slope", "laplacian", "none", "paper-auto")
-# The paper's rules with its published thresholds (METHOD.md): what "paper-auto" scores use.
-PAPER_SETTINGS = {"mode": "paper-auto", "eps": 1e-3, "k_min": 100}
-SLOPE_FITS = ("mean", "regression")
+from ...settings import RestoreSettings
+
+# The paper's rules with its published thresholds (docs/method.md): what "paper-auto" scores use.
+PAPER_SETTINGS = {"stop": "paper-auto", "eps": 1e-3, "k_min": 100}
 
 
 @dataclass(frozen=True)
@@ -37,32 +37,12 @@ class StopDecision:
     detected_at: int  # iteration at which the criterion could tell
 
 
-@dataclass(frozen=True)
-class StopRule:
-    """Every setting of the criteria; the defaults are the paper's rules but for the window."""
-
-    mode: str = "auto"
-    eps: float = 1e-3
-    window: int = 5
-    k_min: int = 100
-    slope_min_iter: int = 0
-    patience: int = 1
-    slope_fit: str = "mean"
-    lap_window: int = 1
-
-    def __post_init__(self) -> None:
-        if self.mode not in STOP_MODES:
-            raise ValueError(f"stop must be one of {STOP_MODES}, got {self.mode!r}")
-        if self.slope_fit not in SLOPE_FITS:
-            raise ValueError(f"slope fit must be one of {SLOPE_FITS}, got {self.slope_fit!r}")
-        if min(self.window, self.patience, self.lap_window) < 1 or min(self.k_min, self.slope_min_iter) < 0:
-            raise ValueError("slope window, patience and Laplacian window must be >= 1; k_min and the slope's minimum iteration >= 0")
-
-    def resolved(self) -> "StopRule":
-        """paper-auto as the plain settings it stands for."""
-        if self.mode != "paper-auto":
-            return self
-        return replace(self, mode="auto", window=1, slope_min_iter=0, patience=1, slope_fit="mean", lap_window=1)
+def resolved(rule: RestoreSettings) -> RestoreSettings:
+    """paper-auto as the plain settings it stands for (the criteria read a rule's stop,
+    eps, slope_window, slope_fit, slope_min_iter, patience, k_min and lap_window)."""
+    if rule.stop != "paper-auto":
+        return rule
+    return replace(rule, stop="auto", slope_window=1, slope_min_iter=0, patience=1, slope_fit="mean", lap_window=1)
 
 
 def raw_slopes(losses: Union[Sequence[float], np.ndarray]) -> np.ndarray:
@@ -105,7 +85,7 @@ def smoothed_laplacian(laplacian_vars: Sequence[float], window: int = 1) -> np.n
     return out
 
 
-def slope_stop(losses: Sequence[float], eps: float = 1e-3, window: int = 5, min_iter: int = 0, patience: int = 1,
+def slope_stop(losses: Sequence[float], eps: float, window: int, min_iter: int = 0, patience: int = 1,
                fit: str = "mean") -> Optional[StopDecision]:
     s = smoothed_slopes(losses, window, fit)
     below = np.nan_to_num(s, nan=np.inf) < eps
@@ -118,7 +98,7 @@ def slope_stop(losses: Sequence[float], eps: float = 1e-3, window: int = 5, min_
     return None
 
 
-def laplacian_stop(laplacian_vars: Sequence[float], k_min: int = 100, window: int = 1) -> Optional[StopDecision]:
+def laplacian_stop(laplacian_vars: Sequence[float], k_min: int, window: int = 1) -> Optional[StopDecision]:
     v = smoothed_laplacian(laplacian_vars, window)
     if len(v) < k_min + 3:
         return None
@@ -130,21 +110,15 @@ def laplacian_stop(laplacian_vars: Sequence[float], k_min: int = 100, window: in
     return StopDecision(iteration=k, reason="laplacian", detected_at=k + 1)
 
 
-def _rule(mode, eps, window, k_min, kw) -> StopRule:
-    return StopRule(mode=mode, eps=eps, window=window, k_min=k_min, **kw).resolved()
-
-
-def decide(losses: Sequence[float], laplacian_vars: Sequence[float], mode: str = "auto", eps: float = 1e-3,
-           window: int = 5, k_min: int = 100, **settings) -> Optional[StopDecision]:
-    """The stop the criteria of ``mode`` call for in this history, or None; ``settings``
-    are StopRule's other fields (slope_min_iter, patience, slope_fit, lap_window)."""
-    r = _rule(mode, eps, window, k_min, settings)
+def decide(losses: Sequence[float], laplacian_vars: Sequence[float], rule: RestoreSettings) -> Optional[StopDecision]:
+    """The stop the criteria of ``rule.stop`` call for in this history, or None."""
+    r = resolved(rule)
     found: List[StopDecision] = []
-    if r.mode in ("auto", "slope"):
-        d = slope_stop(losses, r.eps, r.window, r.slope_min_iter, r.patience, r.slope_fit)
+    if r.stop in ("auto", "slope"):
+        d = slope_stop(losses, r.eps, r.slope_window, r.slope_min_iter, r.patience, r.slope_fit)
         if d:
             found.append(d)
-    if r.mode in ("auto", "laplacian"):
+    if r.stop in ("auto", "laplacian"):
         d = laplacian_stop(laplacian_vars, r.k_min, r.lap_window)
         if d:
             found.append(d)
@@ -159,8 +133,8 @@ class Stopper:
     decision it returns is the one ``decide`` gives on the history so far.
     """
 
-    def __init__(self, mode: str = "auto", eps: float = 1e-3, window: int = 5, k_min: int = 100, **settings):
-        self.rule = _rule(mode, eps, window, k_min, settings)
+    def __init__(self, rule: RestoreSettings):
+        self.rule = resolved(rule)
         self.losses: List[float] = []
         self.laplacian_vars: List[float] = []
         self.slopes: List[Optional[float]] = []
@@ -172,16 +146,16 @@ class Stopper:
         self.losses.append(float(loss))
         self.laplacian_vars.append(float(laplacian_var))
         k = len(self.losses) - 1
-        slope = float(smoothed_slopes(self.losses[-(r.window + 1):], r.window, r.slope_fit)[-1])
+        slope = float(smoothed_slopes(self.losses[-(r.slope_window + 1):], r.slope_window, r.slope_fit)[-1])
         self.slopes.append(slope if np.isfinite(slope) else None)
         self._run = self._run + 1 if (np.isfinite(slope) and slope < r.eps and k >= r.slope_min_iter) else 0
         self._smoothed_lap.append(float(smoothed_laplacian(self.laplacian_vars[-r.lap_window:], r.lap_window)[-1]))
         found: List[StopDecision] = []
-        if r.mode in ("auto", "slope") and self._run >= r.patience:
+        if r.stop in ("auto", "slope") and self._run >= r.patience:
             found.append(StopDecision(iteration=k, reason="slope", detected_at=k))
         j = k - 1  # the Laplacian peak at j is known once j + 1 is
         v = self._smoothed_lap
-        if r.mode in ("auto", "laplacian") and j >= r.k_min + 1 and v[j] > v[k]:
+        if r.stop in ("auto", "laplacian") and j >= r.k_min + 1 and v[j] > v[k]:
             found.append(StopDecision(iteration=j, reason="laplacian", detected_at=k))
         return min(found, key=lambda d: (d.detected_at, d.iteration)) if found else None
 

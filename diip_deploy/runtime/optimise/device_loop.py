@@ -17,7 +17,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .backends.base import Runner
+from ..backends.base import Runner
 
 STATE = ("z", "m", "v")
 SCALARS = ("loss", "laplacian_var", "grad_sq")
@@ -55,9 +55,7 @@ class DeviceBatch:
 
     def __init__(self, runner: Runner, z: np.ndarray, m: np.ndarray, v: np.ndarray, y: np.ndarray,
                  steps: np.ndarray, lr: float):
-        if not getattr(runner, "supports_device_buffers", False):
-            raise ValueError(f"{runner.name} cannot hold device buffers")
-        r: Any = runner
+        r = runner
         self.runner = r
         b = len(z)
         shape = z.shape
@@ -69,7 +67,7 @@ class DeviceBatch:
         self.step = r.device_array(self.steps)
         self.x0 = [r.device_empty(shape), r.device_empty(shape)]
         self.scalars = {k: r.device_empty((b,)) for k in SCALARS}
-        self.graph_ids = (next(_graph_ids), next(_graph_ids)) if getattr(r, "cuda_graph", False) else (None, None)
+        self.graph_ids = (next(_graph_ids), next(_graph_ids)) if r.cuda_graph else (None, None)
         self.calls = 0
 
     def run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray, DeviceRows]:

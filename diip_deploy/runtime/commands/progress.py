@@ -13,7 +13,7 @@ import numpy as np
 def format_step(info: Dict[str, Any]) -> str:
     """One sample's iteration: loss and both criteria."""
     slope = info["slope"][0]
-    return (f"loss={info['loss'][0]:.5f} slope={'-' if slope is None else f'{slope:.2e}'} "
+    return (f"loss={info['loss'][0]:.5f} slope={'-' if not np.isfinite(slope) else f'{slope:.2e}'} "
             f"lapvar={info['laplacian_var'][0]:.3e}")
 
 
@@ -77,7 +77,7 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("plots need matplotlib: pip install '.[bench]' (in the diip-deploy checkout) or pip install matplotlib") from None
-    from .images import write_atomic
+    from ..images.codec import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     series = [("loss", "MSE loss", True), ("slope", "smoothed slope", False), ("laplacian_var", "Var(Laplacian x0)", False)]
@@ -99,7 +99,7 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
 
 def save_before_after(path: Path, before: np.ndarray, after: np.ndarray) -> None:
     """Input and restoration side by side, upscaled with nearest neighbours for viewing."""
-    from .images import save_image
+    from ..images.codec import save_image
 
     gap = np.ones((before.shape[0], 4, before.shape[2]), dtype=np.float32)
     pair = np.concatenate([before, gap, after], axis=1)

@@ -9,25 +9,26 @@ from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
-from .images import read_image
-from .outputs import Job, write_result
+from ..images.codec import read_image
+from ..images.outputs import Job, write_result
+from ..restorer import Restorer
 from .progress import ProgressBar, save_before_after, save_history_plot
-from .restorer import Restorer
 
 
 def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = None, save_plots: bool = False,
                 warn: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
     """Read, restore and write one image; returns the report (with this run's measurements).
     ``progress_every``: show a progress bar refreshed that often (None: no bar)."""
-    img, notes = read_image(job.source, restorer.manifest.channels, restorer.tiles.max_pixels)
-    plan = restorer.plan(*img.shape[:2])
+    img, notes = read_image(job.source, restorer.manifest.channels, restorer.settings.max_pixels)
+    layout = restorer.layout(img)
     bar: Optional[ProgressBar] = None
     if progress_every is not None:
-        by_tile = restorer.tiling.stops_per_tile(plan)
-        desc = job.source.name if len(plan) == 1 else f"{job.source.name} ({len(plan)} tiles)"
-        bar = ProgressBar(len(plan) if by_tile else 1, restorer.cfg.max_iters, desc, progress_every)
+        tiles = len(layout.plan)
+        by_tile = restorer.settings.stop_scope == "tile" or len(layout.units) > 1  # count tiles, not iterations
+        desc = job.source.name if tiles == 1 else f"{job.source.name} ({tiles} tiles)"
+        bar = ProgressBar(tiles if by_tile else 1, restorer.settings.max_iters, desc, progress_every)
     try:
-        restored, report = restorer.restore_array(img, callback=bar)
+        restored, report = restorer.restore_layout(layout, callback=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -97,12 +97,6 @@ def weight_sum(plan: TilePlan) -> np.ndarray:
     return total
 
 
-def tile_weights(plan: TilePlan) -> List[np.ndarray]:
-    """Each tile's normalised blend weights [h, w]; they sum to 1 at every pixel."""
-    total = weight_sum(plan)
-    return [(raw_window(plan, t) / total[t.window]).astype(np.float32) for t in plan.tiles]
-
-
 def cut(image: np.ndarray, tiles: Sequence[Tile]) -> np.ndarray:
     """Stack the tiles of a [C, H, W] image into [N, C, h, w]."""
     return np.stack([image[(slice(None),) + t.window] for t in tiles])

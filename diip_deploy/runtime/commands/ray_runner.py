@@ -16,20 +16,34 @@ is an optional extra (``pip install '.[ray]'``); nothing else imports this modul
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-from .outputs import Job
-from .loop import RestoreConfig
-from .restorer import ImageAssembly, ImageTiling, Restorer, TileSettings
+from ...manifest import load_manifest
+from ..backends.select import GPU_BACKENDS
+from ..images.layout import ImageAssembly, ImageLayout, ImageTiling
+from ..images.outputs import Job
+from ..restorer import Restorer
+from ..units import FileTask, UnitTask
 
-GPU_BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda")
 MAX_RESTARTS = 2  # Ray restarts a dead actor and retries its task this often
+Task = Union[FileTask, UnitTask]
 
 
 class RayUnavailable(Exception):
     """Ray is not installed or the cluster cannot be reached; one line says which."""
+
+
+@dataclass(frozen=True)
+class RunOn:
+    """What every actor opens: the model, the backend and the run's options (settings
+    names, as ``Restorer`` takes them; None: the export's default)."""
+
+    model_dir: str
+    backend: str = "auto"
+    threads: Optional[int] = None
+    options: Dict[str, Any] = field(default_factory=dict)
 
 
 def _import_ray():
@@ -49,47 +63,44 @@ class _Worker:
     """One Restorer per actor, opened once; restores whole files or units of a photo the
     driver holds, and reports one line per failure instead of dying."""
 
-    def __init__(self, model_dir: str, backend: str, threads: Optional[int], tiles: Dict[str, Any],
-                 overrides: Dict[str, Any]):
-        self.restorer = Restorer(model_dir, backend, threads, TileSettings(**tiles), **overrides)
-        self._image: Optional[Tuple[str, Any, Any, Any]] = None  # (key, plan, tiles, seeds) of the last photo
+    def __init__(self, on: RunOn):
+        self.restorer = Restorer(on.model_dir, on.backend, on.threads, **on.options)
+        self._layout: Optional[Tuple[str, ImageLayout]] = None  # the last photo's, cut once per photo
 
-    def run(self, job: Tuple[str, str, str], save_plots: bool) -> Dict[str, Any]:
+    def run(self, job: Job, save_plots: bool) -> Dict[str, Any]:
         """Read, restore and write one file."""
         from .jobs import restore_job
 
-        j = Job(Path(job[0]), Path(job[1]), Path(job[2]))
         try:
-            return {"ok": True, "report": restore_job(self.restorer, j, None, save_plots)}
+            return {"ok": True, "report": restore_job(self.restorer, job, None, save_plots)}
         except Exception as e:  # one image's failure is a line in the driver's log, not a dead worker
-            return {"ok": False, "error": _one_line(job[0], e)}
+            return {"ok": False, "error": _one_line(str(job.source), e)}
 
-    def unit(self, key: str, img: Any, seed: int, unit: List[int]) -> Dict[str, Any]:
-        """Restore the tiles ``unit`` of a photo the driver read; nothing is written here."""
+    def unit(self, key: str, img: Any, seed: int, k: int) -> Dict[str, Any]:
+        """Restore tile unit ``k`` of a photo the driver read; nothing is written here."""
         try:
-            if self._image is None or self._image[0] != key:  # tiles are cut once per photo
-                self._image = (key, *self.restorer.tiles_of(img, seed))
-            _, plan, tiles, seeds = self._image
-            return {"ok": True, "unit": self.restorer.restore_unit(tiles, plan, unit, seeds)}
+            if self._layout is None or self._layout[0] != key:
+                self._layout = (key, self.restorer.layout(img, seed))
+            return {"ok": True, "unit": self.restorer.restore_unit(self._layout[1], k)}
         except Exception as e:
             return {"ok": False, "error": _one_line(key, e)}
 
 
-def connect(address: str, num_cpus: Optional[int] = None) -> Any:
-    """Join a cluster ("auto" or an address) or, for "local", start one on this machine."""
+def connect(address: Optional[str], num_cpus: Optional[int] = None) -> Any:
+    """Join a cluster (an address or "auto") or, for None, start one on this machine
+    (which Ray itself points at RAY_ADDRESS when that is set)."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray
     try:
-        if address == "local":
+        if not address:
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         else:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayUnavailable(f"--ray {address}: cannot reach the cluster ({str(e).splitlines()[0]})") from None
+        where = f"--ray-address {address}" if address else "--ray"
+        raise RayUnavailable(f"{where}: cannot reach the cluster ({str(e).splitlines()[0]})") from None
     return ray
-
-
 def header_size(path: Path) -> Optional[Tuple[int, int]]:
     """(height, width) from the file's header without decoding it; None if unreadable
     (the worker that gets the file then reports why)."""
@@ -116,12 +127,12 @@ class _Split:
     returned: int = 0
 
 
-def _tasks(jobs: List[Job], tiling: ImageTiling, cfg: RestoreConfig, ray: Any, splits: Dict[int, _Split],
-           failed: List[Tuple[int, str]]) -> Iterator[Tuple[Any, ...]]:
-    """Tasks in order, made lazily: ("file", n) for a photo of one unit, ("unit", n, k) for
-    each unit of a bigger one, which is read here only when its first unit is due.  A photo
+def _tasks(jobs: List[Job], tiling: ImageTiling, seed: int, ray: Any, splits: Dict[int, _Split],
+           failed: List[Tuple[int, str]]) -> Iterator[Task]:
+    """Tasks in order, made lazily: a FileTask for a photo of one unit, a UnitTask for each
+    unit of a bigger one, which is read here only when its first unit is due.  A photo
     that cannot be read here goes to ``failed``."""
-    from .images import read_image
+    from ..images.codec import read_image
 
     for n, job in enumerate(jobs):
         size = header_size(job.source)
@@ -130,48 +141,49 @@ def _tasks(jobs: List[Job], tiling: ImageTiling, cfg: RestoreConfig, ray: Any, s
         except Exception:
             units = []
         if len(units) < 2:
-            yield ("file", n)
+            yield FileTask(n)
             continue
         try:
-            img, notes = read_image(job.source, tiling.manifest.channels, tiling.tiles.max_pixels)
-            tiling.check_image(img)
-            units = tiling.units(tiling.plan(*img.shape[:2]))  # after EXIF orientation
+            img, notes = read_image(job.source, tiling.manifest.channels, tiling.settings.max_pixels)
+            layout = tiling.layout(img, seed)  # after EXIF orientation
         except Exception as e:
             failed.append((n, _one_line(str(job.source), e)))
             continue
-        splits[n] = _Split(job, img, notes, ray.put(img), ImageAssembly(tiling, cfg, img.shape, cfg.seed, units))
-        for k in range(len(units)):
-            yield ("unit", n, k)
+        splits[n] = _Split(job, img, notes, ray.put(img), ImageAssembly(layout))
+        for k in range(len(layout.units)):
+            yield UnitTask(n, k)
 
 
-def run_jobs(jobs: List[Job], model_dir: str, backend: str, threads: Optional[int], tiles: TileSettings,
-             overrides: Dict[str, Any], address: str = "local", workers: Optional[int] = None, save_plots: bool = False,
+def run_jobs(jobs: List[Job], on: RunOn, address: Optional[str] = None, workers: Optional[int] = None,
+             save_plots: bool = False,
              on_result: Callable[[Dict[str, Any], int, int, float], None] = lambda r, done, total, eta: None,
              on_unit: Callable[[str, int, int], None] = lambda source, done, total: None,
              worker_class: type = _Worker) -> List[Dict[str, Any]]:
     """Restore ``jobs`` on Ray actors.  ``on_result(result, done, total, eta_seconds)`` per
     image (result: source, ok, and report or error); ``on_unit(source, done, units)`` per
     unit of a split photo."""
+    from ..report import image_report
     from .jobs import finish_job
 
     ray = connect(address, None)
-    manifest, cfg, tiles = Restorer.check(model_dir, tiles, **overrides)
-    tiling = ImageTiling(manifest, tiles)
-    gpu = backend in GPU_BACKENDS
-    per_actor = {"num_gpus": 1} if gpu else {"num_cpus": threads or 1}
+    manifest, settings = Restorer.check(on.model_dir, load_manifest(on.model_dir), **on.options)
+    tiling = ImageTiling(manifest, settings)
+    steps = len(manifest.chain_spec.timesteps)
+    gpu = on.backend in GPU_BACKENDS
+    per_actor = {"num_gpus": 1} if gpu else {"num_cpus": on.threads or 1}
     if workers is None:
         res = ray.cluster_resources()
-        workers = int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1) // (threads or 1))
+        workers = int(res.get("GPU", 0)) if gpu else int(res.get("CPU", 1) // (on.threads or 1))
     actor = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS, **per_actor)(worker_class)
 
     def new_actor() -> Any:
-        return actor.remote(model_dir, backend, threads, asdict(tiles), overrides)
+        return actor.remote(on)
 
     idle = [new_actor() for _ in range(max(1, workers))]
-    running: Dict[Any, Tuple[Any, Tuple[Any, ...]]] = {}  # result ref -> (actor, task)
+    running: Dict[Any, Tuple[Any, Task]] = {}  # result ref -> (actor, task)
     splits: Dict[int, _Split] = {}
     failed: List[Tuple[int, str]] = []
-    tasks = _tasks(jobs, tiling, cfg, ray, splits, failed)
+    tasks = _tasks(jobs, tiling, settings.seed, ray, splits, failed)
     results: List[Dict[str, Any]] = []
     t0 = time.perf_counter()
 
@@ -180,12 +192,11 @@ def run_jobs(jobs: List[Job], model_dir: str, backend: str, threads: Optional[in
         done = len(results)
         on_result(results[-1], done, len(jobs), (time.perf_counter() - t0) / done * (len(jobs) - done))
 
-    def dispatch(a: Any, task: Tuple[Any, ...]) -> Any:
-        job = jobs[task[1]]
-        if task[0] == "file":
-            return a.run.remote((str(job.source), str(job.png), str(job.json)), save_plots)
-        s = splits[task[1]]
-        return a.unit.remote(str(job.source), s.ref, cfg.seed, s.assembly.units[task[2]])
+    def dispatch(a: Any, task: Task) -> Any:
+        job = jobs[task.job]
+        if isinstance(task, FileTask):
+            return a.run.remote(job, save_plots)
+        return a.unit.remote(str(job.source), splits[task.job].ref, settings.seed, task.unit)
 
     def unit_back(n: int, k: int, r: Dict[str, Any]) -> None:
         s = splits[n]
@@ -194,23 +205,24 @@ def run_jobs(jobs: List[Job], model_dir: str, backend: str, threads: Optional[in
             s.error = s.error or r["error"]
         elif s.error is None:
             s.assembly.add(k, r["unit"])
-            on_unit(str(s.job.source), s.returned, len(s.assembly.units))
-        if s.returned < len(s.assembly.units):
+            on_unit(str(s.job.source), s.returned, len(s.assembly.layout.units))
+        if s.returned < len(s.assembly.layout.units):
             return
         del splits[n]  # frees the pixels and the object-store copy
         if s.error is not None:
             return finished(n, {"ok": False, "error": s.error})
         try:
-            restored, report = s.assembly.result()
+            restored = s.assembly.restored()
+            report = image_report(settings, s.assembly.layout, steps, s.assembly.stats)
             finished(n, {"ok": True, "report": finish_job(s.job, s.img, restored, s.notes, report, save_plots)})
         except Exception as e:
             finished(n, {"ok": False, "error": _one_line(str(s.job.source), e)})
 
-    def handle(task: Tuple[Any, ...], r: Dict[str, Any]) -> None:
-        if task[0] == "file":
-            finished(task[1], r)
+    def handle(task: Task, r: Dict[str, Any]) -> None:
+        if isinstance(task, FileTask):
+            finished(task.job, r)
         else:
-            unit_back(task[1], task[2], r)
+            unit_back(task.job, task.unit, r)
 
     while True:
         while idle:
@@ -228,7 +240,7 @@ def run_jobs(jobs: List[Job], model_dir: str, backend: str, threads: Optional[in
         try:
             r = ray.get(ref)
         except ray.exceptions.RayActorError as e:  # died past Ray's restarts: this task fails, a new actor goes on
-            source = str(jobs[task[1]].source)
+            source = str(jobs[task.job].source)
             r = {"ok": False, "error": f"{source}: its worker died and Ray's {MAX_RESTARTS} restarts of it are "
                                        f"spent ({str(e).splitlines()[0]})"}
             a = new_actor()

@@ -1,0 +1,102 @@
+"""The joint loop: the tiles of one region step in lockstep and share one stop.
+
+One stopper decides for all, on the summed loss and on the Laplacian variance of the
+assembled (blended) reconstruction, so a region stops where its picture stops
+improving, not where its noisiest tile does.  Each sample keeps its own seed and
+optimiser, so the result depends neither on the batch size nor on the order samples
+run in; memory holds every sample's z and moments, and two assembled reconstructions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+from ...settings import RestoreSettings
+from .loop import Callback, check_run
+from .samples import (LossAndGrad, Sample, Samples, Seed, StepInfo, device_call, device_runner, graph_call,
+                      load_batch)
+from .stopping import Stopper, laplacian_variance
+
+
+class Assembler(Protocol):
+    """Puts per-sample reconstructions of one iteration together (e.g. blends tiles)."""
+
+    def start(self) -> None: ...
+
+    def add(self, index: int, x0: np.ndarray) -> None: ...
+
+    def result(self) -> np.ndarray: ...
+
+
+@dataclass
+class JointResult:
+    x0: np.ndarray  # the assembled reconstruction of iteration stop_iteration
+    parts: List[np.ndarray]  # each sample's x0 at that iteration
+    stop_iteration: int
+    stop_reason: str
+    iterations_run: int
+    seconds: float
+    history: Dict[str, list] = field(default_factory=dict)
+
+
+class _Stacked:
+    """One iteration's per-sample x0, stacked only when a listener asks."""
+
+    def __init__(self, parts: List[np.ndarray]):
+        self.parts = parts
+
+    def host(self) -> np.ndarray:
+        return np.stack(self.parts)
+
+
+def restore_joint(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, assembler: Assembler,
+                  seeds: Optional[Sequence[Seed]] = None, batch: Optional[int] = None,
+                  callback: Callback = None) -> JointResult:
+    """All samples (the tiles of one image or region) in lockstep, ``batch`` per graph
+    call, under one stop; returns the assembled reconstruction the stop chose."""
+    n = len(ys)
+    seeds, batch = check_run(n, settings, seeds, batch)
+    samples = [Sample(i, ys[i], seeds[i], settings) for i in range(n)]
+    chunks = [samples[lo : lo + batch] for lo in range(0, n, batch)]
+    device = device_runner(chain, settings)
+    on_device = [load_batch(device, part, ys, settings.lr) for part in chunks] if device is not None else []
+    stopper = Stopper(settings)
+    recent: Dict[int, Tuple[np.ndarray, List[np.ndarray]]] = {}
+    t0 = time.perf_counter()
+    decision = None
+    for k in range(settings.max_iters):
+        assembler.start()
+        losses_k: List[float] = []
+        parts: List[np.ndarray] = []
+        for c, part in enumerate(chunks):
+            if device is not None:  # the assembled image's Laplacian needs every x0 on the host
+                rows, losses, _ = device_call(on_device[c], [k] * len(part))
+                x0s = rows.host()
+            else:
+                x0s, losses, grads = graph_call(chain, part, ys, [k] * len(part))
+            for j, s in enumerate(part):
+                assembler.add(s.index, x0s[j])
+                parts.append(x0s[j].copy())
+                losses_k.append(float(losses[j]))
+                if device is None and k + 1 < settings.max_iters:
+                    s.step(grads[j : j + 1], settings.project)
+        image = assembler.result()
+        lap = float(laplacian_variance(image[None])[0])
+        decision = stopper.update(float(np.sum(losses_k)), lap)
+        recent = {k: (image, parts), **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
+        if callback is not None:
+            last = decision is not None or k + 1 == settings.max_iters
+            callback(StepInfo(_Stacked(parts), index=range(n), k=[k] * n, loss=losses_k,
+                              slope=[stopper.slopes[-1]] * n, laplacian_var=[lap] * n, done=n if last else 0,
+                              total=n, image=image[None]))
+        if decision is not None:
+            break
+    stop_k, reason = (decision.iteration, decision.reason) if decision else (settings.max_iters - 1, "max_iters")
+    return JointResult(x0=recent[stop_k][0], parts=recent[stop_k][1], stop_iteration=stop_k, stop_reason=reason,
+                       iterations_run=len(stopper.losses), seconds=time.perf_counter() - t0,
+                       history={"loss": stopper.losses, "slope": stopper.slopes,
+                                "laplacian_var": stopper.laplacian_vars})

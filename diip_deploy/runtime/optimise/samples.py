@@ -1,0 +1,167 @@
+"""What both DIIP loops share: one sample's state, a batched graph call, the step dict.
+
+A sample (an image or a tile) carries its own seed, z, optimiser moments and online
+stopper, so its result is the one it would get alone, whatever else shares its batch.
+Its state lives on the host (numpy) or, with an iteration graph, in a ``DeviceBatch``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Protocol, Sequence, Tuple, Union
+
+import numpy as np
+
+from ...settings import RestoreSettings
+from .device_loop import DeviceBatch
+from .optim import make_optimizer, project_to_sphere
+from .stopping import Stopper
+
+
+class NonFiniteError(Exception):
+    """The loss or the gradient stopped being finite; one line says when."""
+
+
+class LossAndGrad(Protocol):
+    def loss_and_grad(self, z: np.ndarray, y: np.ndarray) -> tuple: ...
+
+
+Seed = Union[int, Tuple[int, ...]]
+
+
+class SampleSource(Protocol):
+    """Samples cut on demand (e.g. tiles of one image)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+
+Samples = Union[np.ndarray, Sequence[np.ndarray], SampleSource]
+
+
+@dataclass
+class RestoreResult:
+    x0: np.ndarray  # [C, H, W] in [-1, 1], from iteration stop_iteration
+    stop_iteration: int
+    stop_reason: str
+    iterations_run: int
+    seconds: float  # from the sample's first graph call to its last
+    history: Dict[str, list] = field(default_factory=dict)
+
+
+def initial_latent(shape, seed: Seed, project: bool = True) -> np.ndarray:
+    """Seeded Gaussian z of ``shape`` ([C, H, W] or [1, C, H, W]); a tuple seed (image seed,
+    tile row, tile column) gives each tile its own independent stream."""
+    z = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    if not project:
+        return z
+    return project_to_sphere(z[None])[0] if len(shape) == 3 else project_to_sphere(z)
+
+
+class Sample:
+    """One sample's state in the batch: z, optimiser moments, stopper, recent x0."""
+
+    def __init__(self, index: int, y: np.ndarray, seed: Seed, settings: RestoreSettings):
+        self.index = index  # y itself is not kept: the loop cuts it from the source per call
+        if not np.all(np.isfinite(y)):
+            raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
+        self.z = initial_latent(y.shape, seed, settings.project)[None]
+        self.opt = make_optimizer(settings.optimizer, settings.lr)
+        self.stopper = Stopper(settings)
+        self.recent: Dict[int, Tuple[Any, int]] = {}  # iteration -> (that iteration's x0 rows, row)
+        self.result: Optional[RestoreResult] = None
+        self.t0 = time.perf_counter()
+
+    def step(self, grad: np.ndarray, project: bool) -> None:
+        z = self.opt.step(self.z, grad)
+        self.z = project_to_sphere(z) if project else z
+
+    @property
+    def k(self) -> int:
+        return len(self.stopper.losses)
+
+    def history(self) -> Dict[str, list]:
+        s = self.stopper
+        return {"loss": s.losses, "slope": s.slopes, "laplacian_var": s.laplacian_vars}
+
+
+def check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Sequence[int]) -> None:
+    for j, k in enumerate(iterations):
+        loss = float(losses[j])
+        if not np.isfinite(loss) or not grad_finite[j]:
+            raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
+
+
+def graph_call(chain: LossAndGrad, part: Sequence[Sample], ys: Samples, iterations: Sequence[int]) -> tuple:
+    """One batched loss-and-gradient call over some samples; a non-finite loss or gradient
+    is an error that names the iteration."""
+    x0s, losses, grads = chain.loss_and_grad(
+        np.concatenate([s.z for s in part]), np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
+    )
+    check_finite(losses, [bool(np.all(np.isfinite(g))) for g in grads], iterations)
+    return x0s, losses, grads
+
+
+def load_batch(runner: Any, part: Sequence[Sample], ys: Samples, lr: float) -> DeviceBatch:
+    """The samples' z, moments and y copied into a DeviceBatch."""
+    z = np.concatenate([s.z for s in part])
+    m = np.concatenate([s.opt.m if s.opt.m is not None else np.zeros_like(s.z) for s in part])
+    v = np.concatenate([s.opt.v if s.opt.v is not None else np.zeros_like(s.z) for s in part])
+    y = np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
+    return DeviceBatch(runner, z, m, v, y, np.array([s.opt.step_count for s in part]), lr)
+
+
+def unload_batch(batch: DeviceBatch, part: Sequence[Sample]) -> None:
+    """Each sample's z and moments back from the device, as its own host state."""
+    z, m, v = batch.state_host()
+    for j, s in enumerate(part):
+        s.z, s.opt.m, s.opt.v = z[j : j + 1], m[j : j + 1], v[j : j + 1]
+        s.opt.step_count = int(batch.steps[j])
+
+
+def device_call(batch: DeviceBatch, iterations: Sequence[int]) -> tuple:
+    losses, laps, grad_sq, rows = batch.run()
+    check_finite(losses, [bool(np.isfinite(g)) for g in grad_sq], iterations)
+    return rows, losses, laps
+
+
+def _floats(values: Sequence[Optional[float]]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+class StepInfo(dict):
+    """The callback's dict, with the same keys in every loop (k-diffusion style).
+
+    Per sample of the step, as arrays: ``index``, ``k`` (its iteration), ``loss`` (its own
+    MSE), ``slope`` and ``laplacian_var`` (what the stop that governs it saw: its own in
+    ``restore_iter``, its region's in ``restore_joint``; NaN before the slope is
+    defined), and ``x0`` [B, C, H, W], brought off the device only when a listener reads
+    it; then ``done`` and ``total`` samples.  ``restore_joint`` adds ``image``, the
+    blended reconstruction [1, C, H, W]."""
+
+    def __init__(self, rows: Any, index: Sequence[int], k: Sequence[int], loss: Sequence[float],
+                 slope: Sequence[Optional[float]], laplacian_var: Sequence[float], done: int, total: int, **extra: Any):
+        super().__init__(index=np.asarray(index, dtype=np.int64), k=np.asarray(k, dtype=np.int64),
+                         loss=_floats(loss), slope=_floats(slope), laplacian_var=_floats(laplacian_var), done=done,
+                         total=total, **extra)
+        self._rows = rows
+
+    def __missing__(self, key: str) -> Any:
+        if key != "x0":
+            raise KeyError(key)
+        self["x0"] = x0 = self._rows.host()
+        return x0
+
+
+def iteration_graph_fits(settings: RestoreSettings) -> bool:
+    """Whether an iteration graph computes this run's update: Adam with the projection."""
+    return settings.optimizer == "adam" and settings.project
+
+
+def device_runner(chain: Any, settings: RestoreSettings) -> Any:
+    """The chain's iteration graph where this run can keep its state on the device, else
+    None: the host loop."""
+    runner = getattr(chain, "iterate", None)
+    return runner if runner is not None and iteration_graph_fits(settings) else None

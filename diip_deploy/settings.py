@@ -1,0 +1,224 @@
+"""Every restoration option, declared once.
+
+A field of ``RestoreSettings`` is the one place an option lives: its type (a ``Literal``
+lists the allowed values), its default, its range, its help text and its group.  The
+``diip-run`` options, the manifest's ``defaults`` validation, ``resolve`` (a manifest's
+defaults under the user's choices), the JSON report's ``settings`` and the Ray task
+payload are all read off this class, as diffusers' ``register_to_config`` makes a
+signature the single source of a saved config.  Adding an option is one field here plus
+its use.  Torch-free: both the export and the runtime import it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Union, get_args, get_origin, get_type_hints
+
+# Option groups, in the order ``diip-run -h`` shows them.
+GROUPS = {
+    "model": "Model and backend",
+    "optimisation": "Optimisation",
+    "stopping": "Stopping",
+    "tiles": "Tiles",
+    "io": "Inputs and outputs",
+}
+
+
+class SettingsError(ValueError):
+    """An option name or value that the settings do not allow; one line says which."""
+
+
+def option(default: Any, group: str, help: str, *, min: Optional[float] = None, max: Optional[float] = None,
+           min_open: bool = False, manifest: bool = True, cli: bool = True) -> Any:
+    """A settings field: ``min`` / ``max`` bound numbers (``min_open``: strictly above),
+    ``manifest``: an export may set its default, ``cli``: ``diip-run`` offers it."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    meta = {"group": group, "help": help, "min": min, "max": max, "min_open": min_open, "manifest": manifest,
+            "cli": cli}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one field allows, read from its declaration."""
+
+    name: str
+    kind: type  # int, float, str or bool
+    choices: Optional[Tuple[str, ...]]
+    optional: bool  # None is allowed (and means "decided elsewhere", e.g. the manifest's tile)
+    default: Any
+    group: str
+    help: str
+    min: Optional[float]
+    max: Optional[float]
+    min_open: bool
+    manifest: bool
+    cli: bool
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """What a value must be, in words."""
+        if self.choices:
+            return " or ".join([", ".join(self.choices[:-1]), self.choices[-1]] if len(self.choices) > 1
+                               else self.choices)
+        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        if self.min is not None and self.max is not None:
+            return f"{what} in {self.min:g}..{self.max:g}"
+        if self.min is not None:
+            return f"{what} {'>' if self.min_open else '>='} {self.min:g}"
+        return what
+
+    def check(self, value: Any) -> Any:
+        """The value as this field holds it, or a SettingsError naming the field."""
+        if value is None and self.optional:
+            return None
+        bad = SettingsError(f"{self.name} must be {self.describe()}, got {value!r}")
+        if self.choices:
+            if value not in self.choices:
+                raise bad
+            return value
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        if self.kind is int:
+            if not float(value).is_integer():
+                raise bad
+            value = int(value)
+        else:
+            value = float(value)
+            if not math.isfinite(value):
+                raise bad
+        if self.min is not None and (value < self.min or (self.min_open and value == self.min)):
+            raise bad
+        if self.max is not None and value > self.max:
+            raise bad
+        return value
+
+
+def _spec(f: Any, hint: Any) -> Spec:
+    optional = get_origin(hint) is Union and type(None) in get_args(hint)
+    if optional:
+        hint = next(a for a in get_args(hint) if a is not type(None))
+    choices = tuple(get_args(hint)) if get_origin(hint) is Literal else None
+    kind = str if choices else hint
+    return Spec(name=f.name, kind=kind, choices=choices, optional=optional, default=f.default, **f.metadata)
+
+
+@functools.lru_cache(maxsize=None)
+def specs(cls: type) -> Dict[str, Spec]:
+    """Each field's Spec, in declaration order."""
+    hints = get_type_hints(cls)
+    out = {}
+    for f in fields(cls):
+        if f.default is MISSING or "group" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} is not declared with option()")
+        out[f.name] = _spec(f, hints[f.name])
+    return out
+
+
+def unknown_name(name: str, known: Any, what: str = "option") -> SettingsError:
+    """An unknown name, with the nearest known one when there is one close enough."""
+    near = difflib.get_close_matches(name, list(known), n=1)
+    return SettingsError(f"unknown {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """How one image is restored; the manifest may set the defaults of fields marked so."""
+
+    # model and backend
+    precision: Literal["fp32", "fp16"] = option(
+        "fp32", "model", "Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends).")
+    loop: Literal["auto", "device", "host"] = option(
+        "auto", "model", "Where z and Adam's moments live: device (the export's iterate graph, one call per "
+        "iteration; only losses come back), host (numpy); auto: device on ort-cuda / ort-tensorrt when the export "
+        "has the graph.")
+    # optimisation
+    gradient: Literal["exact", "surrogate"] = option(
+        "surrogate", "optimisation", "Latent gradient: exact (through the UNet's VJP) or surrogate (eps held "
+        "constant; forward graphs only).")
+    optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
+    lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)
+    max_iters: int = option(300, "optimisation", "Iteration cap.", min=1)
+    restarts: int = option(1, "optimisation", "Restore K times from different seeds, batched, and average "
+                           "(K times the work).", min=1)
+    seed: int = option(0, "optimisation", "Noise seed (each tile derives its own from it).", min=0, manifest=False)
+    project: bool = option(True, "optimisation", "Project z back onto the sphere of its expected norm after each "
+                           "step (the iteration graphs always do).", manifest=False, cli=False)
+    # stopping
+    stop: Literal["auto", "slope", "laplacian", "none", "paper-auto"] = option(
+        "auto", "stopping", "Stopping criterion: loss slope, Laplacian-variance peak, the first of both (auto), the "
+        "paper's exact rules, or none (run to --max-iters).")
+    eps: float = option(1e-3, "stopping", "Slope threshold.", min=0)
+    slope_window: int = option(5, "stopping", "Iterations in the smoothed slope.", min=1)
+    slope_fit: Literal["mean", "regression"] = option(
+        "mean", "stopping", "Smoothed slope: mean of raw slopes, or a regression line.")
+    slope_min_iter: int = option(0, "stopping", "Earliest slope stop.", min=0)
+    patience: int = option(1, "stopping", "Iterations the slope must stay below --eps before stopping.", min=1)
+    k_min: int = option(100, "stopping", "Earliest Laplacian-peak stop.", min=0)
+    lap_window: int = option(1, "stopping", "Trailing mean of the Laplacian variance before its peak is sought.",
+                             min=1)
+    residual_guard: float = option(
+        1.0, "stopping", "Return the input for a region whose residual (restored - input) has a lag-one "
+        "correlation above this: structure the prior could not fit, not noise (1: off).", min=0, max=1)
+    # tiles
+    tile: Optional[int] = option(None, "tiles", "Tile size (a multiple of the model's); 0: the whole image, where "
+                                 "it fits. Default: the manifest's tile size.", min=0, manifest=False)
+    tile_overlap: Optional[int] = option(None, "tiles", "Overlap between tiles. Default: a quarter of the tile.",
+                                         min=0, manifest=False)
+    batch: Optional[int] = option(None, "tiles", "Tiles per graph call (the output does not depend on it). "
+                                  "Default: 8 on the CPU and TensorRT engines, 512x512 pixels a call on ort-cuda / "
+                                  "ort-tensorrt.", min=1, manifest=False)
+    stop_scope: Literal["image", "tile"] = option(
+        "image", "tiles", "image: one stop for all tiles of a region (summed loss, Laplacian of the blended image); "
+        "tile: each tile its own.", manifest=False)
+    region_tiles: int = option(256, "tiles", "With --stop-scope image: at most this many neighbouring tiles "
+                               "share one stop (bounds memory).", min=1, manifest=False)
+    max_pixels: int = option(50_000_000, "io", "Refuse larger images before any compute.", min=1, manifest=False)
+
+    def __post_init__(self) -> None:
+        for name, spec in specs(type(self)).items():
+            object.__setattr__(self, name, spec.check(getattr(self, name)))
+
+    @classmethod
+    def resolve(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> "RestoreSettings":
+        """The class defaults, under a manifest's ``defaults``, under every override that is
+        not None; an unknown name is an error that names the nearest known one."""
+        known = specs(cls)
+        for name in list(defaults) + list(overrides):
+            if name not in known:
+                raise unknown_name(name, known)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**defaults, **given})
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Every field, as the report records it and a Ray task carries it."""
+        return asdict(self)
+
+
+def check_manifest_defaults(defaults: Any, cls: type = RestoreSettings) -> None:
+    """A manifest's ``defaults`` section: only fields an export may set, each allowed."""
+    if not isinstance(defaults, dict):
+        raise SettingsError("defaults must be an object")
+    allowed = {n: s for n, s in specs(cls).items() if s.manifest}
+    for name, value in defaults.items():
+        if name not in allowed:
+            raise unknown_name(name, allowed, "default")
+        allowed[name].check(value)
+
+
+def manifest_defaults(cls: type = RestoreSettings, **chosen: Any) -> Dict[str, Any]:
+    """The ``defaults`` an export writes: every field it may set, with ``chosen`` over the
+    class defaults."""
+    settings = cls.resolve(**chosen)
+    return {n: getattr(settings, n) for n, s in specs(cls).items() if s.manifest}
