@@ -59,7 +59,9 @@ def make(out: Path, seed: int = 0) -> None:
         export_model(str(out / "pipeline"), out / "export", steps=10, gradient="surrogate", iterate="surrogate",
                      iterate_fp16=True, log=lambda m: print(m, file=sys.stderr))
     except click.ClickException as e:  # random weights may miss fp16's tolerances; anything else may not
-        verification = json.loads((out / "export" / "manifest.json").read_text())["verification"]
+        from diip_deploy.manifest import read_data
+
+        verification = read_data(out / "export")["verification"]
         if any(not v["passed"] for n, v in verification.items() if not n.endswith("_fp16")):
             raise
         print(f"kept for timing: {e.message}", file=sys.stderr)
@@ -96,10 +98,10 @@ def _torch_weights(path: Path, fill) -> None:
 
 
 def _refill(root: Path, fill) -> None:
-    from diip_deploy.manifest import sha256_file, write_manifest
+    from diip_deploy.manifest import read_data, sha256_file, write_manifest
 
     export = root / "export"
-    man = json.loads((export / "manifest.json").read_text())
+    man = read_data(export)
     for name, entry in man["graphs"].items():
         _onnx_weights(export / entry["file"], fill)
         entry["sha256"] = sha256_file(export / entry["file"])

@@ -114,8 +114,8 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
     from diip_deploy.runtime.backends.select import open_chain
 
     before = device_used_mb()
-    chain = open_chain(manifest, backend, "surrogate", threads, device_loop=True, cuda_graph=cuda_graph,
-                       precision=precision)
+    chain = open_chain(manifest, backend, "surrogate", threads, cuda_graph=cuda_graph, precision=precision,
+                       loop_graph="iterate_surrogate")
     if chain.iterate is None:
         chain.close()
         raise ValueError(f"this export has no {precision} iteration graph (diip-export --iterate surrogate --add)")
@@ -127,14 +127,16 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
 def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threads: Optional[int]) -> Dict[str, Any]:
     """The device loop on ``backend`` against the host loop on the CPU provider: the same
     tiles, seeds and iterations, no early stop; the largest pixel difference (of 255)."""
-    from diip_deploy.runtime.optimise.loop import restore_iter
+    from diip_deploy.manifest import iterate_graph_name
     from diip_deploy.runtime.backends.select import open_chain
+    from diip_deploy.runtime.optimise.loop import restore_iter
 
     ys = np.clip(np.random.default_rng(1).standard_normal((batch, manifest.channels, size, size)) * 0.5, -1, 1)
     cfg = manifest.settings(max_iters=iters, stop="none")
     out = {}
     for name, (b, device) in {"host_cpu": ("ort-cpu", False), "device": (backend, True)}.items():
-        chain = open_chain(manifest, b, cfg.gradient, threads, device_loop=device)
+        graph = iterate_graph_name(cfg.gradient) if device and manifest.has_graph(iterate_graph_name(cfg.gradient)) else None
+        chain = open_chain(manifest, b, cfg.gradient, threads, loop_graph=graph)
         try:
             if device and chain.iterate is None:
                 raise ValueError("this export has no iteration graph for the manifest's gradient")

@@ -19,7 +19,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional
 import numpy as np
 
 from .schedule import ChainSpec
-from .settings import RestoreSettings, SettingsError, check_manifest_defaults
+from .settings import RestoreSettings, SettingsClass, SettingsError, check_manifest_defaults
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -38,7 +38,7 @@ def sha256_file(path: Path) -> str:
 class Manifest:
     root: Path
     data: Dict[str, Any]
-    settings_class: type = RestoreSettings  # the options its defaults were validated against
+    settings_class: SettingsClass = RestoreSettings  # the options its defaults were validated against
     _verified: Dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -151,7 +151,7 @@ def _get(data: Dict[str, Any], dotted: str) -> Any:
     return v
 
 
-def validate(data: Dict[str, Any], path: Path, settings_class: type = RestoreSettings) -> None:
+def validate(data: Dict[str, Any], path: Path, settings_class: SettingsClass = RestoreSettings) -> None:
     """Every field the runtime reads, checked; one line names the file and the field."""
     for section in ("model", "chain", "graphs"):
         if not isinstance(data.get(section), dict):
@@ -170,13 +170,14 @@ def validate(data: Dict[str, Any], path: Path, settings_class: type = RestoreSet
     try:
         check_manifest_defaults(data.get("defaults", {}), settings_class)
     except SettingsError as e:
-        raise ManifestError(f"{path}: field 'defaults': {e}") from None
+        field_name = f"defaults.{e.name}" if e.name else "defaults"
+        raise ManifestError(f"{path}: field {field_name!r}: {e}") from None
     tile = _get(data, "tiling.tile_size")
     if tile is not _MISSING and tile % data["model"]["size_multiple"]:
         raise ManifestError(f"{path}: field 'tiling.tile_size' must be a multiple of model.size_multiple")
 
 
-def load_manifest(model_dir: Path | str, verify_files: bool = True, settings_class: type = RestoreSettings) -> Manifest:
+def load_manifest(model_dir: Path | str, verify_files: bool = True, settings_class: SettingsClass = RestoreSettings) -> Manifest:
     """Read a manifest and, by default, check the sha256 of every graph and engine it lists:
     a manifest that does not match its files is not trusted at all."""
     root = Path(model_dir)
@@ -279,7 +280,7 @@ def remove_graphs(data: Dict[str, Any], names: Iterable[str]) -> None:
         data.get("graphs", {}).pop(name, None)
 
 
-def set_defaults(data: Dict[str, Any], defaults: Dict[str, Any], settings_class: type = RestoreSettings) -> None:
+def set_defaults(data: Dict[str, Any], defaults: Dict[str, Any], settings_class: SettingsClass = RestoreSettings) -> None:
     """Tuned defaults into a manifest being edited, checked as the runtime will check them."""
     merged = {**data.get("defaults", {}), **defaults}
     check_manifest_defaults(merged, settings_class)

@@ -1,6 +1,6 @@
 """The truncated DDIM chain, written once.
 
-Symbols follow DDIM (Song et al. 2021) and METHOD.md: ``a`` is alphas_cumprod,
+Symbols follow DDIM (Song et al. 2021) and docs/method.md: ``a`` is alphas_cumprod,
 ``a_t`` its value at the current timestep and ``a_prev`` at the next one (1 after
 the last step).  Every function here is plain arithmetic that works on numpy arrays
 and on torch tensors alike, so the torch reference (autograd, the test oracle) and the

@@ -12,10 +12,9 @@ its use.  Torch-free: both the export and the runtime import it.
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Union, get_args, get_origin, get_type_hints
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type, Union, get_args, get_origin, get_type_hints
 
 # Option groups, in the order ``diip-run -h`` shows them.
 GROUPS = {
@@ -28,7 +27,12 @@ GROUPS = {
 
 
 class SettingsError(ValueError):
-    """An option name or value that the settings do not allow; one line says which."""
+    """An option name or value that the settings do not allow; one line says which, and
+    ``name`` is the option's."""
+
+    def __init__(self, message: str, name: Optional[str] = None):
+        super().__init__(message)
+        self.name = name
 
 
 def option(default: Any, group: str, help: str, *, min: Optional[float] = None, max: Optional[float] = None,
@@ -79,7 +83,7 @@ class Spec:
         """The value as this field holds it, or a SettingsError naming the field."""
         if value is None and self.optional:
             return None
-        bad = SettingsError(f"{self.name} must be {self.describe()}, got {value!r}")
+        bad = SettingsError(f"{self.name} must be {self.describe()}, got {value!r}", self.name)
         if self.choices:
             if value not in self.choices:
                 raise bad
@@ -114,22 +118,26 @@ def _spec(f: Any, hint: Any) -> Spec:
     return Spec(name=f.name, kind=kind, choices=choices, optional=optional, default=f.default, **f.metadata)
 
 
-@functools.lru_cache(maxsize=None)
+_SPECS: Dict[type, Dict[str, Spec]] = {}
+
+
 def specs(cls: type) -> Dict[str, Spec]:
-    """Each field's Spec, in declaration order."""
-    hints = get_type_hints(cls)
-    out = {}
-    for f in fields(cls):
-        if f.default is MISSING or "group" not in f.metadata:
-            raise TypeError(f"{cls.__name__}.{f.name} is not declared with option()")
-        out[f.name] = _spec(f, hints[f.name])
-    return out
+    """Each field's Spec, in declaration order (read once per class)."""
+    if cls not in _SPECS:
+        hints = get_type_hints(cls)
+        out = {}
+        for f in fields(cls):
+            if f.default is MISSING or "group" not in f.metadata:
+                raise TypeError(f"{cls.__name__}.{f.name} is not declared with option()")
+            out[f.name] = _spec(f, hints[f.name])
+        _SPECS[cls] = out
+    return _SPECS[cls]
 
 
 def unknown_name(name: str, known: Any, what: str = "option") -> SettingsError:
     """An unknown name, with the nearest known one when there is one close enough."""
     near = difflib.get_close_matches(name, list(known), n=1)
-    return SettingsError(f"unknown {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return SettingsError(f"unknown {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""), name)
 
 
 @dataclass(frozen=True)
@@ -206,7 +214,10 @@ class RestoreSettings:
         return asdict(self)
 
 
-def check_manifest_defaults(defaults: Any, cls: type = RestoreSettings) -> None:
+SettingsClass = Type[RestoreSettings]
+
+
+def check_manifest_defaults(defaults: Any, cls: SettingsClass = RestoreSettings) -> None:
     """A manifest's ``defaults`` section: only fields an export may set, each allowed."""
     if not isinstance(defaults, dict):
         raise SettingsError("defaults must be an object")
@@ -217,7 +228,7 @@ def check_manifest_defaults(defaults: Any, cls: type = RestoreSettings) -> None:
         allowed[name].check(value)
 
 
-def manifest_defaults(cls: type = RestoreSettings, **chosen: Any) -> Dict[str, Any]:
+def manifest_defaults(cls: SettingsClass = RestoreSettings, **chosen: Any) -> Dict[str, Any]:
     """The ``defaults`` an export writes: every field it may set, with ``chosen`` over the
     class defaults."""
     settings = cls.resolve(**chosen)

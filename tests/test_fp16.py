@@ -76,7 +76,7 @@ def test_copies_that_miss_the_tolerance_are_not_listed(tiny_export, tmp_path, mo
     files = sorted(p.name for p in out.iterdir())
     monkeypatch.setattr(fp16, "TOLERANCE", {"x0": 1e-9, "grad": 1e-9})
     r = CliRunner().invoke(fp16.main, [str(out)])
-    assert r.exit_code == 1 and "misses its tolerance" in r.output
+    assert r.exit_code == 2 and "misses its tolerance" in r.output
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in out.iterdir()) == files
 

@@ -8,7 +8,9 @@ attempt to import it is recorded and fails the test.
 import subprocess
 import sys
 
-RUNTIME_MODULES = ("diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
+RUNTIME_MODULES = ("diip_deploy.settings, diip_deploy.manifest, diip_deploy.cli_common, "
+                   "diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
+                   "diip_deploy.runtime.commands.ray_runner, diip_deploy.runtime.optimise.joint, "
                    "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling")
 
 # A meta-path finder that records every attempt to import torch or diffusers and refuses it.

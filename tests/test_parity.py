@@ -7,7 +7,7 @@ import torch
 from diip_deploy.export.reference import chain, loss_and_grad, reference_restore
 from diip_deploy.export.verify import rel_l2
 from diip_deploy.runtime import RestoreSettings, load_manifest, open_chain, restore
-from diip_deploy.runtime.optimise.loop import initial_latent
+from diip_deploy.runtime.optimise.samples import initial_latent
 
 TOL = 1e-4
 

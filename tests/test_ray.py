@@ -51,7 +51,7 @@ def test_ray_bad_input_fails_alone(tiny_export, tmp_path, cluster):
     photos = _photos(tmp_path / "in", 4)
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"junk" * 20)
     out = tmp_path / "o"
-    r = run([photos, "--model", tiny_export, "--out", out, *OPTS[:-1], "--ray"])
+    r = run(["--ray", photos, "--model", tiny_export, "--out", out, *OPTS[:-1]])  # --ray takes no value
     assert r.exit_code == 1
     errors = [l for l in r.output.splitlines() if ": error:" in l]
     assert len(errors) == 1 and "broken.png" in errors[0]

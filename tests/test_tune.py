@@ -33,7 +33,7 @@ def _synthetic():
 
 def test_score_applies_the_rule_to_each_history():
     h = _synthetic()
-    sc = score(h, {"mode": "slope", "eps": 1e-3, "window": 5, "k_min": 50})
+    sc = score(h, {"stop": "slope", "eps": 1e-3, "slope_window": 5, "k_min": 50})
     assert sc["noise25"]["stop"] == 65 and sc["sr4"]["stop"] == 15  # 5 flat steps after each plateau starts
     assert sc["noise25"]["input"] == 20.0 and sc["noise25"]["oracle"] == pytest.approx(26.0)
 
@@ -45,12 +45,12 @@ def test_choice_is_admissible_and_reproducible():
     assert all(t["auto"] - t["input"] >= -0.2 for t in a["scores"].values())
     assert a["scores"]["noise25"]["auto"] > 25.5  # it keeps most of the noise gain
     # a later slope stop would gain nothing on noise and lose SR's input level: not chosen
-    assert a["settings"]["slope_min_iter"] < 40 or a["settings"]["mode"] == "laplacian"
+    assert a["settings"]["slope_min_iter"] < 40 or a["settings"]["stop"] == "laplacian"
 
 
 def test_candidates_skip_settings_a_mode_never_reads():
     cs = list(candidates())
-    lap = [c for c in cs if c["mode"] == "laplacian"]
+    lap = [c for c in cs if c["stop"] == "laplacian"]
     assert len(lap) == 6 and len({tuple(sorted(c.items())) for c in cs}) == len(cs)
 
 
@@ -105,7 +105,7 @@ def test_undamaged_crops_are_left_out_of_the_means():
     h = _synthetic()
     flat = _hist("sr4", float("inf"), [60.0] * 120, [1e-9] * 120, np.linspace(0, 1, 120))
     with_flat = {**h, "samples": h["samples"] + [flat]}
-    assert score(with_flat, {"mode": "slope"}) == score(h, {"mode": "slope"})
+    assert score(with_flat, {"stop": "slope"}) == score(h, {"stop": "slope"})
 
 
 def test_classic_baselines_are_scored_on_the_recorded_crops():
@@ -134,7 +134,7 @@ def test_paper_auto_is_scored_with_the_papers_thresholds(tiny_export, tmp_path):
     manifest's own thresholds are."""
     from diip_deploy.runtime.optimise.stopping import PAPER_SETTINGS
 
-    assert PAPER_SETTINGS == {"mode": "paper-auto", "eps": 1e-3, "k_min": 100}  # METHOD.md's published values
+    assert PAPER_SETTINGS == {"stop": "paper-auto", "eps": 1e-3, "k_min": 100}  # the published values (docs/method.md)
     k = np.arange(120)
     loss = np.cumprod(np.where(k < 60, 1 - 5e-3, 1 - 5e-4))  # raw slope 5e-3, then 5e-4: eps decides
     h = {**_synthetic(), "samples": [_hist("noise25", 20.0, 20 + k / 20, loss, np.linspace(0, 1, 120))]}
@@ -143,6 +143,6 @@ def test_paper_auto_is_scored_with_the_papers_thresholds(tiny_export, tmp_path):
     r = CliRunner().invoke(tune_main, ["score", "--histories", str(path), "--export", str(tiny_export)])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["paper_auto"] == score(h, {"mode": "paper-auto", "eps": 1e-3, "k_min": 100})
+    assert out["paper_auto"] == score(h, {"stop": "paper-auto", "eps": 1e-3, "k_min": 100})
     assert out["paper_auto"]["noise25"]["stop"] == 60  # eps 1e-3: the first slope under it
     assert out["manifest_defaults"] != out["paper_auto"]

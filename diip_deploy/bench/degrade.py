@@ -128,7 +128,7 @@ TASKS: Dict[str, Degradation] = {
 SCIPY_TASKS = ("waterdrop", "deform", "blur")  # these use scipy.ndimage
 
 
-@click.command(cls=OneLineErrors, name="diip-degrade", context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=OneLineErrors, name="diip-degrade")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))

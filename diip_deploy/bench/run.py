@@ -22,6 +22,7 @@ from ..runtime.images.codec import from_model_range, load_image, save_json, to_m
 from ..runtime.optimise.loop import restore
 from ..settings import RestoreSettings
 from ..runtime.optimise.stopping import decide
+from ..cli_common import OneLineErrors
 from .classic import CLASSIC
 from .degrade import TASKS
 from .metrics import haarpsi, lpips_or_none, psnr, ssim
@@ -201,7 +202,7 @@ def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
     return out
 
 
-@click.command()
+@click.command(cls=OneLineErrors, name="diip-bench")
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="diip-export folder.")
 @click.option("--model", "model_dir", default=None, help="Diffusers folder of the export, to time torch against the runtime.")
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Folder of clean photos (default: the held-out set).")

@@ -227,7 +227,7 @@ def main() -> None:
     """Tune a model's stopping defaults on validation crops from its training photos."""
 
 
-@main.command("record", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@main.command("record", cls=OneLineErrors)
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--n", "n_per_task", type=click.IntRange(min=1), default=64, show_default=True, help="Crops per task.")
 @click.option("--size", type=click.IntRange(min=8), default=None, help="Crop size (default: the model's tile size).")
@@ -251,7 +251,7 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, thread
     click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")
 
 
-@main.command("choose", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@main.command("choose", cls=OneLineErrors)
 @click.option("--histories", "histories_files", required=True, multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Recorded histories; several (one per learning rate) to choose the lr too.")
 @click.option("--max-loss-db", type=click.FloatRange(min=0), default=0.2, show_default=True,
@@ -278,7 +278,7 @@ def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
     return RestoreSettings.resolve(defaults).as_dict()
 
 
-@main.command("score", cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@main.command("score", cls=OneLineErrors)
 @click.option("--histories", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path),
               help="Score this manifest's defaults (and the paper's rules beside them).")

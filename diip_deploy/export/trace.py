@@ -4,7 +4,7 @@
 it runs below autograd, turning the backward pass into ordinary aten ops.  So we trace
 with make_fx (symbolic shapes: batch, height and width stay dynamic) and a
 decomposition table, then hand the GraphModule to the dynamo ONNX exporter.
-See shared/EXPORT_NOTES.md for the traps this module avoids:
+See docs/export.md for the traps this module avoids:
 - attention runs through diffusers' classic processor (no fused flash attention,
   whose core decomposition silently gives wrong gradients);
 - integer-factor nearest upsampling becomes expand/reshape, so its backward is a

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import click
+from ..cli_common import OneLineErrors
 import numpy as np
 import torch
 from PIL import Image
@@ -154,7 +155,7 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
     return info
 
 
-@click.command()
+@click.command(cls=OneLineErrors, name="diip-train")
 @click.option("--out", type=click.Path(), default="models/default", show_default=True)
 @click.option("--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder (resumes).")
 @click.option("--steps", type=int, default=100000, show_default=True)

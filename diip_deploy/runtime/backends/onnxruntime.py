@@ -26,7 +26,7 @@ def available_providers() -> List[str]:
 
 
 def session_options(threads: Optional[int] = None):
-    """Intra-op spinning off: it steals CPU from whatever runs next (EXPORT_NOTES)."""
+    """Intra-op spinning off: it steals CPU from whatever runs next (docs/export.md)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

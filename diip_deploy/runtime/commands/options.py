@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import click
 
 from ...cli_common import OneLineErrors
-from ...settings import GROUPS, RestoreSettings, Spec, specs
+from ...settings import GROUPS, RestoreSettings, SettingsError, Spec, specs
 
 
 class GroupedOption(click.Option):
@@ -58,13 +58,25 @@ def help_text(spec: Spec) -> str:
     return spec.help
 
 
+def _checked(spec: Spec) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback holding a given value to the field's own rule (NaN, infinity)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return spec.check(value)
+        except SettingsError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return check
+
+
 def settings_options(settings_class: type = RestoreSettings) -> Callable[[Callable], Callable]:
     """A decorator that adds one option per command-line field of ``settings_class``."""
 
     def add(fn: Callable) -> Callable:
         for spec in reversed([s for s in specs(settings_class).values() if s.cli]):
             fn = click.option(spec.flag, spec.name, cls=GroupedOption, group=spec.group, type=click_type(spec),
-                              default=None, help=help_text(spec))(fn)
+                              default=None, help=help_text(spec), callback=_checked(spec))(fn)
         return fn
 
     return add
