@@ -20,7 +20,6 @@ chain chaotic, so bench/gpu.py's parity row is only meaningful for a trained mod
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tarfile
 import tempfile
@@ -102,7 +101,7 @@ def _refill(root: Path, fill) -> None:
 
     export = root / "export"
     man = read_data(export)
-    for name, entry in man["graphs"].items():
+    for entry in man["graphs"].values():
         _onnx_weights(export / entry["file"], fill)
         entry["sha256"] = sha256_file(export / entry["file"])
     write_manifest(export, man)

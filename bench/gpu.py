@@ -85,8 +85,8 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
     """Median seconds per iteration of the host loop (surrogate): the graph calls, then
     numpy's Laplacian variance, Adam and projection, as the loop does; after 2 warm-up
     iterations, and the device memory it added."""
-    from diip_deploy.runtime.optimise.optim import Adam, project_to_sphere
     from diip_deploy.runtime.backends.select import open_chain
+    from diip_deploy.runtime.optimise.optim import Adam, project_to_sphere
     from diip_deploy.runtime.optimise.stopping import laplacian_variance
 
     def make_step(chain, z, y):
@@ -110,8 +110,8 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
     """Median seconds per iteration of the device loop: one iteration-graph call, with the
     losses, Laplacian variances and |grad|^2 brought to the host as the loop does (3
     warm-up calls: ORT captures a CUDA graph per parity after a plain run)."""
-    from diip_deploy.runtime.optimise.device_loop import DeviceBatch
     from diip_deploy.runtime.backends.select import open_chain
+    from diip_deploy.runtime.optimise.device_loop import DeviceBatch
 
     before = device_used_mb()
     chain = open_chain(manifest, backend, "surrogate", threads, cuda_graph=cuda_graph, precision=precision,

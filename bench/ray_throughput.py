@@ -34,8 +34,8 @@ def main() -> None:
     import ray
 
     from diip_deploy.bench.report import emit
-    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
     from diip_deploy.runtime.commands.ray_runner import RunOn, run_jobs
+    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
 
     examples = sorted((REPO / "examples").glob("*.png"))
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
@@ -44,9 +44,8 @@ def main() -> None:
         src = Path(tmp) / "in"
         src.mkdir()
         if args.split:  # the examples side by side: 192x256, 20 tiles of 64
-            from PIL import Image
-
             import numpy as np
+            from PIL import Image
 
             crops = [np.asarray(Image.open(examples[i % len(examples)]).convert("RGB")) for i in range(12)]
             rows = [np.concatenate(crops[r * 4:(r + 1) * 4], axis=1) for r in range(3)]

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     from diip_deploy.bench.degrade import TASKS
-    from diip_deploy.bench.report import emit
     from diip_deploy.bench.metrics import psnr
+    from diip_deploy.bench.report import emit
     from diip_deploy.bench.tune import TUNE_TASKS, validation_crops
     from diip_deploy.runtime.restorer import Restorer
 
@@ -43,7 +43,7 @@ def main() -> None:
     rows = {}
     for task in a.tasks.split(","):
         per = {k: {"input": [], "restored": [], "stop": [], "tile_iterations": [], "seconds": []} for k in ks}
-        for i, (name, clean) in enumerate(crops):
+        for i, (_name, clean) in enumerate(crops):
             y = TASKS[task](clean, seed=i)
             for k in ks:
                 t0 = time.perf_counter()

@@ -37,7 +37,6 @@ def _save(out: Path, report: dict) -> None:
 
 
 def quality(args) -> dict:
-    from dataclasses import asdict
 
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.tiled import compare_stops, tile_histories
@@ -119,10 +118,10 @@ def restore(args) -> dict:
 
 
 def memory(args) -> dict:
+    from PIL import Image
+
     from diip_deploy.runtime.images.codec import save_image
     from diip_deploy.train.photos import load_photos
-
-    from PIL import Image
 
     base = load_photos()["opencv/home"]
     out = {"max_iters": args.max_iters, "runs": []}

@@ -108,7 +108,7 @@ class ChainSpec:
     clamp: bool = True
 
     @classmethod
-    def from_table(cls, alphas_cumprod: Sequence[float], steps: int, clamp: bool = True) -> "ChainSpec":
+    def from_table(cls, alphas_cumprod: Sequence[float], steps: int, clamp: bool = True) -> ChainSpec:
         ac = np.asarray(alphas_cumprod, dtype=np.float64)
         ts = ddim_timesteps(steps, len(ac))
         return cls(timesteps=tuple(ts), alphas=tuple(float(ac[t]) for t in ts), clamp=clamp)

@@ -199,7 +199,7 @@ class RestoreSettings:
             object.__setattr__(self, name, spec.check(getattr(self, name)))
 
     @classmethod
-    def resolve(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> "RestoreSettings":
+    def resolve(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> RestoreSettings:
         """The class defaults, under a manifest's ``defaults``, under every override that is
         not None; an unknown name is an error that names the nearest known one."""
         known = specs(cls)

@@ -107,7 +107,7 @@ def diip_by_size(export_dir: str, sizes=(32, 64, 128), n: int = 3) -> dict:
     out = {}
     for size in sizes:
         rows = []
-        for i, (name, x) in enumerate(held_out_crops(size, scale=0.25 * size / 64)[:n]):
+        for i, (_name, x) in enumerate(held_out_crops(size, scale=0.25 * size / 64)[:n]):
             y = gaussian_noise(x.astype(np.float64), 25.0, seed=i)
             (r,) = restore(chain, to_model_range(y.astype(np.float32)), cfg)
             rows.append((psnr(x, y), psnr(x, from_model_range(r.x0[None])), r.seconds, r.iterations_run))

@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from images import smooth_image
 
 from diip_deploy.runtime import RestoreSettings, load_manifest, open_chain, restore
-from diip_deploy.runtime.optimise.joint import restore_joint
 from diip_deploy.runtime.images.tiling import Blender, cut, plan_tiles, tile_seed
-from images import smooth_image
+from diip_deploy.runtime.optimise.joint import restore_joint
 
 
 def _ys(n, size=16):

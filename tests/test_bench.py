@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from images import save, smooth_image
 
 from diip_deploy.bench.degrade import TASKS
 from diip_deploy.bench.metrics import haarpsi, lpips_or_none, psnr, ssim
-from images import save, smooth_image
 
 
 def _photo(seed=0):
@@ -102,6 +102,7 @@ def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tiny_pipe
     import sys
 
     from conftest import copy_export
+
     from diip_deploy.export.fp16 import add_fp16_graphs
 
     export = copy_export(tiny_export, tmp_path / "export")
@@ -161,9 +162,9 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
     import tarfile
 
     import onnx
+    from conftest import copy_export
     from onnx import numpy_helper
 
-    from conftest import copy_export
     from diip_deploy.manifest import load_manifest
     from diip_deploy.runtime.backends.select import open_chain
 

@@ -1,16 +1,15 @@
 """diip-run end to end on the tiny export, and its handling of odd and bad input."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import copy_export
+from images import save, smooth_image
 from PIL import Image
 
-from conftest import copy_export
 from diip_deploy.runtime.commands.cli import main as diip_run
-from images import save, smooth_image
 
 
 def run(args):
@@ -76,7 +75,7 @@ def test_corrupt_image_fails_cleanly_and_keeps_good_results(tiny_export, tmp_pat
     out = tmp_path / "o"
     r = run([bad, good, "--model", tiny_export, "--out", out, "--max-iters", "2", "--quiet"])
     assert r.exit_code == 1
-    errors = [l for l in r.output.splitlines() if "error" in l]
+    errors = [line for line in r.output.splitlines() if "error" in line]
     assert len(errors) == 1 and "bad.png" in errors[0]
     assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.png"]  # nothing half-written
 
@@ -177,4 +176,4 @@ def test_graph_onnx_runtime_cannot_load_is_one_line(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     r = run([png, "--model", m, "--out", tmp_path / "o", "--quiet"])
     assert r.exit_code == 2 and "ONNX Runtime cannot load it" in r.output
-    assert len([l for l in r.output.splitlines() if l.strip()]) == 1
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1

@@ -4,9 +4,7 @@ it exports again, and it restores a held-out example."""
 import json
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
-
 from conftest import REPO
 
 MODEL = REPO / "models" / "default"

@@ -7,15 +7,15 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import copy_export
+
+from diip_deploy.manifest import load_manifest
+from diip_deploy.runtime.backends.select import open_chain
 from diip_deploy.runtime.optimise.device_loop import DeviceBatch
 from diip_deploy.runtime.optimise.joint import restore_joint
 from diip_deploy.runtime.optimise.loop import restore_iter
 from diip_deploy.runtime.optimise.samples import NonFiniteError
 from diip_deploy.settings import RestoreSettings
-from diip_deploy.manifest import load_manifest
-from diip_deploy.runtime.backends.select import open_chain
 
 GRADIENTS = ("surrogate", "exact")
 
@@ -194,9 +194,9 @@ def test_add_puts_an_iteration_graph_into_an_existing_export(tiny_pipeline, tiny
 
 def test_add_refuses_other_weights_or_another_chain(tiny_export, tiny_pipeline, tmp_path):
     import click
+    from tiny_model import make_tiny_pipeline
 
     from diip_deploy.export.cli import export_model
-    from tiny_model import make_tiny_pipeline
 
     out = copy_export(tiny_export, tmp_path / "x")
     other = make_tiny_pipeline(tmp_path / "other", seed=1)

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import copy_export
+from images import save, smooth_image
+
 from diip_deploy.export import fp16
 from diip_deploy.runtime.commands.cli import main as diip_run
-from images import save, smooth_image
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_precision_fp16_without_fp16_graphs_is_one_line(tiny_export, tmp_path):
     r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
                                       "--precision", "fp16", "--quiet"])
     assert r.exit_code == 2 and "diip-fp16" in r.output
-    assert len([l for l in r.output.splitlines() if "error" in l]) == 1
+    assert len([line for line in r.output.splitlines() if "error" in line]) == 1
     assert not (tmp_path / "o" / "a.png").exists()
 
 

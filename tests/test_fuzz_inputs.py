@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import copy_export
+from images import save, smooth_image
 from PIL import Image
 
-from conftest import copy_export
 from diip_deploy.runtime.commands.cli import main as diip_run
-from images import save, smooth_image
 
 FAST = ["--max-iters", "2", "--quiet", "--tile", "16"]
 
@@ -30,7 +30,7 @@ def run(args):
 
 
 def error_lines(output):
-    return [l for l in output.splitlines() if ": error:" in l]
+    return [line for line in output.splitlines() if ": error:" in line]
 
 
 def no_partial_files(folder: Path) -> bool:

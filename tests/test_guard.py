@@ -5,10 +5,10 @@ import json
 
 import numpy as np
 from click.testing import CliRunner
+from images import save, smooth_image
 
 from diip_deploy.runtime.commands.cli import main as diip_run
 from diip_deploy.runtime.optimise.guard import keeps_restoration, residual_correlation
-from images import save, smooth_image
 
 
 def test_white_residual_is_uncorrelated_and_smooth_one_is_not():

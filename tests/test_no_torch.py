@@ -50,8 +50,8 @@ def test_the_guard_itself_catches_an_import_attempt():
 
 
 def test_diip_run_without_torch(tiny_export, tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(img)

@@ -90,12 +90,13 @@ def test_reference_keeps_every_tensor_on_the_inputs_device(tiny_torch, gradient)
 
 def test_verification_fails_for_a_graph_of_another_model(tiny_export, tmp_path):
     """verify_graph can say False: the tiny export's UNet checked against a different UNet."""
+    from tiny_model import make_tiny_pipeline
+
     from diip_deploy.export.loading import load_model
     from diip_deploy.export.reference import EpsModel
     from diip_deploy.export.trace import prepare_unet
     from diip_deploy.export.verify import verify_graph
     from diip_deploy.schedule import ChainSpec
-    from tiny_model import make_tiny_pipeline
 
     other = load_model(str(make_tiny_pipeline(tmp_path / "other", seed=1)))
     eps_other = EpsModel(prepare_unet(other.unet), other.alphas_cumprod, other.prediction_type).eval()
@@ -123,8 +124,8 @@ def test_export_refuses_when_verification_fails(tiny_pipeline, tmp_path, monkeyp
 def test_io_binding_gives_the_plain_runs_outputs(tiny_export):
     """The IO-binding path (device OrtValues reused across calls, updated in place) on the
     CPU provider: same outputs as session.run, call after call, and across a shape change."""
-    from diip_deploy.runtime.backends.onnxruntime import OrtRunner
     from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.backends.onnxruntime import OrtRunner
 
     path = load_manifest(tiny_export).graph_path("unet_vjp")
     plain, bound = OrtRunner(path).activate(), OrtRunner(path, io_binding=True).activate()

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from images import save, smooth_image
 
 from diip_deploy.runtime.commands.cli import main as diip_run
-from images import save, smooth_image
 
 ray = pytest.importorskip("ray", reason="Ray not installed (pip install '.[ray]')")
 
@@ -53,7 +53,7 @@ def test_ray_bad_input_fails_alone(tiny_export, tmp_path, cluster):
     out = tmp_path / "o"
     r = run(["--ray", photos, "--model", tiny_export, "--out", out, *OPTS[:-1]])  # --ray takes no value
     assert r.exit_code == 1
-    errors = [l for l in r.output.splitlines() if ": error:" in l]
+    errors = [line for line in r.output.splitlines() if ": error:" in line]
     assert len(errors) == 1 and "broken.png" in errors[0]
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [f"p{i}.png" for i in range(4)]
     assert "4/5 images" in r.output or "5/5 images" in r.output  # progress is counted over all workers
@@ -88,7 +88,7 @@ def test_ray_missing_is_one_line(tiny_export, tmp_path, monkeypatch):
     photos = _photos(tmp_path / "in", 1)
     r = run([photos, "--model", tiny_export, "--out", tmp_path / "o", *OPTS, "--ray"])
     assert r.exit_code == 1 and "pip install" in r.output
-    assert len([l for l in r.output.splitlines() if ": error:" in l]) == 1
+    assert len([line for line in r.output.splitlines() if ": error:" in line]) == 1
 
 
 def _big_photo(folder, name="big.png"):
@@ -115,7 +115,7 @@ def test_ray_splits_one_big_photo_and_matches_the_plain_run(tiny_export, tmp_pat
     assert run([photos, "--model", tiny_export, "--out", plain, *opts, "--quiet"]).exit_code == 0
     r = run([photos, "--model", tiny_export, "--out", distributed, *opts, "--ray", "--ray-workers", "2"])
     assert r.exit_code == 0, r.output
-    units = [l for l in r.output.splitlines() if "big.png:" in l and "tile units" in l]
+    units = [line for line in r.output.splitlines() if "big.png:" in line and "tile units" in line]
     assert len(units) >= 2, r.output  # the big photo went out in several units
     names = sorted(p.name for p in plain.iterdir())
     assert names == sorted(p.name for p in distributed.iterdir()) == ["big.json", "big.png", "p0.json", "p0.png"]
@@ -152,8 +152,8 @@ def _dying_worker(deaths, where, times):
 
 
 def _run_direct(tiny_export, photos, out, worker_class):
-    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
     from diip_deploy.runtime.commands.ray_runner import RunOn, run_jobs
+    from diip_deploy.runtime.images.outputs import expand_inputs, plan_outputs
 
     found, errors = expand_inputs([photos])
     jobs, _ = plan_outputs(found, out)

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from images import save, smooth_image
 
 from diip_deploy.runtime.commands.cli import main as diip_run
 from diip_deploy.runtime.restorer import Restorer
-from images import save, smooth_image
 
 
 def run(args):
@@ -86,7 +86,7 @@ def test_bad_tile_options_refused(tiny_export, tmp_path, args, msg):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o", *args])
     assert r.exit_code == 2 and msg in r.output
-    assert len([l for l in r.output.splitlines() if l.strip()]) == 1
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1
 
 
 def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
@@ -94,9 +94,9 @@ def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--tile", 16, "--batch", 2, "--stop-scope", "tile",
              "--max-iters", 4, "--steps-per-report", 1])
     assert r.exit_code == 0, r.output
-    lines = [l for l in r.output.splitlines() if "tiles " in l]
+    lines = [line for line in r.output.splitlines() if "tiles " in line]
     assert lines and "iteration=" in lines[-1] and "loss=" in lines[-1]
-    assert any("ETA" in l for l in lines) and any("tiles 9/9" in l or "/9" in l for l in lines)
+    assert any("ETA" in line for line in lines) and any("tiles 9/9" in line or "/9" in line for line in lines)
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o2", "--tile", 16, "--max-iters", 3, "--steps-per-report", 1])
     assert "(9 tiles): iteration 2/3" in r.output
 
@@ -145,8 +145,9 @@ def test_restarts_average_runs_from_their_own_seeds(tiny_export, scope):
 
 
 def test_restarts_come_from_the_manifest_unless_overridden(tiny_export, tmp_path):
-    from diip_deploy.manifest import MANIFEST_NAME
     import shutil
+
+    from diip_deploy.manifest import MANIFEST_NAME
 
     export = tmp_path / "export"
     shutil.copytree(tiny_export, export)

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from diip_deploy.schedule import (ChainSpec, ddim_step, ddim_timesteps, linear_alphas_cumprod, model_output_to_eps,
-                                  mse_loss_grad, step_jacobian_terms)
+from diip_deploy.schedule import (
+    ChainSpec,
+    ddim_step,
+    ddim_timesteps,
+    linear_alphas_cumprod,
+    model_output_to_eps,
+    mse_loss_grad,
+    step_jacobian_terms,
+)
 
 
 def test_bird_timesteps():

@@ -6,11 +6,11 @@ from dataclasses import make_dataclass
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import copy_export
+from images import save, smooth_image
+
 from diip_deploy.manifest import ManifestError, load_manifest, read_data, set_defaults, write_manifest
 from diip_deploy.settings import RestoreSettings, SettingsError, manifest_defaults, option, specs
-from images import save, smooth_image
 
 
 def with_dummy():

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 
+from diip_deploy.runtime.optimise.stopping import (
+    decide,
+    laplacian_stop,
+    laplacian_variance,
+    raw_slopes,
+    slope_stop,
+    smoothed_slopes,
+)
 from diip_deploy.settings import RestoreSettings as Rule
-from diip_deploy.runtime.optimise.stopping import (decide, laplacian_stop, laplacian_variance, raw_slopes, slope_stop,
-                                          smoothed_slopes)
 
 
 def test_raw_slope_definition():

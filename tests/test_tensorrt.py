@@ -3,22 +3,21 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO, copy_export
+from images import save, smooth_image
+
 from diip_deploy.export.tensorrt_support import SUPPORTED, check_onnx
+from diip_deploy.manifest import sha256_file, write_manifest
 from diip_deploy.runtime import load_manifest
 from diip_deploy.runtime.backends import tensorrt as trt_backend
 from diip_deploy.runtime.backends.base import BackendUnavailable
 from diip_deploy.runtime.backends.onnxruntime import available_providers
-from diip_deploy.runtime.commands.cli import main as diip_run
-from diip_deploy.manifest import sha256_file, write_manifest
 from diip_deploy.runtime.backends.select import select_backend
-from images import save, smooth_image
+from diip_deploy.runtime.commands.cli import main as diip_run
 
 
 def _has_real_tensorrt() -> bool:
@@ -36,7 +35,7 @@ needs_tensorrt = pytest.mark.skipif(not _has_real_tensorrt(), reason="TensorRT l
 
 
 def test_exported_graphs_pass_static_tensorrt_check(tiny_export):
-    for name, g in load_manifest(tiny_export).graphs.items():
+    for g in load_manifest(tiny_export).graphs.values():
         r = check_onnx(tiny_export / g["file"])
         assert r.ok, r.summary()
         assert set(r.op_counts) <= SUPPORTED

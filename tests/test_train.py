@@ -25,15 +25,17 @@ def test_a_few_training_steps(tmp_path):
 
 
 def test_photo_split_keeps_held_out_photos_out():
-    from diip_deploy.train.photos import HELD_OUT, load_photos, split
-
     import hashlib
+
+    from diip_deploy.train.photos import load_photos, split
 
     photos = load_photos()
     train, held = split(photos)
     assert set(train) | set(held) == set(photos) and "skimage/chelsea" in held and "skimage/astronaut" in train
     # by content, not by name: no held-out picture reaches training under another name
     # (sklearn's china and skimage's photos, or opencv's, must not be the same file twice)
-    digest = lambda a: hashlib.sha256(np.ascontiguousarray((a * 255).round().astype(np.uint8)).tobytes()).hexdigest()
+    def digest(a):
+        return hashlib.sha256(np.ascontiguousarray((a * 255).round().astype(np.uint8)).tobytes()).hexdigest()
+
     assert not {digest(a) for a in train.values()} & {digest(a) for a in held.values()}
     assert not any(a.shape == b.shape and np.abs(a - b).mean() < 2 / 255 for a in train.values() for b in held.values())

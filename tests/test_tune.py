@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import copy_export
-from diip_deploy.bench.tune import candidates, choose, main as tune_main, score, validation_crops
+
+from diip_deploy.bench.tune import candidates, choose, score, validation_crops
+from diip_deploy.bench.tune import main as tune_main
 
 
 def _hist(task, input_psnr, psnr, losses, laps):
@@ -64,8 +65,9 @@ def test_validation_crops_come_from_training_photos_only():
 
 
 def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
-    from diip_deploy.runtime.commands.cli import main as diip_run
     from images import save, smooth_image
+
+    from diip_deploy.runtime.commands.cli import main as diip_run
 
     m = copy_export(tiny_export, tmp_path / "m")
     hist = tmp_path / "h.json"

@@ -55,5 +55,5 @@ def sanitized_stubs(dest: Path) -> Path:
     for pkg in ("tensorrt", "tensorrt_bindings"):
         shutil.copytree(site / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     for pyi in dest.rglob("*.pyi"):
-        pyi.write_text("\n".join(_fix_def(l) for l in pyi.read_text().splitlines()) + "\n")
+        pyi.write_text("\n".join(_fix_def(line) for line in pyi.read_text().splitlines()) + "\n")
     return dest

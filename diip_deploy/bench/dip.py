@@ -30,7 +30,7 @@ class SkipNet(nn.Module):
             self.skips.append(nn.Sequential(nn.Conv2d(c, skip, 1), nn.BatchNorm2d(skip), nn.LeakyReLU(0.2)))
             self.down.append(nn.Sequential(_block(c, width, 2), _block(width, width)))
             c = width
-        for i in range(depth):
+        for _ in range(depth):
             self.up.append(nn.Sequential(nn.BatchNorm2d(width + skip), _block(width + skip, width),
                                          nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)))
         self.out = nn.Conv2d(width, cout, 1)

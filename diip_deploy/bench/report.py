@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..runtime.images.codec import write_atomic, save_image
+from ..runtime.images.codec import save_image, write_atomic
 
 METRICS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("haarpsi", "HaarPSI", "{:.3f}"), ("lpips", "LPIPS", "{:.3f}"))
 
@@ -43,7 +43,7 @@ def markdown_table(report: Dict[str, Any]) -> str:
                 spi.append(mean["sec_per_iter"])
         timing.append(f"| {m} | " + " | ".join(secs) + f" | {_fmt(float(np.mean(spi)) if spi else None, '{:.3f}')} |")
     ds = report["dataset"]
-    lines = [f"# diip-bench results", "", f"Data: {ds['name']}; {ds['count']} images: {', '.join(ds['images'])}.",
+    lines = ["# diip-bench results", "", f"Data: {ds['name']}; {ds['count']} images: {', '.join(ds['images'])}.",
              f"Model: {report['model'].get('source')} ({report['model'].get('parameters')} parameters), "
              f"S = {report['chain_steps']} DDIM steps; DIIP settings: {report['diip_settings']}.",
              "Mean over images. LPIPS is n/a unless its backbone weights are already on disk.", "", head, sep, *rows, *timing]

@@ -8,7 +8,6 @@ uses online, so auto/slope/Laplacian/oracle stops are compared on identical runs
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
@@ -18,11 +17,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
+from ..cli_common import OneLineErrors
 from ..runtime.images.codec import from_model_range, load_image, save_json, to_model_range
 from ..runtime.optimise.loop import restore
-from ..settings import RestoreSettings
 from ..runtime.optimise.stopping import decide
-from ..cli_common import OneLineErrors
+from ..settings import RestoreSettings
 from .classic import CLASSIC
 from .degrade import TASKS
 from .metrics import haarpsi, lpips_or_none, psnr, ssim

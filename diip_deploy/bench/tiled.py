@@ -14,11 +14,11 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from ..runtime.images.tiling import Blender, TilePlan, border_mask
 from ..runtime.optimise.loop import restore_iter
+from ..runtime.optimise.stopping import decide, laplacian_variance
 from ..runtime.restorer import Restorer
 from ..settings import RestoreSettings
-from ..runtime.optimise.stopping import decide, laplacian_variance
-from ..runtime.images.tiling import Blender, TilePlan, border_mask
 from .metrics import psnr, ssim
 
 

@@ -241,8 +241,8 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
 def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, held_out, out):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
-    from ..runtime.images.codec import save_json
     from ..manifest import load_manifest
+    from ..runtime.images.codec import save_json
 
     size = size or load_manifest(export_dir).tile_size
     h = record(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed,

@@ -10,10 +10,19 @@ import click
 
 from .. import __version__
 from ..cli_common import CommandError, OneLineErrors
-from ..manifest import (BAKED_PREFIXES, ManifestError, add_graphs, chain_record, graph_entry, new_manifest, read_data,
-                        same_chain, write_manifest)
+from ..manifest import (
+    BAKED_PREFIXES,
+    ManifestError,
+    add_graphs,
+    chain_record,
+    graph_entry,
+    new_manifest,
+    read_data,
+    same_chain,
+    write_manifest,
+)
 from ..schedule import ChainSpec
-from ..settings import SettingsError, manifest_defaults, specs, RestoreSettings
+from ..settings import RestoreSettings, SettingsError, manifest_defaults, specs
 from .tensorrt_build import engine_options
 
 GRADIENTS = specs(RestoreSettings)["gradient"].choices or ()

@@ -19,8 +19,18 @@ import click
 import numpy as np
 
 from ..cli_common import CommandError, OneLineErrors
-from ..manifest import (FP16_SUFFIX, ManifestError, add_graphs, fp16_name, graph_entry, load_manifest, read_data,
-                        remove_graphs, set_fp16, write_manifest)
+from ..manifest import (
+    FP16_SUFFIX,
+    ManifestError,
+    add_graphs,
+    fp16_name,
+    graph_entry,
+    load_manifest,
+    read_data,
+    remove_graphs,
+    set_fp16,
+    write_manifest,
+)
 
 # ops kept in float32: normalisation and its statistics, softmax, reductions, and the
 # ops whose range or accuracy fp16 cannot hold (exp, sqrt, division, the timestep embedding)

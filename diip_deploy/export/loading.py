@@ -17,8 +17,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from ..manifest import sha256_file
-from ..schedule import (PREDICTION_TYPES, linear_alphas_cumprod, scaled_linear_alphas_cumprod,
-                        squaredcos_alphas_cumprod)
+from ..schedule import PREDICTION_TYPES, linear_alphas_cumprod, scaled_linear_alphas_cumprod, squaredcos_alphas_cumprod
 
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 

@@ -6,7 +6,7 @@ and the module the fused-chain graphs are traced from.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
 
-from ..runtime.backends.tensorrt import current_gpu, import_tensorrt
-from ..runtime.backends.base import BackendUnavailable
 from ..cli_common import CommandError, OneLineErrors
 from ..manifest import ManifestError, load_manifest, set_engines, sha256_file, write_manifest
+from ..runtime.backends.base import BackendUnavailable
+from ..runtime.backends.tensorrt import current_gpu, import_tensorrt
 from .tensorrt_support import check_onnx
 
 if TYPE_CHECKING:
@@ -39,9 +39,9 @@ def check_can_build() -> None:
         import_tensorrt()
         current_gpu()
     except BackendUnavailable as e:
-        raise CommandError(f"cannot build TensorRT engines here: {e}")
+        raise CommandError(f"cannot build TensorRT engines here: {e}") from None
     except Exception as e:
-        raise CommandError(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})")
+        raise CommandError(f"cannot build TensorRT engines here: no CUDA device via cuda-python ({e})") from None
 
 
 DEFAULT_BATCH, MAX_BATCH = 8, 16
@@ -80,7 +80,7 @@ def _input_shape(name: str, bhw: Shape3, channels: int) -> Tuple[int, ...]:
     return (b,) if name == "timestep" else (b, channels, h, w)
 
 
-def _keep_fp32(network: "trt.INetworkDefinition") -> None:
+def _keep_fp32(network: trt.INetworkDefinition) -> None:
     import tensorrt as trt
 
     keep = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.REDUCE, trt.LayerType.UNARY}
@@ -189,6 +189,6 @@ def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace
     try:
         manifest = load_manifest(export_dir).data
     except ManifestError as e:
-        raise CommandError(str(e))
+        raise CommandError(str(e)) from None
     build_engines(export_dir, manifest, precision, parse_profile(min_shape, opt_shape, max_shape, manifest),
                   workspace, timing_cache, log=lambda m: click.echo(m, err=True))

@@ -12,8 +12,8 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from ..runtime.backends.onnxruntime import OrtRunner
 from ..manifest import FP16_SUFFIX
+from ..runtime.backends.onnxruntime import OrtRunner
 from ..schedule import ChainSpec
 from . import reference
 from .onnx_export import random_inputs

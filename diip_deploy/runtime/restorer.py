@@ -148,7 +148,7 @@ class Restorer:
     def close(self) -> None:
         self.chain.close()
 
-    def __enter__(self) -> "Restorer":
+    def __enter__(self) -> Restorer:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import click
-from ..cli_common import OneLineErrors
 import numpy as np
 import torch
 from PIL import Image
 
+from ..cli_common import OneLineErrors
 from .photos import HELD_OUT, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
@@ -99,8 +99,10 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
     ckpt = work / "train_state.ckpt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        unet.load_state_dict(state["unet"]); ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"]); rng.bit_generator.state = state["rng"]
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         losses, step, elapsed = state["losses"], state["step"], state["elapsed"]
         log(f"resumed at step {step}")

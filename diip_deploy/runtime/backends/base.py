@@ -50,7 +50,7 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
 
-    def deactivate_impl(self) -> None:
+    def deactivate_impl(self) -> None:  # noqa: B027 - a runner with nothing to free need not override it
         pass
 
     @property
@@ -82,7 +82,7 @@ class Runner(abc.ABC):
         for name, buffer in outputs.items():
             buffer.update_inplace(produced[name])
 
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         if not self.is_active:
             self.activate_impl()
             self.is_active = True
@@ -101,7 +101,7 @@ class Runner(abc.ABC):
             self.deactivate_impl()
             self.is_active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, *exc) -> None:

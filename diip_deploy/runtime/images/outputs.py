@@ -27,8 +27,8 @@ from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from .codec import _umask, encode_png
 from ...manifest import sha256_file
+from .codec import _umask, encode_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".ppm", ".pgm")
 

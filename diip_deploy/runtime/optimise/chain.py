@@ -13,9 +13,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ...manifest import fused_graph_name, iterate_graph_name
 from ...schedule import ChainSpec, ddim_step, mse_loss_grad, step_jacobian_terms
 from ..backends.base import Runner
-from ...manifest import fused_graph_name, iterate_graph_name
 
 EpsFn = Callable[[np.ndarray, int], np.ndarray]
 VjpFn = Callable[[np.ndarray, int, np.ndarray], np.ndarray]

@@ -13,7 +13,7 @@ readable until the call after next, and with CUDA graphs each parity replays its
 from __future__ import annotations
 
 import itertools
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class HostRows:
 class DeviceRows:
     """One iteration's x0 for a batch, left on the device until first asked for."""
 
-    def __init__(self, batch: "DeviceBatch", parity: int, call: int):
+    def __init__(self, batch: DeviceBatch, parity: int, call: int):
         self._batch, self._parity, self._call = batch, parity, call
         self._x0: Optional[np.ndarray] = None
 

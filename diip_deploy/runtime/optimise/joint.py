@@ -17,8 +17,7 @@ import numpy as np
 
 from ...settings import RestoreSettings
 from .loop import Callback, check_run
-from .samples import (LossAndGrad, Sample, Samples, Seed, StepInfo, device_call, device_runner, graph_call,
-                      load_batch)
+from .samples import LossAndGrad, Sample, Samples, Seed, StepInfo, device_call, device_runner, graph_call, load_batch
 from .stopping import Stopper, laplacian_variance
 
 

@@ -19,8 +19,19 @@ import numpy as np
 
 from ...settings import RestoreSettings
 from .device_loop import DeviceBatch, HostRows
-from .samples import (LossAndGrad, RestoreResult, Sample, Samples, Seed, StepInfo, device_call, device_runner,
-                      graph_call, load_batch, unload_batch)
+from .samples import (
+    LossAndGrad,
+    RestoreResult,
+    Sample,
+    Samples,
+    Seed,
+    StepInfo,
+    device_call,
+    device_runner,
+    graph_call,
+    load_batch,
+    unload_batch,
+)
 from .stopping import laplacian_variance
 
 Callback = Optional[Callable[[Dict[str, Any]], None]]

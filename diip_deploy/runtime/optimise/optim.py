@@ -15,7 +15,6 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-
 OPTIMIZERS = ("adam", "gd")
 
 
