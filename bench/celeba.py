@@ -33,11 +33,18 @@ sys.path.insert(0, str(REPO))
 MIN_WEIGHT = 1024  # tensors this large are weights; smaller ones are kept as exported
 
 CELEBA_HQ_256 = dict(  # google/ddpm-celebahq-256's unet/config.json
-    sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    layers_per_block=2,
     block_out_channels=(128, 128, 256, 256, 512, 512),
     down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=32, norm_eps=1e-6, downsample_padding=0, freq_shift=1, flip_sin_to_cos=False,
+    norm_num_groups=32,
+    norm_eps=1e-6,
+    downsample_padding=0,
+    freq_shift=1,
+    flip_sin_to_cos=False,
 )
 
 
@@ -55,8 +62,15 @@ def make(out: Path, seed: int = 0) -> None:
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(str(out / "pipeline"), safe_serialization=True)
     try:
-        export_model(str(out / "pipeline"), out / "export", steps=10, gradient="surrogate", iterate="surrogate",
-                     iterate_fp16=True, log=lambda m: print(m, file=sys.stderr))
+        export_model(
+            str(out / "pipeline"),
+            out / "export",
+            steps=10,
+            gradient="surrogate",
+            iterate="surrogate",
+            iterate_fp16=True,
+            log=lambda m: print(m, file=sys.stderr),
+        )
     except click.ClickException as e:  # random weights may miss fp16's tolerances; anything else may not
         from diip_deploy.manifest import read_data
 

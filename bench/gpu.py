@@ -39,8 +39,12 @@ sys.path.insert(0, str(REPO))
 
 def gpu_name() -> Optional[str]:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.used", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.used", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
@@ -49,15 +53,20 @@ def gpu_name() -> Optional[str]:
 def device_used_mb() -> Optional[float]:
     """Device memory in use (all processes), from nvidia-smi; None without a GPU."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return float(out.stdout.split()[0]) if out.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
         return None
 
 
-def _timed(chain, make_step, manifest, size: int, batch: int, iters: int, warmup: int,
-           before: Optional[float]) -> Dict[str, Any]:
+def _timed(
+    chain, make_step, manifest, size: int, batch: int, iters: int, warmup: int, before: Optional[float]
+) -> Dict[str, Any]:
     """Median and minimum seconds of ``iters`` calls of the step ``make_step(chain, z, y)``
     returns, after ``warmup`` untimed ones, and the device memory added since ``before``;
     closes the chain."""
@@ -76,12 +85,24 @@ def _timed(chain, make_step, manifest, size: int, batch: int, iters: int, warmup
         after = device_used_mb()
     finally:
         chain.close()
-    return {"s_per_iter": round(statistics.median(times), 5), "min": round(min(times), 5),
-            **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {})}
+    return {
+        "s_per_iter": round(statistics.median(times), 5),
+        "min": round(min(times), 5),
+        **({"device_mb_added": round(after - before, 1)} if before is not None and after is not None else {}),
+    }
 
 
-def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precision: str, io_binding: bool,
-               cuda_graph: bool, threads: Optional[int]) -> Dict[str, Any]:
+def time_chain(
+    manifest,
+    backend: str,
+    size: int,
+    batch: int,
+    iters: int,
+    precision: str,
+    io_binding: bool,
+    cuda_graph: bool,
+    threads: Optional[int],
+) -> Dict[str, Any]:
     """Median seconds per iteration of the host loop (surrogate): the graph calls, then
     numpy's Laplacian variance, Adam and projection, as the loop does; after 2 warm-up
     iterations, and the device memory it added."""
@@ -100,13 +121,22 @@ def time_chain(manifest, backend: str, size: int, batch: int, iters: int, precis
         return step
 
     before = device_used_mb()
-    chain = open_chain(manifest, backend, "surrogate", threads, precision=precision, io_binding=io_binding,
-                       cuda_graph=cuda_graph)
+    chain = open_chain(
+        manifest, backend, "surrogate", threads, precision=precision, io_binding=io_binding, cuda_graph=cuda_graph
+    )
     return _timed(chain, make_step, manifest, size, batch, iters, 2, before)
 
 
-def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, cuda_graph: bool,
-                     threads: Optional[int], precision: str = "fp32") -> Dict[str, Any]:
+def time_device_loop(
+    manifest,
+    backend: str,
+    size: int,
+    batch: int,
+    iters: int,
+    cuda_graph: bool,
+    threads: Optional[int],
+    precision: str = "fp32",
+) -> Dict[str, Any]:
     """Median seconds per iteration of the device loop: one iteration-graph call, with the
     losses, Laplacian variances and |grad|^2 brought to the host as the loop does (3
     warm-up calls: ORT captures a CUDA graph per parity after a plain run)."""
@@ -114,14 +144,28 @@ def time_device_loop(manifest, backend: str, size: int, batch: int, iters: int, 
     from diip_deploy.runtime.optimise.device_loop import DeviceBatch
 
     before = device_used_mb()
-    chain = open_chain(manifest, backend, "surrogate", threads, cuda_graph=cuda_graph, precision=precision,
-                       loop_graph="iterate_surrogate")
+    chain = open_chain(
+        manifest,
+        backend,
+        "surrogate",
+        threads,
+        cuda_graph=cuda_graph,
+        precision=precision,
+        loop_graph="iterate_surrogate",
+    )
     if chain.iterate is None:
         chain.close()
         raise ValueError(f"this export has no {precision} iteration graph (diip-export --iterate surrogate --add)")
-    return _timed(chain, lambda c, z, y: DeviceBatch(c.iterate, z, np.zeros_like(z), np.zeros_like(z), y,
-                                                      np.zeros(len(z)), lr=0.01).run,
-                  manifest, size, batch, iters, 3, before)
+    return _timed(
+        chain,
+        lambda c, z, y: DeviceBatch(c.iterate, z, np.zeros_like(z), np.zeros_like(z), y, np.zeros(len(z)), lr=0.01).run,
+        manifest,
+        size,
+        batch,
+        iters,
+        3,
+        before,
+    )
 
 
 def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threads: Optional[int]) -> Dict[str, Any]:
@@ -135,7 +179,11 @@ def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threa
     cfg = manifest.settings(max_iters=iters, stop="none")
     out = {}
     for name, (b, device) in {"host_cpu": ("ort-cpu", False), "device": (backend, True)}.items():
-        graph = iterate_graph_name(cfg.gradient) if device and manifest.has_graph(iterate_graph_name(cfg.gradient)) else None
+        graph = (
+            iterate_graph_name(cfg.gradient)
+            if device and manifest.has_graph(iterate_graph_name(cfg.gradient))
+            else None
+        )
         chain = open_chain(manifest, b, cfg.gradient, threads, loop_graph=graph)
         try:
             if device and chain.iterate is None:
@@ -144,9 +192,16 @@ def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threa
         finally:
             chain.close()
     diff = max(float(np.abs(out["device"][i].x0 - out["host_cpu"][i].x0).max()) for i in range(batch)) * 127.5
-    loss = max(abs(out["device"][i].history["loss"][-1] / out["host_cpu"][i].history["loss"][-1] - 1) for i in range(batch))
-    return {"size": size, "batch": batch, "iterations": iters, "max_diff_of_255": round(diff, 4),
-            "last_loss_rel_diff": float(f"{loss:.3g}")}
+    loss = max(
+        abs(out["device"][i].history["loss"][-1] / out["host_cpu"][i].history["loss"][-1] - 1) for i in range(batch)
+    )
+    return {
+        "size": size,
+        "batch": batch,
+        "iterations": iters,
+        "max_diff_of_255": round(diff, 4),
+        "last_loss_rel_diff": float(f"{loss:.3g}"),
+    }
 
 
 def save_torchscript(model_dir: Path, path: Path, size: int = 32) -> None:
@@ -194,22 +249,38 @@ def time_torch(ts_path: Path, manifest, size: int, batch: int, iters: int, devic
     return row
 
 
-def time_photo(export: Path, backend: str, height: int, width: int, iters: int, precision: str,
-               threads: Optional[int], loop: str = "host") -> Dict[str, Any]:
+def time_photo(
+    export: Path,
+    backend: str,
+    height: int,
+    width: int,
+    iters: int,
+    precision: str,
+    threads: Optional[int],
+    loop: str = "host",
+) -> Dict[str, Any]:
     """A tiled photo through the Restorer (the shipped path), ``iters`` iterations, no early
     stop; the full photo estimated at the manifest's iteration cap."""
     from diip_deploy.runtime.restorer import Restorer
 
     img = np.random.default_rng(0).random((height, width, 3)).astype(np.float32)
-    with Restorer(export, backend, threads, batch=16, max_iters=iters, stop="none",
-                  precision=precision, loop=loop) as r:
+    with Restorer(
+        export, backend, threads, batch=16, max_iters=iters, stop="none", precision=precision, loop=loop
+    ) as r:
         cap = int(r.manifest.defaults["max_iters"])
         t0 = time.perf_counter()
         _, rep = r.restore_array(img)
         seconds = time.perf_counter() - t0
-    return {"size": [width, height], "tiles": rep["tiling"]["tiles"], "iterations": iters, "loop": rep["run"]["loop"],
-            "seconds": round(seconds, 3), "s_per_iter": round(seconds / iters, 4),
-            "estimated_seconds_at_cap": round(seconds / iters * cap, 1), "cap": cap}
+    return {
+        "size": [width, height],
+        "tiles": rep["tiling"]["tiles"],
+        "iterations": iters,
+        "loop": rep["run"]["loop"],
+        "seconds": round(seconds, 3),
+        "s_per_iter": round(seconds / iters, 4),
+        "estimated_seconds_at_cap": round(seconds / iters * cap, 1),
+        "cap": cap,
+    }
 
 
 def _row(row: Dict[str, Any], measure) -> Dict[str, Any]:
@@ -248,45 +319,77 @@ def main() -> None:
         a.backend, a.sizes, a.iters, a.photo, a.tile_batch = "ort-cpu", "16,32", 2, "48x64", 4
     manifest = load_manifest(a.export)
     precisions = ["fp32"] + (["fp16"] if manifest.has_graph("unet_fp16") else [])
-    variants = [(p, io, cg) for p in precisions for io, cg in ((False, False), (True, False), (True, True))
-                if not cg or a.backend == "ort-cuda"]
-    loop_precisions = [p for p in ("fp32", "fp16")
-                       if manifest.has_graph("iterate_surrogate" + ("_fp16" if p == "fp16" else "")) and p in precisions]
+    variants = [
+        (p, io, cg)
+        for p in precisions
+        for io, cg in ((False, False), (True, False), (True, True))
+        if not cg or a.backend == "ort-cuda"
+    ]
+    loop_precisions = [
+        p
+        for p in ("fp32", "fp16")
+        if manifest.has_graph("iterate_surrogate" + ("_fp16" if p == "fp16" else "")) and p in precisions
+    ]
     loop_variants = [(p, cg) for p in loop_precisions for cg in ([False, True] if a.backend == "ort-cuda" else [False])]
-    shapes = [(1, int(s)) for s in a.sizes.split(",")] + ([(a.tile_batch, 64 if not a.dry_run else 16)]
-                                                          if a.tile_batch > 1 else [])
+    shapes = [(1, int(s)) for s in a.sizes.split(",")] + (
+        [(a.tile_batch, 64 if not a.dry_run else 16)] if a.tile_batch > 1 else []
+    )
     results: List[Dict[str, Any]] = []
     for batch, size in shapes:
         for precision, io, cg in variants:
-            row: Dict[str, Any] = {"batch": batch, "size": size, "precision": precision, "io_binding": io,
-                                   "cuda_graph": cg}
-            results.append(_row(row, lambda: time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg,
-                                                        a.threads)))
+            row: Dict[str, Any] = {
+                "batch": batch,
+                "size": size,
+                "precision": precision,
+                "io_binding": io,
+                "cuda_graph": cg,
+            }
+            results.append(
+                _row(row, lambda: time_chain(manifest, a.backend, size, batch, a.iters, precision, io, cg, a.threads))
+            )
         for precision, cg in loop_variants:
             row = {"batch": batch, "size": size, "precision": precision, "loop": "device", "cuda_graph": cg}
-            results.append(_row(row, lambda: time_device_loop(manifest, a.backend, size, batch, a.iters, cg, a.threads,
-                                                              precision)))
+            results.append(
+                _row(row, lambda: time_device_loop(manifest, a.backend, size, batch, a.iters, cg, a.threads, precision))
+            )
         if a.torch:
-            ort_best = min((x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size
-                            and "s_per_iter" in x), default=None)
+            ort_best = min(
+                (x["s_per_iter"] for x in results if x["batch"] == batch and x["size"] == size and "s_per_iter" in x),
+                default=None,
+            )
 
             def torch_row() -> Dict[str, Any]:
                 t = time_torch(a.torch, manifest, size, batch, a.iters, "cpu" if a.backend == "ort-cpu" else "cuda")
                 return {**t, **({"ort_best_over_torch": round(ort_best / t["s_per_iter"], 3)} if ort_best else {})}
 
-            results.append(_row({"batch": batch, "size": size, "reference": "torch eager, autograd (surrogate)"}, torch_row))
+            results.append(
+                _row({"batch": batch, "size": size, "reference": "torch eager, autograd (surrogate)"}, torch_row)
+            )
     photo = None
     if a.photo:
         h, w = (int(v) for v in a.photo.split("x"))
         runs = [(p, "host") for p in precisions] + [(p, "device") for p in loop_precisions]
-        photo = {f"{p}_{loop}": time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads, loop)
-                 for p, loop in runs}
+        photo = {
+            f"{p}_{loop}": time_photo(a.export, a.backend, h, w, 3 if not a.dry_run else 1, p, a.threads, loop)
+            for p, loop in runs
+        }
         print(json.dumps(photo), file=sys.stderr)
-    parity = _row({"check": f"device loop on {a.backend} against the host loop on ort-cpu"},
-                  lambda: loop_parity(manifest, a.backend, 64 if not a.dry_run else 16, 4, a.iters, a.threads))
-    report = {"benchmark": "gpu", "backend": a.backend, "device": gpu_name() or platform.processor() or platform.machine(),
-              "export": str(a.export), "dry_run": a.dry_run, "iterations_timed": a.iters, "chain": results,
-              "photo": photo, "parity": parity, "torch_reference": str(a.torch) if a.torch else None}
+    parity = _row(
+        {"check": f"device loop on {a.backend} against the host loop on ort-cpu"},
+        lambda: loop_parity(manifest, a.backend, 64 if not a.dry_run else 16, 4, a.iters, a.threads),
+    )
+    report = {
+        "benchmark": "gpu",
+        "backend": a.backend,
+        "device": gpu_name() or platform.processor() or platform.machine(),
+        "export": str(a.export),
+        "dry_run": a.dry_run,
+        "iterations_timed": a.iters,
+        "chain": results,
+        "photo": photo,
+        "parity": parity,
+        "torch_reference": str(a.torch) if a.torch else None,
+    }
     emit(report, a.json)
 
 

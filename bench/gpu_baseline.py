@@ -21,10 +21,15 @@ def celebahq_like_unet():
     """google/ddpm-celebahq-256's layout: 6 levels, 2 layers per block, attention at 16x16."""
     from diffusers import UNet2DModel
 
-    return UNet2DModel(sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
-                       block_out_channels=(128, 128, 256, 256, 512, 512),
-                       down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"))
+    return UNet2DModel(
+        sample_size=256,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=2,
+        block_out_channels=(128, 128, 256, 256, 512, 512),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    )
 
 
 def main() -> None:
@@ -61,12 +66,23 @@ def main() -> None:
             loss_and_grad(eps_model, z, y, spec, gradient)
             torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-        results.append({"gradient": gradient, "s_per_iter": round(statistics.median(times), 4),
-                        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)})
+        results.append(
+            {
+                "gradient": gradient,
+                "s_per_iter": round(statistics.median(times), 4),
+                "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
-    report = {"benchmark": "gpu_baseline", "device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-              "unet_parameters": int(sum(p.numel() for p in unet.parameters())), "size": args.size,
-              "steps": args.steps, "results": results}
+    report = {
+        "benchmark": "gpu_baseline",
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "unet_parameters": int(sum(p.numel() for p in unet.parameters())),
+        "size": args.size,
+        "steps": args.steps,
+        "results": results,
+    }
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")

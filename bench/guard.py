@@ -38,10 +38,20 @@ def record(export: str, n: int, held_out: bool, threads: int) -> List[Dict[str, 
                     continue  # undamaged (a flat patch): nothing to judge
                 out, rep = r.restore_array(y)
                 rho = residual_correlation(out.transpose(2, 0, 1), y.transpose(2, 0, 1))
-                rows.append({"task": task, "crop": name, "input": psnr(clean, y), "restored": psnr(clean, out),
-                             "correlation": rho, "stop": rep["stop_iteration"]})
-                print(f"{task} {i}: {rows[-1]['input']:.2f} -> {rows[-1]['restored']:.2f} dB, correlation {rho:.3f}",
-                      file=sys.stderr)
+                rows.append(
+                    {
+                        "task": task,
+                        "crop": name,
+                        "input": psnr(clean, y),
+                        "restored": psnr(clean, out),
+                        "correlation": rho,
+                        "stop": rep["stop_iteration"],
+                    }
+                )
+                print(
+                    f"{task} {i}: {rows[-1]['input']:.2f} -> {rows[-1]['restored']:.2f} dB, correlation {rho:.3f}",
+                    file=sys.stderr,
+                )
     return rows
 
 
@@ -54,10 +64,13 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         for task in sorted({r["task"] for r in rows}):
             rs = [r for r in rows if r["task"] == task]
             kept = [r["input"] if r["correlation"] > th else r["restored"] for r in rs]
-            per[task] = {"input": round(float(np.mean([r["input"] for r in rs])), 3),
-                         "guarded": round(float(np.mean(kept)), 3),
-                         "margin_db": round(float(np.mean(kept) - np.mean([r["input"] for r in rs])), 3),
-                         "reverted": int(sum(r["correlation"] > th for r in rs)), "crops": len(rs)}
+            per[task] = {
+                "input": round(float(np.mean([r["input"] for r in rs])), 3),
+                "guarded": round(float(np.mean(kept)), 3),
+                "margin_db": round(float(np.mean(kept) - np.mean([r["input"] for r in rs])), 3),
+                "reverted": int(sum(r["correlation"] > th for r in rs)),
+                "crops": len(rs),
+            }
         out["off" if th >= 1.0 else str(th)] = per
     return out
 
@@ -79,8 +92,17 @@ def main() -> None:
         rows = record(a.export, a.n, a.split == "held-out", a.threads)
         a.rows.parent.mkdir(parents=True, exist_ok=True)
         a.rows.write_text(json.dumps(rows))
-    emit({"benchmark": "residual guard", "export": a.export, "split": a.split, "crops_per_task": a.n,
-          "thresholds": summarise(rows), "rows": rows}, a.json)
+    emit(
+        {
+            "benchmark": "residual guard",
+            "export": a.export,
+            "split": a.split,
+            "crops_per_task": a.n,
+            "thresholds": summarise(rows),
+            "rows": rows,
+        },
+        a.json,
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def main() -> None:
             from PIL import Image
 
             crops = [np.asarray(Image.open(examples[i % len(examples)]).convert("RGB")) for i in range(12)]
-            rows = [np.concatenate(crops[r * 4:(r + 1) * 4], axis=1) for r in range(3)]
+            rows = [np.concatenate(crops[r * 4 : (r + 1) * 4], axis=1) for r in range(3)]
             Image.fromarray(np.concatenate(rows, axis=0)).save(src / "photo.png")
         for i in range(0 if args.split else args.images):
             (src / f"img{i}.png").write_bytes(examples[i % len(examples)].read_bytes())
@@ -61,16 +61,25 @@ def main() -> None:
                 results = run_jobs(jobs, RunOn(str(args.export), "ort-cpu", 1, options), None, workers)
                 assert all(x["ok"] for x in results), results
                 times[workers].append(time.perf_counter() - t0)
-        outputs = {w: (Path(tmp) / f"out_0_{w}" / ("photo.png" if args.split else "img0.png")).read_bytes() for w in (1, 2)}
+        outputs = {
+            w: (Path(tmp) / f"out_0_{w}" / ("photo.png" if args.split else "img0.png")).read_bytes() for w in (1, 2)
+        }
         identical = outputs[1] == outputs[2]
     ray.shutdown()
     per_min = {w: 60 * args.images / statistics.median(t) for w, t in times.items()}
-    report = {"benchmark": "ray_throughput", "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "cpus": 2, "images": args.images, "size": "192x256 in 6 tile units" if args.split else "64x64",
-              "outputs_identical_1_vs_2_workers": identical, "max_iters": args.max_iters, "threads_per_worker": 1,
-              "images_per_minute": {str(w): round(v, 2) for w, v in per_min.items()},
-              "ratio_2_over_1": round(per_min[2] / per_min[1], 3),
-              "seconds": {str(w): [round(x, 2) for x in t] for w, t in times.items()}}
+    report = {
+        "benchmark": "ray_throughput",
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": 2,
+        "images": args.images,
+        "size": "192x256 in 6 tile units" if args.split else "64x64",
+        "outputs_identical_1_vs_2_workers": identical,
+        "max_iters": args.max_iters,
+        "threads_per_worker": 1,
+        "images_per_minute": {str(w): round(v, 2) for w, v in per_min.items()},
+        "ratio_2_over_1": round(per_min[2] / per_min[1], 3),
+        "seconds": {str(w): [round(x, 2) for x in t] for w, t in times.items()},
+    }
     emit(report, args.json)
 
 

@@ -54,18 +54,27 @@ def main() -> None:
                 m["restored"].append(psnr(clean, out))
                 m["stop"].append(rep["stop_iteration"])
                 m["tile_iterations"].append(rep["iterations_run"])
-            print(f"{task} {i + 1}/{len(crops)}: " + ", ".join(
-                f"K={k} {per[k]['restored'][-1]:.2f} dB" for k in ks), file=sys.stderr)
+            print(
+                f"{task} {i + 1}/{len(crops)}: " + ", ".join(f"K={k} {per[k]['restored'][-1]:.2f} dB" for k in ks),
+                file=sys.stderr,
+            )
         rows[task] = {str(k): {key: round(float(np.mean(v)), 3) for key, v in m.items()} for k, m in per.items()}
         base = rows[task][str(ks[0])]
         for k in ks[1:]:
             r = rows[task][str(k)]
             r["gain_db"] = round(r["restored"] - base["restored"], 3)
             r["time_ratio"] = round(r["seconds"] / base["seconds"], 3)
-    report = {"benchmark": "restarts", "export": a.export, "crops_per_task": a.n, "crop_size": size,
-              "split": "held-out photos" if a.held_out else "training photos (tuning crops)",
-              "defaults": restorers[ks[0]].manifest.defaults, "k": ks, "tasks": rows,
-              "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
+    report = {
+        "benchmark": "restarts",
+        "export": a.export,
+        "crops_per_task": a.n,
+        "crop_size": size,
+        "split": "held-out photos" if a.held_out else "training photos (tuning crops)",
+        "defaults": restorers[ks[0]].manifest.defaults,
+        "k": ks,
+        "tasks": rows,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+    }
     for r in restorers.values():
         r.close()
     emit(report, a.json)

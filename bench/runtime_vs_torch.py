@@ -28,11 +28,19 @@ def main() -> None:
 
     from diip_deploy.bench.speed import runtime_vs_torch
 
-    results = runtime_vs_torch(args.model, args.export, args.size, args.threads, args.rounds, args.iters,
-                               tuple(args.gradients.split(",")))
-    report = {"benchmark": "runtime_vs_torch", "model": args.model, "export": args.export, "rounds": args.rounds,
-              "iters": args.iters, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-              "torch": torch.__version__, "results": results}
+    results = runtime_vs_torch(
+        args.model, args.export, args.size, args.threads, args.rounds, args.iters, tuple(args.gradients.split(","))
+    )
+    report = {
+        "benchmark": "runtime_vs_torch",
+        "model": args.model,
+        "export": args.export,
+        "rounds": args.rounds,
+        "iters": args.iters,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "torch": torch.__version__,
+        "results": results,
+    }
     print(json.dumps(report, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -54,33 +54,54 @@ def quality(args) -> dict:
             if args.crop:
                 ch, cw = (int(v) for v in args.crop.split("x"))
                 y0, x0 = (clean.shape[0] - ch) // 2, (clean.shape[1] - cw) // 2
-                clean = clean[y0:y0 + ch, x0:x0 + cw]
+                clean = clean[y0 : y0 + ch, x0 : x0 + cw]
             degraded = TASKS[task](clean, seed=i)
             hist = tile_histories(r, degraded.astype(np.float32), seed=0)
             if args.save_histories:  # for re-applying other stop rules offline (compare_stops)
                 args.save_histories.mkdir(parents=True, exist_ok=True)
-                np.savez(args.save_histories / f"{task}_{name.replace('/', '_')}.npz", xs=hist["xs"], loss=hist["loss"],
-                         laplacian_var=hist["laplacian_var"], clean=clean, degraded=degraded)
+                np.savez(
+                    args.save_histories / f"{task}_{name.replace('/', '_')}.npz",
+                    xs=hist["xs"],
+                    loss=hist["loss"],
+                    laplacian_var=hist["laplacian_var"],
+                    clean=clean,
+                    degraded=degraded,
+                )
             res = compare_stops(hist, clean, degraded, rule)
             stem = f"tiled_{task}_{name.replace('/', '_')}"
             pics = res.pop("images")
             if args.pictures:
                 gap = np.ones((clean.shape[0], 8, 3))
-                save_image(args.out.parent / f"{stem}.png",
-                           np.concatenate([degraded, gap, pics["per_tile"], gap, pics["per_image"], gap, clean], axis=1))
+                save_image(
+                    args.out.parent / f"{stem}.png",
+                    np.concatenate([degraded, gap, pics["per_tile"], gap, pics["per_image"], gap, clean], axis=1),
+                )
             row = {"task": task, "photo": name, "size": list(clean.shape[:2]), **res}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "psnr_curve"}), flush=True)
     summary = {}
     for task in sorted({r_["task"] for r_ in rows}):
         tr = [x for x in rows if x["task"] == task]
-        summary[task] = {k: {"psnr": round(float(np.mean([x[k]["psnr"] for x in tr])), 3),
-                             "seam_ratio": round(float(np.mean([x[k]["seam_ratio"] for x in tr])), 3)}
-                         for k in ("input", "per_tile", "per_image", "oracle")}
+        summary[task] = {
+            k: {
+                "psnr": round(float(np.mean([x[k]["psnr"] for x in tr])), 3),
+                "seam_ratio": round(float(np.mean([x[k]["seam_ratio"] for x in tr])), 3),
+            }
+            for k in ("input", "per_tile", "per_image", "oracle")
+        }
         summary[task]["images"] = len(tr)
     r.close()
-    return {"settings": {**r.settings.as_dict(), "tile": r.tiling.tile_size, "overlap": r.tiling.overlap, "batch": args.batch,
-                         "export": str(args.export)}, "summary": summary, "rows": rows}
+    return {
+        "settings": {
+            **r.settings.as_dict(),
+            "tile": r.tiling.tile_size,
+            "overlap": r.tiling.overlap,
+            "batch": args.batch,
+            "export": str(args.export),
+        },
+        "summary": summary,
+        "rows": rows,
+    }
 
 
 def restore(args) -> dict:
@@ -101,20 +122,30 @@ def restore(args) -> dict:
             degraded = TASKS[task](clean, seed=i).astype(np.float32)
             t0 = time.perf_counter()
             out, rep = r.restore_array(degraded)
-            row = {"task": task, "photo": name, "size": list(clean.shape[:2]), "tiles": rep["tiling"]["tiles"],
-                   "input_psnr": round(psnr(clean, degraded), 3), "output_psnr": round(psnr(clean, out), 3),
-                   "gain_db": round(psnr(clean, out) - psnr(clean, degraded), 3),
-                   "seam_ratio": round(seam_ratio(out, r.plan(*clean.shape[:2])), 3),
-                   "clean_seam_ratio": round(seam_ratio(clean, r.plan(*clean.shape[:2])), 3),
-                   "stop": rep["stop_iteration"], "stop_reason": rep["stop_reason"],
-                   "guard": rep.get("guard"), "defaults": r.manifest.defaults,
-                   "seconds": round(time.perf_counter() - t0, 1)}
+            row = {
+                "task": task,
+                "photo": name,
+                "size": list(clean.shape[:2]),
+                "tiles": rep["tiling"]["tiles"],
+                "input_psnr": round(psnr(clean, degraded), 3),
+                "output_psnr": round(psnr(clean, out), 3),
+                "gain_db": round(psnr(clean, out) - psnr(clean, degraded), 3),
+                "seam_ratio": round(seam_ratio(out, r.plan(*clean.shape[:2])), 3),
+                "clean_seam_ratio": round(seam_ratio(clean, r.plan(*clean.shape[:2])), 3),
+                "stop": rep["stop_iteration"],
+                "stop_reason": rep["stop_reason"],
+                "guard": rep.get("guard"),
+                "defaults": r.manifest.defaults,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
     r.close()
     tasks = sorted({x["task"] for x in rows})
-    return {"rows": rows, "mean_gain_db": {t: round(float(np.mean([x["gain_db"] for x in rows if x["task"] == t])), 3)
-                                            for t in tasks}}
+    return {
+        "rows": rows,
+        "mean_gain_db": {t: round(float(np.mean([x["gain_db"] for x in rows if x["task"] == t])), 3) for t in tasks},
+    }
 
 
 def memory(args) -> dict:
@@ -134,20 +165,42 @@ def memory(args) -> dict:
                 save_image(path, np.clip(big + np.random.default_rng(0).normal(0, 25 / 255, big.shape), 0, 1))
                 del big
             # one child process per run, so each peak is that run's own
-            cmd = [sys.executable, "-c", "import sys, resource, subprocess; "
-                   "p = subprocess.run(sys.argv[1:]); "
-                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)",
-                   sys.executable, "-m", "diip_deploy.runtime.commands.cli", str(path), "--model", str(args.export),
-                   "--out", str(Path(tmp) / "out"), "--max-iters", str(args.max_iters), "--batch", str(batch),
-                   "--quiet", "--backend", "ort-cpu", "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                "-c",
+                "import sys, resource, subprocess; "
+                "p = subprocess.run(sys.argv[1:]); "
+                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)",
+                sys.executable,
+                "-m",
+                "diip_deploy.runtime.commands.cli",
+                str(path),
+                "--model",
+                str(args.export),
+                "--out",
+                str(Path(tmp) / "out"),
+                "--max-iters",
+                str(args.max_iters),
+                "--batch",
+                str(batch),
+                "--quiet",
+                "--backend",
+                "ort-cpu",
+                "--threads",
+                str(args.threads),
+            ]
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
                 raise SystemExit(f"diip-run failed: {p.stderr.strip().splitlines()[-1]}")
             rep = json.loads((Path(tmp) / "out" / f"photo_{w}x{h}.json").read_text())
-            run = {"size": [w, h], "batch": batch, "tiles": rep["tiling"]["tiles"],
-                   "peak_rss_mb": round(int(p.stdout.strip().splitlines()[-1]) / 1024, 1),
-                   "seconds": round(time.perf_counter() - t0, 1)}
+            run = {
+                "size": [w, h],
+                "batch": batch,
+                "tiles": rep["tiling"]["tiles"],
+                "peak_rss_mb": round(int(p.stdout.strip().splitlines()[-1]) / 1024, 1),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
             out["runs"].append(run)
             print(json.dumps(run), flush=True)
     return out

@@ -24,8 +24,10 @@ from .settings import RestoreSettings, SettingsClass, SettingsError, check_manif
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
+
 class ManifestError(Exception):
     """A manifest or a file it lists cannot be trusted; one line says why."""
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -33,6 +35,7 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
 
 @dataclass
 class Manifest:
@@ -63,7 +66,7 @@ class Manifest:
     @property
     def max_tile_pixels(self) -> int:
         """The largest tile (or whole image) the model's attention is allowed to see at once."""
-        return int(self.data.get("tiling", {}).get("max_tile_pixels", 4 * self.tile_size ** 2))
+        return int(self.data.get("tiling", {}).get("max_tile_pixels", 4 * self.tile_size**2))
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -89,7 +92,9 @@ class Manifest:
     def graph_path(self, name: str) -> Path:
         """Path of a listed ONNX graph, after checking its sha256 (once per process)."""
         if name not in self.graphs:
-            raise ManifestError(f"{self.root}: manifest lists no graph {name!r} (has: {', '.join(self.graphs) or 'none'})")
+            raise ManifestError(
+                f"{self.root}: manifest lists no graph {name!r} (has: {', '.join(self.graphs) or 'none'})"
+            )
         return self._checked(self.graphs[name]["file"], self.graphs[name]["sha256"])
 
     def engine_path(self, name: str) -> Path:
@@ -105,9 +110,12 @@ class Manifest:
             raise ManifestError(f"{path}: listed in the manifest but missing")
         actual = sha256_file(path)
         if actual != expected:
-            raise ManifestError(f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...; re-export")
+            raise ManifestError(
+                f"{path}: sha256 {actual[:12]}... does not match the manifest's {expected[:12]}...; re-export"
+            )
         self._verified[rel] = path
         return path
+
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -122,22 +130,40 @@ def _is_num(v: Any) -> bool:
 _FIELDS = {
     "model.channels": (lambda v: _is_int(v) and v in (1, 3), "1 or 3"),
     "model.size_multiple": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "chain.timesteps": (lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(t) and 0 <= t for t in v),
-                        "a non-empty list of integer timesteps"),
-    "chain.alphas_cumprod": (lambda v: isinstance(v, list) and all(_is_num(a) and 0.0 < a < 1.0 for a in v),
-                             "a list of numbers strictly between 0 and 1"),
+    "chain.timesteps": (
+        lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(t) and 0 <= t for t in v),
+        "a non-empty list of integer timesteps",
+    ),
+    "chain.alphas_cumprod": (
+        lambda v: isinstance(v, list) and all(_is_num(a) and 0.0 < a < 1.0 for a in v),
+        "a list of numbers strictly between 0 and 1",
+    ),
     "chain.clamp": (lambda v: isinstance(v, bool), "true or false"),
-    "graphs": (lambda v: isinstance(v, dict) and all(isinstance(g, dict) and isinstance(g.get("file"), str)
-                                                     and isinstance(g.get("sha256"), str) for g in v.values()),
-               "an object of {file, sha256} entries"),
+    "graphs": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("sha256"), str)
+                for g in v.values()
+            )
+        ),
+        "an object of {file, sha256} entries",
+    ),
 }
 _OPTIONAL = {
     "model.native_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "tiling.tile_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "tiling.max_tile_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "engines": (lambda v: isinstance(v, dict) and all(isinstance(g, dict) and isinstance(g.get("file"), str)
-                                                      and isinstance(g.get("sha256"), str) for g in v.values()),
-                "an object of {file, sha256} entries"),
+    "engines": (
+        lambda v: (
+            isinstance(v, dict)
+            and all(
+                isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("sha256"), str)
+                for g in v.values()
+            )
+        ),
+        "an object of {file, sha256} entries",
+    ),
 }
 _MISSING = object()
 
@@ -177,14 +203,18 @@ def validate(data: Dict[str, Any], path: Path, settings_class: SettingsClass = R
         raise ManifestError(f"{path}: field 'tiling.tile_size' must be a multiple of model.size_multiple")
 
 
-def load_manifest(model_dir: Path | str, verify_files: bool = True, settings_class: SettingsClass = RestoreSettings) -> Manifest:
+def load_manifest(
+    model_dir: Path | str, verify_files: bool = True, settings_class: SettingsClass = RestoreSettings
+) -> Manifest:
     """Read a manifest and, by default, check the sha256 of every graph and engine it lists:
     a manifest that does not match its files is not trusted at all."""
     root = Path(model_dir)
     path = root / MANIFEST_NAME
     data = read_data(root)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
-        raise ManifestError(f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})")
+        raise ManifestError(
+            f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})"
+        )
     validate(data, path, settings_class)
     manifest = Manifest(root=root, data=data, settings_class=settings_class)
     if verify_files:
@@ -193,6 +223,7 @@ def load_manifest(model_dir: Path | str, verify_files: bool = True, settings_cla
         for name in manifest.engines:
             manifest.engine_path(name)
     return manifest
+
 
 def read_data(model_dir: Path | str) -> Dict[str, Any]:
     """A manifest's raw JSON, for an export step to edit (``load_manifest`` validates)."""
@@ -243,8 +274,12 @@ def same_chain(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """The one rule for "the same chain": equal timesteps and clamp, alphas equal to 1e-12."""
     ta, tb = list(a.get("timesteps", [])), list(b.get("timesteps", []))
     aa, ab = list(a.get("alphas_cumprod", [])), list(b.get("alphas_cumprod", []))
-    return (ta == tb and a.get("clamp") == b.get("clamp") and len(aa) == len(ab)
-            and bool(np.allclose(aa, ab, rtol=0, atol=1e-12)))
+    return (
+        ta == tb
+        and a.get("clamp") == b.get("clamp")
+        and len(aa) == len(ab)
+        and bool(np.allclose(aa, ab, rtol=0, atol=1e-12))
+    )
 
 
 def graph_entry(root: Path, name: str, spec: ChainSpec, **fields: Any) -> Dict[str, Any]:
@@ -259,13 +294,28 @@ def graph_entry(root: Path, name: str, spec: ChainSpec, **fields: Any) -> Dict[s
     return entry
 
 
-def new_manifest(model: Dict[str, Any], chain: Dict[str, Any], graphs: Dict[str, Any], tiling: Dict[str, Any],
-                 defaults: Dict[str, Any], tools: Dict[str, Any], verification: Optional[Dict[str, Any]],
-                 created: str) -> Dict[str, Any]:
+def new_manifest(
+    model: Dict[str, Any],
+    chain: Dict[str, Any],
+    graphs: Dict[str, Any],
+    tiling: Dict[str, Any],
+    defaults: Dict[str, Any],
+    tools: Dict[str, Any],
+    verification: Optional[Dict[str, Any]],
+    created: str,
+) -> Dict[str, Any]:
     """A whole manifest, in the order its readers expect."""
-    return {"schema": SCHEMA_VERSION, "created": created, "model": model, "chain": chain, "graphs": graphs,
-            "tiling": tiling, "defaults": defaults, "tools": tools,
-            "verification": verification if verification is not None else {"skipped": True}}
+    return {
+        "schema": SCHEMA_VERSION,
+        "created": created,
+        "model": model,
+        "chain": chain,
+        "graphs": graphs,
+        "tiling": tiling,
+        "defaults": defaults,
+        "tools": tools,
+        "verification": verification if verification is not None else {"skipped": True},
+    }
 
 
 def add_graphs(data: Dict[str, Any], graphs: Dict[str, Any], verification: Optional[Dict[str, Any]] = None) -> None:
@@ -280,7 +330,9 @@ def remove_graphs(data: Dict[str, Any], names: Iterable[str]) -> None:
         data.get("graphs", {}).pop(name, None)
 
 
-def set_defaults(data: Dict[str, Any], defaults: Dict[str, Any], settings_class: SettingsClass = RestoreSettings) -> None:
+def set_defaults(
+    data: Dict[str, Any], defaults: Dict[str, Any], settings_class: SettingsClass = RestoreSettings
+) -> None:
     """Tuned defaults into a manifest being edited, checked as the runtime will check them."""
     merged = {**data.get("defaults", {}), **defaults}
     check_manifest_defaults(merged, settings_class)

@@ -35,14 +35,30 @@ class SettingsError(ValueError):
         self.name = name
 
 
-def option(default: Any, group: str, help: str, *, min: Optional[float] = None, max: Optional[float] = None,
-           min_open: bool = False, manifest: bool = True, cli: bool = True) -> Any:
+def option(
+    default: Any,
+    group: str,
+    help: str,
+    *,
+    min: Optional[float] = None,
+    max: Optional[float] = None,
+    min_open: bool = False,
+    manifest: bool = True,
+    cli: bool = True,
+) -> Any:
     """A settings field: ``min`` / ``max`` bound numbers (``min_open``: strictly above),
     ``manifest``: an export may set its default, ``cli``: ``diip-run`` offers it."""
     if group not in GROUPS:
         raise ValueError(f"unknown option group {group!r}")
-    meta = {"group": group, "help": help, "min": min, "max": max, "min_open": min_open, "manifest": manifest,
-            "cli": cli}
+    meta = {
+        "group": group,
+        "help": help,
+        "min": min,
+        "max": max,
+        "min_open": min_open,
+        "manifest": manifest,
+        "cli": cli,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -70,8 +86,9 @@ class Spec:
     def describe(self) -> str:
         """What a value must be, in words."""
         if self.choices:
-            return " or ".join([", ".join(self.choices[:-1]), self.choices[-1]] if len(self.choices) > 1
-                               else self.choices)
+            return " or ".join(
+                [", ".join(self.choices[:-1]), self.choices[-1]] if len(self.choices) > 1 else self.choices
+            )
         what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
         if self.min is not None and self.max is not None:
             return f"{what} in {self.min:g}..{self.max:g}"
@@ -146,52 +163,93 @@ class RestoreSettings:
 
     # model and backend
     precision: Literal["fp32", "fp16"] = option(
-        "fp32", "model", "Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends).")
+        "fp32", "model", "Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends)."
+    )
     loop: Literal["auto", "device", "host"] = option(
-        "auto", "model", "Where z and Adam's moments live: device (the export's iterate graph, one call per "
+        "auto",
+        "model",
+        "Where z and Adam's moments live: device (the export's iterate graph, one call per "
         "iteration; only losses come back), host (numpy); auto: device on ort-cuda / ort-tensorrt when the export "
-        "has the graph.")
+        "has the graph.",
+    )
     # optimisation
     gradient: Literal["exact", "surrogate"] = option(
-        "surrogate", "optimisation", "Latent gradient: exact (through the UNet's VJP) or surrogate (eps held "
-        "constant; forward graphs only).")
+        "surrogate",
+        "optimisation",
+        "Latent gradient: exact (through the UNet's VJP) or surrogate (eps held constant; forward graphs only).",
+    )
     optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
     lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)
     max_iters: int = option(300, "optimisation", "Iteration cap.", min=1)
-    restarts: int = option(1, "optimisation", "Restore K times from different seeds, batched, and average "
-                           "(K times the work).", min=1)
+    restarts: int = option(
+        1, "optimisation", "Restore K times from different seeds, batched, and average (K times the work).", min=1
+    )
     seed: int = option(0, "optimisation", "Noise seed (each tile derives its own from it).", min=0, manifest=False)
-    project: bool = option(True, "optimisation", "Project z back onto the sphere of its expected norm after each "
-                           "step (the iteration graphs always do).", manifest=False, cli=False)
+    project: bool = option(
+        True,
+        "optimisation",
+        "Project z back onto the sphere of its expected norm after each step (the iteration graphs always do).",
+        manifest=False,
+        cli=False,
+    )
     # stopping
     stop: Literal["auto", "slope", "laplacian", "none", "paper-auto"] = option(
-        "auto", "stopping", "Stopping criterion: loss slope, Laplacian-variance peak, the first of both (auto), the "
-        "paper's exact rules, or none (run to --max-iters).")
+        "auto",
+        "stopping",
+        "Stopping criterion: loss slope, Laplacian-variance peak, the first of both (auto), the "
+        "paper's exact rules, or none (run to --max-iters).",
+    )
     eps: float = option(1e-3, "stopping", "Slope threshold.", min=0)
     slope_window: int = option(5, "stopping", "Iterations in the smoothed slope.", min=1)
     slope_fit: Literal["mean", "regression"] = option(
-        "mean", "stopping", "Smoothed slope: mean of raw slopes, or a regression line.")
+        "mean", "stopping", "Smoothed slope: mean of raw slopes, or a regression line."
+    )
     slope_min_iter: int = option(0, "stopping", "Earliest slope stop.", min=0)
     patience: int = option(1, "stopping", "Iterations the slope must stay below --eps before stopping.", min=1)
     k_min: int = option(100, "stopping", "Earliest Laplacian-peak stop.", min=0)
-    lap_window: int = option(1, "stopping", "Trailing mean of the Laplacian variance before its peak is sought.",
-                             min=1)
+    lap_window: int = option(1, "stopping", "Trailing mean of the Laplacian variance before its peak is sought.", min=1)
     residual_guard: float = option(
-        1.0, "stopping", "Return the input for a region whose residual (restored - input) has a lag-one "
-        "correlation above this: structure the prior could not fit, not noise (1: off).", min=0, max=1)
+        1.0,
+        "stopping",
+        "Return the input for a region whose residual (restored - input) has a lag-one "
+        "correlation above this: structure the prior could not fit, not noise (1: off).",
+        min=0,
+        max=1,
+    )
     # tiles
-    tile: Optional[int] = option(None, "tiles", "Tile size (a multiple of the model's); 0: the whole image, where "
-                                 "it fits. Default: the manifest's tile size.", min=0, manifest=False)
-    tile_overlap: Optional[int] = option(None, "tiles", "Overlap between tiles. Default: a quarter of the tile.",
-                                         min=0, manifest=False)
-    batch: Optional[int] = option(None, "tiles", "Tiles per graph call (the output does not depend on it). "
-                                  "Default: 8 on the CPU and TensorRT engines, 512x512 pixels a call on ort-cuda / "
-                                  "ort-tensorrt.", min=1, manifest=False)
+    tile: Optional[int] = option(
+        None,
+        "tiles",
+        "Tile size (a multiple of the model's); 0: the whole image, where it fits. Default: the manifest's tile size.",
+        min=0,
+        manifest=False,
+    )
+    tile_overlap: Optional[int] = option(
+        None, "tiles", "Overlap between tiles. Default: a quarter of the tile.", min=0, manifest=False
+    )
+    batch: Optional[int] = option(
+        None,
+        "tiles",
+        "Tiles per graph call (the output does not depend on it). "
+        "Default: 8 on the CPU and TensorRT engines, 512x512 pixels a call on ort-cuda / "
+        "ort-tensorrt.",
+        min=1,
+        manifest=False,
+    )
     stop_scope: Literal["image", "tile"] = option(
-        "image", "tiles", "image: one stop for all tiles of a region (summed loss, Laplacian of the blended image); "
-        "tile: each tile its own.", manifest=False)
-    region_tiles: int = option(256, "tiles", "With --stop-scope image: at most this many neighbouring tiles "
-                               "share one stop (bounds memory).", min=1, manifest=False)
+        "image",
+        "tiles",
+        "image: one stop for all tiles of a region (summed loss, Laplacian of the blended image); "
+        "tile: each tile its own.",
+        manifest=False,
+    )
+    region_tiles: int = option(
+        256,
+        "tiles",
+        "With --stop-scope image: at most this many neighbouring tiles share one stop (bounds memory).",
+        min=1,
+        manifest=False,
+    )
     max_pixels: int = option(50_000_000, "io", "Refuse larger images before any compute.", min=1, manifest=False)
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ def samples(model_dir: str, out: Path, n: int = 16, size: int = 64, steps: int =
         for t in sched.timesteps:
             x = sched.step(pipe.unet(x, t).sample, t, x).prev_sample
     imgs = ((x.clamp(-1, 1) + 1) / 2).numpy().transpose(0, 2, 3, 1)
-    rows = [np.concatenate(list(imgs[r * 4:(r + 1) * 4]), axis=1) for r in range(n // 4)]
+    rows = [np.concatenate(list(imgs[r * 4 : (r + 1) * 4]), axis=1) for r in range(n // 4)]
     save_image(out, np.repeat(np.repeat(np.concatenate(rows, 0), 2, 0), 2, 1))
 
 
@@ -86,9 +86,11 @@ def denoising_psnr(model_dir: str, ts=(25, 50, 100, 200, 400), size: int = 64, s
         with torch.no_grad():
             pred = pipe.unet(xt, torch.full((len(x0),), t)).sample
         x0_hat = (xt - (1 - a) ** 0.5 * pred) / a**0.5
-        out[str(t)] = {"noise_sigma_255": round(255 / 2 * ((1 - a) / a) ** 0.5, 1),
-                       "input_psnr": float(np.mean([psnr(c, n) for c, n in zip(crops, to01(xt / a**0.5))])),
-                       "denoised_psnr": float(np.mean([psnr(c, d) for c, d in zip(crops, to01(x0_hat))]))}
+        out[str(t)] = {
+            "noise_sigma_255": round(255 / 2 * ((1 - a) / a) ** 0.5, 1),
+            "input_psnr": float(np.mean([psnr(c, n) for c, n in zip(crops, to01(xt / a**0.5))])),
+            "denoised_psnr": float(np.mean([psnr(c, d) for c, d in zip(crops, to01(x0_hat))])),
+        }
     return out
 
 
@@ -112,9 +114,14 @@ def diip_by_size(export_dir: str, sizes=(32, 64, 128), n: int = 3) -> dict:
             (r,) = restore(chain, to_model_range(y.astype(np.float32)), cfg)
             rows.append((psnr(x, y), psnr(x, from_model_range(r.x0[None])), r.seconds, r.iterations_run))
         a = np.array(rows)
-        out[str(size)] = {"input_psnr": float(a[:, 0].mean()), "output_psnr": float(a[:, 1].mean()),
-                          "gain_db": float((a[:, 1] - a[:, 0]).mean()), "seconds": float(a[:, 2].mean()),
-                          "iterations": float(a[:, 3].mean()), "images": n}
+        out[str(size)] = {
+            "input_psnr": float(a[:, 0].mean()),
+            "output_psnr": float(a[:, 1].mean()),
+            "gain_db": float((a[:, 1] - a[:, 0]).mean()),
+            "seconds": float(a[:, 2].mean()),
+            "iterations": float(a[:, 3].mean()),
+            "images": n,
+        }
         print(size, out[str(size)], flush=True)
     return out
 
@@ -125,11 +132,19 @@ def diip_run_seconds(export_dir: str, image: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "diip_deploy.runtime.cli", image, "--model", export_dir, "--out", tmp, "--quiet"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "diip_deploy.runtime.cli", image, "--model", export_dir, "--out", tmp, "--quiet"],
+            check=True,
+        )
         wall = time.perf_counter() - t0
         rep = json.loads(next(Path(tmp).glob("*.json")).read_text())
-    return {"image": image, "wall_seconds": round(wall, 2), "restore_seconds": rep["seconds"],
-            "iterations_run": rep["iterations_run"], "stop_reason": rep["stop_reason"]}
+    return {
+        "image": image,
+        "wall_seconds": round(wall, 2),
+        "restore_seconds": rep["seconds"],
+        "iterations_run": rep["iterations_run"],
+        "stop_reason": rep["stop_reason"],
+    }
 
 
 def main() -> None:
@@ -142,8 +157,11 @@ def main() -> None:
     training = json.loads((model / "training.json").read_text())
     loss_curve(training, model / "loss_curve.png")
     samples(args.model, model / "samples.png")
-    metrics = {"denoising": denoising_psnr(args.model), "diip_run": diip_run_seconds(args.export, args.image),
-               "diip_by_size": diip_by_size(args.export)}
+    metrics = {
+        "denoising": denoising_psnr(args.model),
+        "diip_run": diip_run_seconds(args.export, args.image),
+        "diip_by_size": diip_by_size(args.export),
+    }
     (model / "card_metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     print(json.dumps(metrics, indent=1))
 

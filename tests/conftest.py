@@ -29,8 +29,17 @@ def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
     from diip_deploy.export.cli import export_model
 
     out = tmp_path_factory.mktemp("tiny_export")
-    export_model(str(tiny_pipeline), out, steps=TINY_STEPS, gradient="both", fused="both", iterate="both", verify=True,
-                 defaults={"lr": 0.02, "max_iters": 12, "k_min": 5}, log=lambda m: None)
+    export_model(
+        str(tiny_pipeline),
+        out,
+        steps=TINY_STEPS,
+        gradient="both",
+        fused="both",
+        iterate="both",
+        verify=True,
+        defaults={"lr": 0.02, "max_iters": 12, "k_min": 5},
+        log=lambda m: None,
+    )
     return out
 
 
@@ -43,7 +52,9 @@ def tiny_torch(tiny_pipeline):
     from diip_deploy.schedule import ChainSpec
 
     m = load_model(str(tiny_pipeline))
-    return EpsModel(prepare_unet(m.unet), m.alphas_cumprod, m.prediction_type).eval(), ChainSpec.from_table(m.alphas_cumprod, TINY_STEPS)
+    return EpsModel(prepare_unet(m.unet), m.alphas_cumprod, m.prediction_type).eval(), ChainSpec.from_table(
+        m.alphas_cumprod, TINY_STEPS
+    )
 
 
 def copy_export(src: Path, dst: Path) -> Path:

@@ -32,9 +32,13 @@ def test_batch_equals_each_sample_alone(tiny_export, gradient, n, batch):
     seeds = [(5, i) for i in range(n)]
     cfg = replace(MIXED, gradient=gradient)
     together = restore(chain, ys, cfg, seeds=seeds, batch=batch)
-    alone = [restore(chain, ys[i:i + 1], cfg, seeds=[seeds[i]])[0] for i in range(n)]
+    alone = [restore(chain, ys[i : i + 1], cfg, seeds=[seeds[i]])[0] for i in range(n)]
     for t, a in zip(together, alone):
-        assert (t.stop_iteration, t.stop_reason, t.iterations_run) == (a.stop_iteration, a.stop_reason, a.iterations_run)
+        assert (t.stop_iteration, t.stop_reason, t.iterations_run) == (
+            a.stop_iteration,
+            a.stop_reason,
+            a.iterations_run,
+        )
         np.testing.assert_allclose(t.x0, a.x0, atol=1e-6)
         np.testing.assert_allclose(t.history["loss"], a.history["loss"], rtol=1e-6)
     if n == 7:  # the test means something only if samples leave the batch at different times
@@ -51,7 +55,7 @@ def test_exact_gradient_scaling_is_per_sample(tiny_export):
     cot[1] *= 1e-6
     both = chain.vjp(x, 500, cot)
     for i in range(2):
-        np.testing.assert_allclose(both[i], chain.vjp(x[i:i + 1], 500, cot[i:i + 1])[0], rtol=1e-5)
+        np.testing.assert_allclose(both[i], chain.vjp(x[i : i + 1], 500, cot[i : i + 1])[0], rtol=1e-5)
 
 
 def test_joint_stop_independent_of_batch_and_order(tiny_export):

@@ -64,14 +64,43 @@ def test_bench_end_to_end_on_two_small_images(tiny_export, tmp_path):
     for i in range(2):
         save(tmp_path / "imgs" / f"im{i}.png", smooth_image(40, 40, seed=i))
     out = tmp_path / "out"
-    r = CliRunner().invoke(bench, ["--export", str(tiny_export), "--images", str(tmp_path / "imgs"), "--n", "2",
-                                   "--size", "32", "--task", "noise25", "--task", "sr4", "--max-iters", "6",
-                                   "--k-min", "2", "--dip-iters", "20", "--out", str(out)], catch_exceptions=False)
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--export",
+            str(tiny_export),
+            "--images",
+            str(tmp_path / "imgs"),
+            "--n",
+            "2",
+            "--size",
+            "32",
+            "--task",
+            "noise25",
+            "--task",
+            "sr4",
+            "--max-iters",
+            "6",
+            "--k-min",
+            "2",
+            "--dip-iters",
+            "20",
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "results.json").read_text())
     assert rep["dataset"]["count"] == 2 and set(rep["tasks"]) == {"noise25", "sr4"}
     noise = rep["tasks"]["noise25"]["methods"]
-    for m in ("DIIP surrogate (auto stop)", "DIIP surrogate (oracle stop)", "DIIP exact (auto stop)", "DIP (oracle stop)", "TV"):
+    for m in (
+        "DIIP surrogate (auto stop)",
+        "DIIP surrogate (oracle stop)",
+        "DIIP exact (auto stop)",
+        "DIP (oracle stop)",
+        "TV",
+    ):
         assert m in noise, m
     oracle = noise["DIIP surrogate (oracle stop)"]["per_image"]
     for rule in ("auto", "slope", "laplacian"):
@@ -110,20 +139,47 @@ def test_gpu_bench_dry_run_times_every_variant_on_the_cpu(tiny_export, tiny_pipe
     out = tmp_path / "gpu.json"
     repo = Path(__file__).resolve().parents[1]
     ts = tmp_path / "unet.ts"
-    r = subprocess.run([sys.executable, "bench/gpu.py", "--save-torch", str(ts), "--model", str(tiny_pipeline)],
-                       capture_output=True, text=True, cwd=repo)
+    r = subprocess.run(
+        [sys.executable, "bench/gpu.py", "--save-torch", str(ts), "--model", str(tiny_pipeline)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "bench/gpu.py", "--dry-run", "--export", str(export), "--threads", "1",
-                        "--torch", str(ts), "--json", str(out)], capture_output=True, text=True, cwd=repo)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "bench/gpu.py",
+            "--dry-run",
+            "--export",
+            str(export),
+            "--threads",
+            "1",
+            "--torch",
+            str(ts),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads(out.read_text())
     rows = [x for x in report["chain"] if "reference" not in x]
     host = [x for x in rows if x.get("loop") != "device"]
-    assert {(x["precision"], x["io_binding"]) for x in host} == {("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True)}
+    assert {(x["precision"], x["io_binding"]) for x in host} == {
+        ("fp32", False),
+        ("fp32", True),
+        ("fp16", False),
+        ("fp16", True),
+    }
     assert len([x for x in rows if x.get("loop") == "device"]) == 3  # the device loop at every shape
     assert all("error" not in x and x["s_per_iter"] > 0 for x in rows), rows
     torch_rows = [x for x in report["chain"] if "reference" in x]
-    assert len(torch_rows) == 3 and all(x["s_per_iter"] > 0 and x["ort_best_over_torch"] > 0 for x in torch_rows), torch_rows
+    assert len(torch_rows) == 3 and all(x["s_per_iter"] > 0 and x["ort_best_over_torch"] > 0 for x in torch_rows), (
+        torch_rows
+    )
     assert set(report["photo"]) == {"fp32_host", "fp16_host", "fp32_device"} and report["dry_run"]
     assert "error" not in report["parity"] and report["parity"]["max_diff_of_255"] < 0.5, report["parity"]
     assert [report["photo"][k]["loop"] for k in ("fp32_host", "fp32_device")] == ["host", "device"]
@@ -177,7 +233,10 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
     celeba.pack(root, archive)
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "raw", filter="data")
-    weights = [numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "raw" / "celeba" / "export" / "unet.onnx")).graph.initializer]
+    weights = [
+        numpy_helper.to_array(i)
+        for i in onnx.load(str(tmp_path / "raw" / "celeba" / "export" / "unet.onnx")).graph.initializer
+    ]
     big = [w for w in weights if w.size >= celeba.MIN_WEIGHT and w.dtype == np.float32]
     assert big and all(not w.any() for w in big) and any(w.any() for w in weights if w.size < celeba.MIN_WEIGHT)
     celeba.unpack(archive, tmp_path / "celeba")
@@ -196,9 +255,30 @@ def test_bench_no_exact_runs_no_task_with_the_exact_gradient(tiny_export, tmp_pa
     (tmp_path / "imgs").mkdir()
     save(tmp_path / "imgs" / "im.png", smooth_image(40, 40))
     out = tmp_path / "out"
-    r = CliRunner().invoke(bench, ["--export", str(tiny_export), "--images", str(tmp_path / "imgs"), "--n", "1",
-                                   "--size", "32", "--task", "noise25", "--max-iters", "4", "--k-min", "1", "--no-dip",
-                                   "--no-exact", "--out", str(out)], catch_exceptions=False)
+    r = CliRunner().invoke(
+        bench,
+        [
+            "--export",
+            str(tiny_export),
+            "--images",
+            str(tmp_path / "imgs"),
+            "--n",
+            "1",
+            "--size",
+            "32",
+            "--task",
+            "noise25",
+            "--max-iters",
+            "4",
+            "--k-min",
+            "1",
+            "--no-dip",
+            "--no-exact",
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "results.json").read_text())
     methods = rep["tasks"]["noise25"]["methods"]

@@ -27,8 +27,18 @@ def test_restores_png_and_jpeg_with_report(tiny_export, tmp_path):
         img = np.asarray(Image.open(out / f"{stem}.png"))
         assert img.shape == (16, 16, 3)
         rep = json.loads((out / f"{stem}.json").read_text())
-        for key in ("stop_iteration", "stop_reason", "iterations_run", "backend", "settings", "seed", "history", "tiling",
-                    "png_sha256", "complete"):
+        for key in (
+            "stop_iteration",
+            "stop_reason",
+            "iterations_run",
+            "backend",
+            "settings",
+            "seed",
+            "history",
+            "tiling",
+            "png_sha256",
+            "complete",
+        ):
             assert key in rep
         assert rep["iterations_run"] == 8 and rep["stop_reason"] == "max_iters" and rep["backend"] == "ort-cpu"
         assert len(rep["history"]["loss"]) == 8 and len(rep["history"]["laplacian_var"]) == 8
@@ -41,12 +51,39 @@ def test_manifest_defaults_and_overrides(tiny_export, tmp_path):
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--quiet"])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o" / "a.json").read_text())
-    assert rep["settings"]["lr"] == 0.02 and rep["settings"]["max_iters"] == 12 and rep["settings"]["gradient"] == "surrogate"
-    r = run([png, "--model", tiny_export, "--out", tmp_path / "o2", "--quiet", "--gradient", "exact", "--lr", "0.1",
-             "--max-iters", "4", "--seed", "3", "--optimizer", "gd"])
+    assert (
+        rep["settings"]["lr"] == 0.02
+        and rep["settings"]["max_iters"] == 12
+        and rep["settings"]["gradient"] == "surrogate"
+    )
+    r = run(
+        [
+            png,
+            "--model",
+            tiny_export,
+            "--out",
+            tmp_path / "o2",
+            "--quiet",
+            "--gradient",
+            "exact",
+            "--lr",
+            "0.1",
+            "--max-iters",
+            "4",
+            "--seed",
+            "3",
+            "--optimizer",
+            "gd",
+        ]
+    )
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o2" / "a.json").read_text())
-    assert (rep["settings"]["lr"], rep["iterations_run"], rep["seed"], rep["settings"]["gradient"]) == (0.1, 4, 3, "exact")
+    assert (rep["settings"]["lr"], rep["iterations_run"], rep["seed"], rep["settings"]["gradient"]) == (
+        0.1,
+        4,
+        3,
+        "exact",
+    )
 
 
 def test_same_seed_same_result(tiny_export, tmp_path):
@@ -138,7 +175,9 @@ def _nan_model(tiny_export, dst):
     timestep = helper.make_tensor_value_info("timestep", TensorProto.INT64, ["batch"])
     eps = helper.make_tensor_value_info("eps", TensorProto.FLOAT, ["batch", 3, "height", "width"])
     nan = helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])
-    graph = helper.make_graph([helper.make_node("Mul", ["sample", "nan"], ["eps"])], "nan_unet", [sample, timestep], [eps], [nan])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["sample", "nan"], ["eps"])], "nan_unet", [sample, timestep], [eps], [nan]
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), m / "unet.onnx")
     man = json.loads((m / "manifest.json").read_text())
     man["graphs"] = {"unet": {**man["graphs"]["unet"], "sha256": sha256_file(m / "unet.onnx")}}

@@ -49,7 +49,9 @@ def test_exports_and_round_trips(tmp_path):
     z = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
     y = rng.uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
     x0, loss, grad = open_chain(manifest, "ort-cpu", "surrogate").loss_and_grad(z, y)
-    x0_t, loss_t, grad_t = loss_and_grad(eps_model, torch.from_numpy(z), torch.from_numpy(y), manifest.chain_spec, "surrogate")
+    x0_t, loss_t, grad_t = loss_and_grad(
+        eps_model, torch.from_numpy(z), torch.from_numpy(y), manifest.chain_spec, "surrogate"
+    )
     assert rel_l2(x0, x0_t.numpy()) <= 1e-4 and rel_l2(grad, grad_t.numpy()) <= 1e-4
 
 

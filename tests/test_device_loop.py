@@ -27,7 +27,9 @@ def _ys(n, size=16, seed=0):
 
 def _chains(export, gradient, backend="ort-cpu", **kw):
     m = load_manifest(export)
-    return open_chain(m, "ort-cpu", gradient, 1), open_chain(m, backend, gradient, 1, loop_graph="iterate_" + gradient, **kw)
+    return open_chain(m, "ort-cpu", gradient, 1), open_chain(
+        m, backend, gradient, 1, loop_graph="iterate_" + gradient, **kw
+    )
 
 
 def test_export_lists_verified_iteration_graphs(tiny_export):
@@ -35,7 +37,15 @@ def test_export_lists_verified_iteration_graphs(tiny_export):
     for g in GRADIENTS:
         entry, v = man["graphs"][f"iterate_{g}"], man["verification"][f"iterate_{g}"]
         assert entry["chain"]["timesteps"] == man["chain"]["timesteps"]
-        assert v["passed"] and set(v["rel_l2"]) == {"x0", "loss", "laplacian_var", "grad_sq", "z_next", "m_next", "v_next"}
+        assert v["passed"] and set(v["rel_l2"]) == {
+            "x0",
+            "loss",
+            "laplacian_var",
+            "grad_sq",
+            "z_next",
+            "m_next",
+            "v_next",
+        }
 
 
 @pytest.mark.parametrize("gradient", GRADIENTS)
@@ -105,8 +115,9 @@ def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
     plan = plan_tiles(24, 24, 16, 8)
     ys = _ys(len(plan))
     cfg = RestoreSettings(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
-    results = [restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3)
-               for c in (host, dev)]
+    results = [
+        restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3) for c in (host, dev)
+    ]
     assert results[0].stop_iteration == results[1].stop_iteration
     np.testing.assert_allclose(results[1].x0, results[0].x0, atol=1e-4)
     np.testing.assert_allclose(results[1].history["laplacian_var"], results[0].history["laplacian_var"], rtol=1e-4)
@@ -122,7 +133,7 @@ def test_non_finite_state_on_the_device_is_an_error(tiny_export):
 def test_restorer_loop_choice(tiny_export, tmp_path):
     from diip_deploy.runtime.restorer import Restorer
 
-    img = (np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25)
+    img = np.random.default_rng(0).random((20, 28, 3)) * 0.5 + 0.25
     outs = {}
     for loop in ("host", "device"):
         with Restorer(tiny_export, "ort-cpu", 1, batch=4, loop=loop, max_iters=6) as r:
@@ -157,7 +168,9 @@ def _cuda():
     return "CUDAExecutionProvider" in available_providers()
 
 
-@pytest.mark.skipif(not _cuda(), reason="onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu and a GPU)")
+@pytest.mark.skipif(
+    not _cuda(), reason="onnxruntime here has no CUDAExecutionProvider (needs onnxruntime-gpu and a GPU)"
+)
 @pytest.mark.parametrize("cuda_graph", (False, True))
 def test_device_loop_on_cuda_matches_the_cpu(tiny_export, cuda_graph):
     host, dev = _chains(tiny_export, "surrogate", backend="ort-cuda", cuda_graph=cuda_graph)
@@ -183,7 +196,9 @@ def test_add_puts_an_iteration_graph_into_an_existing_export(tiny_pipeline, tiny
     man["defaults"]["eps"] = 0.0123  # as diip-tune choose --write would leave it
     (out / "iterate_surrogate.onnx").unlink()
     write_manifest(out, man)
-    export_model(str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True, log=lambda m: None)
+    export_model(
+        str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True, log=lambda m: None
+    )
     after = json.loads((out / "manifest.json").read_text())
     assert after["verification"]["iterate_surrogate"]["passed"] and (out / "iterate_surrogate.onnx").exists()
     assert after["defaults"]["eps"] == 0.0123 and after["graphs"]["unet"] == man["graphs"]["unet"]
@@ -218,8 +233,16 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
     from diip_deploy.runtime.restorer import Restorer
 
     out = copy_export(tiny_export, tmp_path / "x")
-    export_model(str(tiny_pipeline), out, steps=2, gradient="surrogate", iterate="surrogate", add=True,
-                 iterate_fp16=True, log=lambda m: None)
+    export_model(
+        str(tiny_pipeline),
+        out,
+        steps=2,
+        gradient="surrogate",
+        iterate="surrogate",
+        add=True,
+        iterate_fp16=True,
+        log=lambda m: None,
+    )
     add_fp16_graphs(out)  # the host loop's fp16 copies, which --precision fp16 also opens
     man = json.loads((out / "manifest.json").read_text())
     entry, v = man["graphs"]["iterate_surrogate_fp16"], man["verification"]["iterate_surrogate_fp16"]

@@ -49,8 +49,25 @@ def test_diip_run_fp16_is_close_to_fp32(fp16_export, tmp_path):
     outs = {}
     for precision in ("fp32", "fp16"):
         out = tmp_path / precision
-        r = CliRunner().invoke(diip_run, [str(png), "--model", str(fp16_export), "--out", str(out), "--tile", "16",
-                                          "--max-iters", "8", "--stop", "none", "--precision", precision, "--quiet"])
+        r = CliRunner().invoke(
+            diip_run,
+            [
+                str(png),
+                "--model",
+                str(fp16_export),
+                "--out",
+                str(out),
+                "--tile",
+                "16",
+                "--max-iters",
+                "8",
+                "--stop",
+                "none",
+                "--precision",
+                precision,
+                "--quiet",
+            ],
+        )
         assert r.exit_code == 0, r.output
         assert json.loads((out / "a.json").read_text())["settings"]["precision"] == precision
         from PIL import Image
@@ -63,8 +80,10 @@ def test_diip_run_fp16_is_close_to_fp32(fp16_export, tmp_path):
 
 def test_precision_fp16_without_fp16_graphs_is_one_line(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", smooth_image(16, 16, 0))
-    r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
-                                      "--precision", "fp16", "--quiet"])
+    r = CliRunner().invoke(
+        diip_run,
+        [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o"), "--precision", "fp16", "--quiet"],
+    )
     assert r.exit_code == 2 and "diip-fp16" in r.output
     assert len([line for line in r.output.splitlines() if "error" in line]) == 1
     assert not (tmp_path / "o" / "a.png").exists()
@@ -92,4 +111,7 @@ def test_tensorrt_ep_gets_fp16_from_its_own_builder(tiny_export):
     opts = runner.provider_options["TensorrtExecutionProvider"]
     assert opts["trt_fp16_enable"] == "True" and opts["trt_engine_cache_enable"] == "True"
     assert runner.path.name == "unet.onnx"
-    assert make_runner(m, "ort-tensorrt", "unet").provider_options["TensorrtExecutionProvider"]["trt_fp16_enable"] == "False"
+    assert (
+        make_runner(m, "ort-tensorrt", "unet").provider_options["TensorrtExecutionProvider"]["trt_fp16_enable"]
+        == "False"
+    )

@@ -40,7 +40,9 @@ def no_partial_files(folder: Path) -> bool:
     names = [p for p in folder.rglob("*") if p.is_file()]
     if any(p.name.startswith(".") for p in names):
         return False
-    pngs = {p.with_suffix("") for p in names if p.suffix == ".png" and not p.stem.endswith(("_curves", "_before_after"))}
+    pngs = {
+        p.with_suffix("") for p in names if p.suffix == ".png" and not p.stem.endswith(("_curves", "_before_after"))
+    }
     jsons = {p.with_suffix("") for p in names if p.suffix == ".json"}
     return pngs == jsons
 
@@ -53,8 +55,10 @@ def _png_bytes(a, mode="RGB"):
 
 def _huge_header_png(w, h):
     """A valid PNG signature and IHDR claiming w x h, with a tiny IDAT: a decompression bomb's header."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -103,6 +107,7 @@ def test_undecodable_file_is_one_line_and_the_batch_goes_on(tiny_export, tmp_pat
 
 
 # ---- odd but valid images: decoded correctly, and the report says what was converted ----
+
 
 def _gray16(tmp):
     a = (np.linspace(0, 1, 32 * 32).reshape(32, 32) * 65535).astype(np.uint16)
@@ -156,8 +161,11 @@ def _webp(tmp):
     return save(tmp / "x.webp", smooth_image(32, 32)), None, None
 
 
-@pytest.mark.parametrize("make", [_gray16, _float_tiff, _float_tiff_wide, _bilevel, _cmyk, _la, _gif, _bmp, _webp],
-                         ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "make",
+    [_gray16, _float_tiff, _float_tiff_wide, _bilevel, _cmyk, _la, _gif, _bmp, _webp],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_odd_modes_and_depths_decode_correctly(tiny_export, tmp_path, make):
     src, mean, note = make(tmp_path)
     out = tmp_path / "o"
@@ -193,6 +201,7 @@ def test_max_pixels_refuses_from_the_header(tiny_export, tmp_path):
 
 
 # ---- outputs: never overwrite an input, never collide, never half-written ----
+
 
 def test_same_stem_inputs_both_survive(tiny_export, tmp_path):
     a_png = save(tmp_path / "a.png", smooth_image(16, 16, 1))
@@ -251,7 +260,9 @@ def test_folder_inputs_mirror_their_layout(tiny_export, tmp_path):
 def test_empty_folder_and_missing_input_are_one_line_each(tiny_export, tmp_path):
     (tmp_path / "empty").mkdir()
     good = save(tmp_path / "good.png", smooth_image(16, 16))
-    r = run([tmp_path / "empty", tmp_path / "missing.png", good, "--model", tiny_export, "--out", tmp_path / "o", *FAST])
+    r = run(
+        [tmp_path / "empty", tmp_path / "missing.png", good, "--model", tiny_export, "--out", tmp_path / "o", *FAST]
+    )
     assert r.exit_code == 1
     errs = error_lines(r.output)
     assert len(errs) == 2 and "holds no images" in errs[0] and "no such file or folder" in errs[1]
@@ -306,10 +317,24 @@ def test_manifest_that_is_a_list(tiny_export, tmp_path):
 
 # ---- options: ranges enforced by click, the option named, exit 2 ----
 
-BAD_OPTIONS = [("--eps", "-1"), ("--k-min", "-1"), ("--seed", "-1"), ("--threads", "-1"), ("--threads", "0"),
-               ("--lr", "0"), ("--lr", "-0.1"), ("--lr", "inf"), ("--lr", "nan"), ("--batch", "0"), ("--max-iters", "0"),
-               ("--tile", "-16"), ("--tile-overlap", "-2"), ("--slope-window", "0"), ("--max-pixels", "0"),
-               ("--steps-per-report", "0")]
+BAD_OPTIONS = [
+    ("--eps", "-1"),
+    ("--k-min", "-1"),
+    ("--seed", "-1"),
+    ("--threads", "-1"),
+    ("--threads", "0"),
+    ("--lr", "0"),
+    ("--lr", "-0.1"),
+    ("--lr", "inf"),
+    ("--lr", "nan"),
+    ("--batch", "0"),
+    ("--max-iters", "0"),
+    ("--tile", "-16"),
+    ("--tile-overlap", "-2"),
+    ("--slope-window", "0"),
+    ("--max-pixels", "0"),
+    ("--steps-per-report", "0"),
+]
 
 
 @pytest.mark.parametrize("opt,value", BAD_OPTIONS, ids=[f"{o}={v}" for o, v in BAD_OPTIONS])
@@ -323,17 +348,37 @@ def test_numeric_option_out_of_range(tiny_export, tmp_path, opt, value):
 
 # ---- interrupted batches and resume ----
 
+
 def _launch(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def test_ctrl_c_exits_130_keeps_finished_and_resume_redoes_nothing(tiny_export, tmp_path):
     # p0 is one tile and finishes fast; p1 and p2 are 64 tiles each and take much longer
     srcs = [save(tmp_path / f"p{i}.png", smooth_image(*((16, 16) if i == 0 else (128, 128)), i)) for i in range(3)]
     out = tmp_path / "o"
-    args = [*srcs, "--model", tiny_export, "--out", out, "--tile", "16", "--max-iters", "300", "--stop", "none",
-            "--quiet", "--threads", "1"]
+    args = [
+        *srcs,
+        "--model",
+        tiny_export,
+        "--out",
+        out,
+        "--tile",
+        "16",
+        "--max-iters",
+        "300",
+        "--stop",
+        "none",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
     p = _launch(args)
     deadline = time.time() + 120
     while not (out / "p0.json").exists() and time.time() < deadline and p.poll() is None:
@@ -370,11 +415,27 @@ def test_skip_existing_redoes_a_result_whose_hash_does_not_match(tiny_export, tm
 def test_save_plots_without_matplotlib_loses_no_work(tiny_export, tmp_path):
     """matplotlib made unimportable: refused up front with the install hint, nothing computed."""
     src = save(tmp_path / "a.png", smooth_image(16, 16))
-    code = ("import sys\nclass B:\n    def find_spec(self, n, p=None, t=None):\n"
-            "        if n.split('.')[0] == 'matplotlib': raise ImportError(n)\n"
-            "sys.meta_path.insert(0, B())\nfrom diip_deploy.runtime.commands.cli import main\nmain()")
-    p = subprocess.run([sys.executable, "-c", code, str(src), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
-                        "--save-plots", "--quiet"], capture_output=True, text=True)
+    code = (
+        "import sys\nclass B:\n    def find_spec(self, n, p=None, t=None):\n"
+        "        if n.split('.')[0] == 'matplotlib': raise ImportError(n)\n"
+        "sys.meta_path.insert(0, B())\nfrom diip_deploy.runtime.commands.cli import main\nmain()"
+    )
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(src),
+            "--model",
+            str(tiny_export),
+            "--out",
+            str(tmp_path / "o"),
+            "--save-plots",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2 and "pip install" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 

@@ -31,14 +31,15 @@ def test_restorer_guard_keeps_the_input_where_the_residual_is_structured(tiny_ex
 
     rng = np.random.default_rng(1)
     img = smooth_image(16, 28, 2).astype(np.float32)  # two tiles of 16, overlap 4
-    with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, stop_scope="tile",
-                  residual_guard=0.5) as r:
+    with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, stop_scope="tile", residual_guard=0.5) as r:
         layout = r.layout(img, 0)
         tiles = layout.tiles
         assert len(layout.plan) == 2
         yy, xx = np.mgrid[0:16, 0:16] / 16.0
-        parts = [tiles[0] + rng.normal(0, 0.1, tiles[0].shape).astype(np.float32),  # noise removed: kept
-                 tiles[1] + 0.2 * np.sin(np.pi * xx)[None].astype(np.float32)]  # structure: the input instead
+        parts = [
+            tiles[0] + rng.normal(0, 0.1, tiles[0].shape).astype(np.float32),  # noise removed: kept
+            tiles[1] + 0.2 * np.sin(np.pi * xx)[None].astype(np.float32),
+        ]  # structure: the input instead
         noisy_part = parts[0]
         corrs, reverted = r.guard(layout, [0, 1], parts, [([0], parts[0]), ([1], parts[1])])
     assert reverted == 1 and corrs[0] < 0.1 and corrs[1] > 0.8
@@ -50,8 +51,23 @@ def test_guard_in_the_report_and_off_by_default(tiny_export, tmp_path):
     reports = {}
     for name, extra in (("off", []), ("on", ["--residual-guard", "0"])):
         out = tmp_path / name
-        r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(out), "--tile", "16",
-                                          "--max-iters", "2", "--stop", "none", *extra])
+        r = CliRunner().invoke(
+            diip_run,
+            [
+                str(png),
+                "--model",
+                str(tiny_export),
+                "--out",
+                str(out),
+                "--tile",
+                "16",
+                "--max-iters",
+                "2",
+                "--stop",
+                "none",
+                *extra,
+            ],
+        )
         assert r.exit_code == 0, r.output
         reports[name] = (json.loads((out / "a.json").read_text()), r.output)
     assert "guard" not in reports["off"][0] and reports["off"][0]["settings"]["residual_guard"] == 1.0

@@ -35,8 +35,11 @@ def test_bare_unet_folder_with_v_prediction(tiny_pipeline, tmp_path):
 def test_diffusers_schedules_agree():
     from diffusers import DDPMScheduler
 
-    for cfg in ({"beta_schedule": "linear"}, {"beta_schedule": "squaredcos_cap_v2"},
-                {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}):
+    for cfg in (
+        {"beta_schedule": "linear"},
+        {"beta_schedule": "squaredcos_cap_v2"},
+        {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    ):
         want = DDPMScheduler(**cfg).alphas_cumprod.numpy()
         np.testing.assert_allclose(alphas_from_scheduler_config(cfg), want, rtol=1e-5, atol=1e-9)
     with pytest.raises(ModelLoadError):

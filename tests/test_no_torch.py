@@ -8,10 +8,12 @@ attempt to import it is recorded and fails the test.
 import subprocess
 import sys
 
-RUNTIME_MODULES = ("diip_deploy.settings, diip_deploy.manifest, diip_deploy.cli_common, "
-                   "diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
-                   "diip_deploy.runtime.commands.ray_runner, diip_deploy.runtime.optimise.joint, "
-                   "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling")
+RUNTIME_MODULES = (
+    "diip_deploy.settings, diip_deploy.manifest, diip_deploy.cli_common, "
+    "diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
+    "diip_deploy.runtime.commands.ray_runner, diip_deploy.runtime.optimise.joint, "
+    "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling"
+)
 
 # A meta-path finder that records every attempt to import torch or diffusers and refuses it.
 BLOCK_TORCH = (
@@ -36,8 +38,9 @@ def test_plain_import_loads_no_torch():
 
 
 def test_runtime_imports_with_torch_blocked_and_never_asks_for_it():
-    out = subprocess.run([sys.executable, "-c", BLOCK_TORCH + f"import {RUNTIME_MODULES}\nprint('ok')"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH + f"import {RUNTIME_MODULES}\nprint('ok')"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     assert "TORCH IMPORT ATTEMPTED" not in out.stderr
 
@@ -56,8 +59,25 @@ def test_diip_run_without_torch(tiny_export, tmp_path):
     img = tmp_path / "in.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)).save(img)
     code = BLOCK_TORCH + "from diip_deploy.runtime.commands.cli import main\nmain()"
-    out = subprocess.run([sys.executable, "-c", code, str(img), "--model", str(tiny_export), "--out", str(tmp_path / "o"),
-                          "--max-iters", "3", "--quiet", "--tile", "16"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(img),
+            "--model",
+            str(tiny_export),
+            "--out",
+            str(tmp_path / "o"),
+            "--max-iters",
+            "3",
+            "--quiet",
+            "--tile",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "TORCH IMPORT ATTEMPTED" not in out.stderr
     assert (tmp_path / "o" / "in.png").exists() and (tmp_path / "o" / "in.json").exists()

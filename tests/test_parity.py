@@ -116,7 +116,9 @@ def test_export_refuses_when_verification_fails(tiny_pipeline, tmp_path, monkeyp
 
     monkeypatch.setattr(verify, "TOLERANCE", 0.0)
     with pytest.raises(click.ClickException, match="verification failed for unet"):
-        export_model(str(tiny_pipeline), tmp_path / "x", steps=2, gradient="surrogate", fused="none", log=lambda m: None)
+        export_model(
+            str(tiny_pipeline), tmp_path / "x", steps=2, gradient="surrogate", fused="none", log=lambda m: None
+        )
     v = json.loads((tmp_path / "x" / "manifest.json").read_text())["verification"]["unet"]
     assert v["passed"] is False and v["max_rel_l2"] > 0.0
 
@@ -131,9 +133,11 @@ def test_io_binding_gives_the_plain_runs_outputs(tiny_export):
     plain, bound = OrtRunner(path).activate(), OrtRunner(path, io_binding=True).activate()
     rng = np.random.default_rng(0)
     for b, size in ((2, 16), (2, 16), (3, 16), (1, 8)):
-        feed = {"sample": rng.standard_normal((b, 3, size, size)).astype(np.float32),
-                "timestep": rng.integers(0, 1000, b).astype(np.int64),
-                "cotangent": rng.standard_normal((b, 3, size, size)).astype(np.float32)}
+        feed = {
+            "sample": rng.standard_normal((b, 3, size, size)).astype(np.float32),
+            "timestep": rng.integers(0, 1000, b).astype(np.int64),
+            "cotangent": rng.standard_normal((b, 3, size, size)).astype(np.float32),
+        }
         want, got = plain.infer(feed), bound.infer(feed)
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])

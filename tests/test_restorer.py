@@ -23,8 +23,10 @@ def _noisy(h, w, seed=0):
 @pytest.mark.parametrize("scope", ["image", "tile"])
 def test_one_tile_image_equals_whole_image_restore(tiny_export, scope):
     img = _noisy(16, 16)
-    with Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=6) as tiled, \
-            Restorer(tiny_export, "ort-cpu", tile=0, stop_scope=scope, max_iters=6) as whole:
+    with (
+        Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=6) as tiled,
+        Restorer(tiny_export, "ort-cpu", tile=0, stop_scope=scope, max_iters=6) as whole,
+    ):
         a, ra = tiled.restore_array(img)
         b, rb = whole.restore_array(img)
     assert ra["tiling"]["tiles"] == rb["tiling"]["tiles"] == 1
@@ -49,8 +51,30 @@ def test_outputs_identical_for_batch_1_and_5(tiny_export, tmp_path, scope):
     outs = []
     for b in (1, 5):
         out = tmp_path / f"o{b}"
-        r = run([png, "--model", tiny_export, "--out", out, "--tile", 16, "--batch", b, "--stop-scope", scope,
-                 "--max-iters", 10, "--stop", "slope", "--eps", 1e-2, "--slope-window", 1, "--quiet"])
+        r = run(
+            [
+                png,
+                "--model",
+                tiny_export,
+                "--out",
+                out,
+                "--tile",
+                16,
+                "--batch",
+                b,
+                "--stop-scope",
+                scope,
+                "--max-iters",
+                10,
+                "--stop",
+                "slope",
+                "--eps",
+                1e-2,
+                "--slope-window",
+                1,
+                "--quiet",
+            ]
+        )
         assert r.exit_code == 0, r.output
         outs.append(out)
     assert (outs[0] / "a.png").read_bytes() == (outs[1] / "a.png").read_bytes()
@@ -80,8 +104,15 @@ def test_whole_image_only_where_it_fits(tiny_export, tmp_path):
     assert r.exit_code == 1 and "too large to restore whole" in r.output
 
 
-@pytest.mark.parametrize("args,msg", [(["--tile", 15], "multiple"), (["--tile", 16, "--tile-overlap", 9], "overlap"),
-                                      (["--batch", 0], "batch"), (["--tile", 1024], "largest tile")])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--tile", 15], "multiple"),
+        (["--tile", 16, "--tile-overlap", 9], "overlap"),
+        (["--batch", 0], "batch"),
+        (["--tile", 1024], "largest tile"),
+    ],
+)
 def test_bad_tile_options_refused(tiny_export, tmp_path, args, msg):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     r = run([png, "--model", tiny_export, "--out", tmp_path / "o", *args])
@@ -91,13 +122,32 @@ def test_bad_tile_options_refused(tiny_export, tmp_path, args, msg):
 
 def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", _noisy(40, 40))
-    r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--tile", 16, "--batch", 2, "--stop-scope", "tile",
-             "--max-iters", 4, "--steps-per-report", 1])
+    r = run(
+        [
+            png,
+            "--model",
+            tiny_export,
+            "--out",
+            tmp_path / "o",
+            "--tile",
+            16,
+            "--batch",
+            2,
+            "--stop-scope",
+            "tile",
+            "--max-iters",
+            4,
+            "--steps-per-report",
+            1,
+        ]
+    )
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if "tiles " in line]
     assert lines and "iteration=" in lines[-1] and "loss=" in lines[-1]
     assert any("ETA" in line for line in lines) and any("tiles 9/9" in line or "/9" in line for line in lines)
-    r = run([png, "--model", tiny_export, "--out", tmp_path / "o2", "--tile", 16, "--max-iters", 3, "--steps-per-report", 1])
+    r = run(
+        [png, "--model", tiny_export, "--out", tmp_path / "o2", "--tile", 16, "--max-iters", 3, "--steps-per-report", 1]
+    )
     assert "(9 tiles): iteration 2/3" in r.output
 
 
@@ -105,8 +155,18 @@ def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):
     img = _noisy(52, 52, seed=4)  # 4 x 4 tiles of 16 with overlap 4 -> 4 regions of 2 x 2
     outs = []
     for batch in (1, 3):
-        with Restorer(tiny_export, "ort-cpu", tile=16, tile_overlap=4, batch=batch, region_tiles=4,
-                      max_iters=10, stop="slope", eps=1e-2, slope_window=1) as r:
+        with Restorer(
+            tiny_export,
+            "ort-cpu",
+            tile=16,
+            tile_overlap=4,
+            batch=batch,
+            region_tiles=4,
+            max_iters=10,
+            stop="slope",
+            eps=1e-2,
+            slope_window=1,
+        ) as r:
             outs.append(r.restore_array(img))
     (a, ra), (b, rb) = outs
     np.testing.assert_array_equal(a, b)
@@ -133,8 +193,7 @@ def test_restarts_average_runs_from_their_own_seeds(tiny_export, scope):
     from diip_deploy.runtime.optimise.loop import restore
 
     img = _noisy(16, 16, seed=4)
-    with Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=5, stop="none",
-                  restarts=2) as r:
+    with Restorer(tiny_export, "ort-cpu", tile=16, stop_scope=scope, max_iters=5, stop="none", restarts=2) as r:
         out, rep = r.restore_array(img)
         y = (img.transpose(2, 0, 1)[None] * 2 - 1).astype(np.float32)
         runs = [restore(r.chain, y, r.settings, [s])[0].x0 for s in [(0, 0, 0), (0, 0, 0, 1)]]
@@ -157,7 +216,9 @@ def test_restarts_come_from_the_manifest_unless_overridden(tiny_export, tmp_path
     png = save(tmp_path / "a.png", _noisy(16, 16))
     for extra, k in (([], 3), (["--restarts", 1], 1)):
         out = tmp_path / f"o{k}"
-        r = run([png, "--model", export, "--out", out, "--tile", 16, "--max-iters", 3, "--stop", "none", "--quiet", *extra])
+        r = run(
+            [png, "--model", export, "--out", out, "--tile", 16, "--max-iters", 3, "--stop", "none", "--quiet", *extra]
+        )
         assert r.exit_code == 0, r.output
         rep = json.loads((out / "a.json").read_text())
         assert rep["settings"]["restarts"] == k and rep["iterations_run"] == 3 * k

@@ -25,7 +25,9 @@ def test_bird_timesteps():
 def test_chain_spec_matches_diffusers_ddim():
     from diffusers import DDIMScheduler
 
-    s = DDIMScheduler(beta_schedule="linear", beta_start=1e-4, beta_end=0.02, set_alpha_to_one=True, timestep_spacing="leading")
+    s = DDIMScheduler(
+        beta_schedule="linear", beta_start=1e-4, beta_end=0.02, set_alpha_to_one=True, timestep_spacing="leading"
+    )
     s.set_timesteps(10)
     spec = ChainSpec.from_table(linear_alphas_cumprod(), 10)
     assert list(spec.timesteps) == [int(t) for t in s.timesteps]

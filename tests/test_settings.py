@@ -15,8 +15,12 @@ from diip_deploy.settings import RestoreSettings, SettingsError, manifest_defaul
 
 def with_dummy():
     """RestoreSettings plus one option, declared the way every option is."""
-    return make_dataclass("WithDummy", [("dummy", int, option(3, "optimisation", "A test option.", min=1))],
-                          bases=(RestoreSettings,), frozen=True)
+    return make_dataclass(
+        "WithDummy",
+        [("dummy", int, option(3, "optimisation", "A test option.", min=1))],
+        bases=(RestoreSettings,),
+        frozen=True,
+    )
 
 
 def test_an_added_option_reaches_the_cli_the_manifest_and_the_report(tiny_export, tmp_path):
@@ -27,7 +31,9 @@ def test_an_added_option_reaches_the_cli_the_manifest_and_the_report(tiny_export
     runner = CliRunner()
     help_text = runner.invoke(command, ["-h"]).output
     optimisation = help_text.split("Optimisation:")[1].split("Stopping:")[0]
-    assert "--dummy" in optimisation and "A test option. Default: the export's, else 3." in " ".join(optimisation.split())
+    assert "--dummy" in optimisation and "A test option. Default: the export's, else 3." in " ".join(
+        optimisation.split()
+    )
 
     export = copy_export(tiny_export, tmp_path / "export")
     data = read_data(export)
@@ -44,8 +50,9 @@ def test_an_added_option_reaches_the_cli_the_manifest_and_the_report(tiny_export
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     for given, expected in ((["--dummy", "7"], 7), ([], 5)):
         out = tmp_path / f"out{expected}"
-        r = runner.invoke(command, [str(png), "--model", str(export), "--out", str(out), "--max-iters", "2", "--quiet",
-                                    *given])
+        r = runner.invoke(
+            command, [str(png), "--model", str(export), "--out", str(out), "--max-iters", "2", "--quiet", *given]
+        )
         assert r.exit_code == 0, r.output
         assert json.loads((out / "a.json").read_text())["settings"]["dummy"] == expected
     r = runner.invoke(command, [str(png), "--model", str(export), "--out", str(tmp_path / "bad"), "--dummy", "0"])

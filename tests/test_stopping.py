@@ -77,9 +77,15 @@ def test_online_stopper_matches_decide_on_the_history(mode, seed):
     n = 120
     losses = np.exp(-np.linspace(0, rng.uniform(1, 4), n)) * (1 + rng.normal(0, rng.uniform(0, 0.02), n)) + 0.05
     laps = np.sin(np.linspace(0, rng.uniform(2, 8), n)) + rng.normal(0, 0.05, n)
-    kw = dict(eps=float(rng.uniform(1e-4, 5e-3)), slope_window=int(rng.integers(1, 8)), k_min=int(rng.integers(0, 40)),
-              slope_min_iter=int(rng.integers(0, 30)), patience=int(rng.integers(1, 5)),
-              slope_fit=["mean", "regression"][seed % 2], lap_window=int(rng.integers(1, 6)))
+    kw = dict(
+        eps=float(rng.uniform(1e-4, 5e-3)),
+        slope_window=int(rng.integers(1, 8)),
+        k_min=int(rng.integers(0, 40)),
+        slope_min_iter=int(rng.integers(0, 30)),
+        patience=int(rng.integers(1, 5)),
+        slope_fit=["mean", "regression"][seed % 2],
+        lap_window=int(rng.integers(1, 6)),
+    )
     rule = Rule(stop=mode, **kw)
     stopper = Stopper(rule)
     online = None

@@ -29,9 +29,13 @@ def _has_real_tensorrt() -> bool:
         return False
 
 
-needs_cuda_ep = pytest.mark.skipif("CUDAExecutionProvider" not in available_providers(),
-                                   reason="onnxruntime-gpu with a CUDA device is not available here")
-needs_tensorrt = pytest.mark.skipif(not _has_real_tensorrt(), reason="TensorRT libraries and a CUDA GPU are not available here")
+needs_cuda_ep = pytest.mark.skipif(
+    "CUDAExecutionProvider" not in available_providers(),
+    reason="onnxruntime-gpu with a CUDA device is not available here",
+)
+needs_tensorrt = pytest.mark.skipif(
+    not _has_real_tensorrt(), reason="TensorRT libraries and a CUDA GPU are not available here"
+)
 
 
 def test_exported_graphs_pass_static_tensorrt_check(tiny_export):
@@ -48,11 +52,15 @@ def test_static_check_flags_unsupported_ops(tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])
     axes = helper.make_tensor_value_info("axes", TensorProto.INT64, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["r"], name="sum_dyn_axes"),
-             helper.make_node("Unique", ["r"], ["u"], name="uniq"),
-             helper.make_node("MyOp", ["u"], ["y"], domain="com.example", name="custom")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x, axes], [y]),
-                              opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.example", 1)])
+    nodes = [
+        helper.make_node("ReduceSum", ["x", "axes"], ["r"], name="sum_dyn_axes"),
+        helper.make_node("Unique", ["r"], ["u"], name="uniq"),
+        helper.make_node("MyOp", ["u"], ["y"], domain="com.example", name="custom"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x, axes], [y]),
+        opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("com.example", 1)],
+    )
     onnx.save(model, tmp_path / "bad.onnx")
     r = check_onnx(tmp_path / "bad.onnx")
     text = "\n".join(r.errors)
@@ -66,9 +74,21 @@ def test_tensorrt_code_type_checks_against_stubs(tmp_path):
     from trt_stub_sanitize import sanitized_stubs
 
     stubs = sanitized_stubs(tmp_path / "stubs")
-    out = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "mypy.ini"),
-                          "diip_deploy/runtime/backends/tensorrt.py", "diip_deploy/export/tensorrt_build.py"],
-                         cwd=REPO, capture_output=True, text=True, env={**__import__("os").environ, "MYPYPATH": str(stubs)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(REPO / "mypy.ini"),
+            "diip_deploy/runtime/backends/tensorrt.py",
+            "diip_deploy/export/tensorrt_build.py",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "MYPYPATH": str(stubs)},
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -79,8 +99,11 @@ def test_auto_backend_explains_what_it_skipped(tiny_export):
     assert sel.backend == "ort-cpu"
     assert "no TensorRT engines" in sel.skipped["tensorrt"]
     assert "CUDAExecutionProvider" in sel.skipped["ort-cuda"]
-    for requested, needle in (("tensorrt", "no TensorRT engines"), ("ort-cuda", "CUDAExecutionProvider"),
-                              ("ort-tensorrt", "TensorrtExecutionProvider")):
+    for requested, needle in (
+        ("tensorrt", "no TensorRT engines"),
+        ("ort-cuda", "CUDAExecutionProvider"),
+        ("ort-tensorrt", "TensorrtExecutionProvider"),
+    ):
         with pytest.raises(BackendUnavailable, match=needle):
             select_backend(load_manifest(tiny_export), requested)
 
@@ -89,9 +112,13 @@ def test_cli_reports_backend_choice(tiny_export, tmp_path):
     if "CUDAExecutionProvider" in available_providers():
         pytest.skip("GPU present")
     png = save(tmp_path / "a.png", smooth_image(16, 16))
-    r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o"), "--max-iters", "2"])
+    r = CliRunner().invoke(
+        diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o"), "--max-iters", "2"]
+    )
     assert r.exit_code == 0 and "backend ort-cpu (skipped tensorrt:" in r.output
-    r = CliRunner().invoke(diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o2"), "--backend", "ort-cuda"])
+    r = CliRunner().invoke(
+        diip_run, [str(png), "--model", str(tiny_export), "--out", str(tmp_path / "o2"), "--backend", "ort-cuda"]
+    )
     assert r.exit_code == 2 and "ort-cuda" in r.output and not (tmp_path / "o2").exists()
 
 
@@ -99,9 +126,14 @@ def _with_fake_engine(tiny_export, tmp_path, **overrides):
     m = copy_export(tiny_export, tmp_path / "m")
     (m / "unet.fp32.engine").write_bytes(b"not a real engine")
     man = json.loads((m / "manifest.json").read_text())
-    entry = {"file": "unet.fp32.engine", "sha256": sha256_file(m / "unet.fp32.engine"),
-             "onnx_sha256": man["graphs"]["unet"]["sha256"], "tensorrt_version": "10.13.0",
-             "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}, "precision": "fp32"}
+    entry = {
+        "file": "unet.fp32.engine",
+        "sha256": sha256_file(m / "unet.fp32.engine"),
+        "onnx_sha256": man["graphs"]["unet"]["sha256"],
+        "tensorrt_version": "10.13.0",
+        "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"},
+        "precision": "fp32",
+    }
     entry.update(overrides)
     man["engines"] = {"unet": entry}
     write_manifest(m, man)
@@ -111,6 +143,7 @@ def _with_fake_engine(tiny_export, tmp_path, **overrides):
 @pytest.fixture
 def no_tensorrt_calls(monkeypatch):
     """Any attempt to reach TensorRT fails the test: refusals must come first."""
+
     def forbidden(*a, **k):
         raise AssertionError("TensorRT was reached before the manifest check")
 

@@ -22,7 +22,9 @@ def test_plan_covers_every_pixel_with_equal_tiles(h, w, tile, overlap):
         assert len(plan) == 1 and (plan.tile_h, plan.tile_w) == (h, w)
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(512, 64, 16), (100, 64, 16), (65, 64, 16), (1000, 48, 12), (64, 64, 16)])
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(512, 64, 16), (100, 64, 16), (65, 64, 16), (1000, 48, 12), (64, 64, 16)]
+)
 def test_neighbours_overlap_by_at_least_the_overlap(length, tile, overlap):
     starts = axis_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == max(length, tile)
@@ -86,7 +88,9 @@ def test_border_mask_marks_tile_edges_only():
     assert set(marked) == {47, 48, 63, 64}  # differences across x = 48 and x = 64
 
 
-@pytest.mark.parametrize("h,w,max_tiles", [(384, 512, 256), (3000, 4000, 256), (384, 512, 9), (100, 100, 1), (64, 64, 4)])
+@pytest.mark.parametrize(
+    "h,w,max_tiles", [(384, 512, 256), (3000, 4000, 256), (384, 512, 9), (100, 100, 1), (64, 64, 4)]
+)
 def test_regions_partition_the_tiles_into_bounded_blocks(h, w, max_tiles):
     from diip_deploy.runtime.images.tiling import plan_regions, sub_plan
 

@@ -11,16 +11,44 @@ def test_a_few_training_steps(tmp_path):
     from diip_deploy.train.trainer import train
 
     out = tmp_path / "model"
-    info = train(out, tmp_path / "work", steps=4, batch=2, patch=16, lr=1e-3, seed=0, channels=(8, 16),
-                 max_minutes=None, threads=1, ema_decay=0.9, checkpoint_every=2, opencv_doc=None, log=lambda m: None)
+    info = train(
+        out,
+        tmp_path / "work",
+        steps=4,
+        batch=2,
+        patch=16,
+        lr=1e-3,
+        seed=0,
+        channels=(8, 16),
+        max_minutes=None,
+        threads=1,
+        ema_decay=0.9,
+        checkpoint_every=2,
+        opencv_doc=None,
+        log=lambda m: None,
+    )
     assert info["steps"] == 4 and len(info["losses"]) == 4 and all(np.isfinite(info["losses"]))
     assert not set(info["train_photos"]) & set(info["held_out"])
     pipe = DDPMPipeline.from_pretrained(str(out))
     assert pipe.unet.config.block_out_channels == (8, 16) or list(pipe.unet.config.block_out_channels) == [8, 16]
     assert json.loads((out / "training.json").read_text())["steps"] == 4
     # resuming from the checkpoint continues the count instead of starting over
-    info2 = train(out, tmp_path / "work", steps=6, batch=2, patch=16, lr=1e-3, seed=0, channels=(8, 16),
-                  max_minutes=None, threads=1, ema_decay=0.9, checkpoint_every=2, opencv_doc=None, log=lambda m: None)
+    info2 = train(
+        out,
+        tmp_path / "work",
+        steps=6,
+        batch=2,
+        patch=16,
+        lr=1e-3,
+        seed=0,
+        channels=(8, 16),
+        max_minutes=None,
+        threads=1,
+        ema_decay=0.9,
+        checkpoint_every=2,
+        opencv_doc=None,
+        log=lambda m: None,
+    )
     assert info2["steps"] == 6 and info2["losses"][:4] == info["losses"]
 
 
@@ -32,6 +60,7 @@ def test_photo_split_keeps_held_out_photos_out():
     photos = load_photos()
     train, held = split(photos)
     assert set(train) | set(held) == set(photos) and "skimage/chelsea" in held and "skimage/astronaut" in train
+
     # by content, not by name: no held-out picture reaches training under another name
     # (sklearn's china and skimage's photos, or opencv's, must not be the same file twice)
     def digest(a):

@@ -13,8 +13,14 @@ from diip_deploy.bench.tune import main as tune_main
 
 
 def _hist(task, input_psnr, psnr, losses, laps):
-    return {"task": task, "crop": "x", "input_psnr": input_psnr, "psnr": list(psnr), "loss": list(losses),
-            "laplacian_var": list(laps)}
+    return {
+        "task": task,
+        "crop": "x",
+        "input_psnr": input_psnr,
+        "psnr": list(psnr),
+        "loss": list(losses),
+        "laplacian_var": list(laps),
+    }
 
 
 def _synthetic():
@@ -22,14 +28,19 @@ def _synthetic():
     loss flattens early (k = 10) while PSNR falls from the input's level after 10."""
     n = 120
     k = np.arange(n)
-    noise_loss = np.where(k < 60, 0.9 ** k, 0.9 ** 60)
+    noise_loss = np.where(k < 60, 0.9**k, 0.9**60)
     noise_psnr = 20 + 6 * np.minimum(k, 60) / 60 - 0.02 * np.maximum(k - 60, 0)
-    sr_loss = np.where(k < 10, 0.8 ** k, 0.8 ** 10 * (1 - 1e-5 * (k - 10)))
+    sr_loss = np.where(k < 10, 0.8**k, 0.8**10 * (1 - 1e-5 * (k - 10)))
     sr_psnr = 24 - 0.02 * np.maximum(k - 10, 0)
     laps = np.linspace(0, 1, n)
-    return {"n_per_task": 2, "crop_size": 16, "split": "test", "settings": {"lr": 0.05},
-            "samples": [_hist("noise25", 20.0, noise_psnr, noise_loss, laps) for _ in range(2)]
-            + [_hist("sr4", 24.0, sr_psnr, sr_loss, laps) for _ in range(2)]}
+    return {
+        "n_per_task": 2,
+        "crop_size": 16,
+        "split": "test",
+        "settings": {"lr": 0.05},
+        "samples": [_hist("noise25", 20.0, noise_psnr, noise_loss, laps) for _ in range(2)]
+        + [_hist("sr4", 24.0, sr_psnr, sr_loss, laps) for _ in range(2)],
+    }
 
 
 def test_score_applies_the_rule_to_each_history():
@@ -71,8 +82,25 @@ def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
 
     m = copy_export(tiny_export, tmp_path / "m")
     hist = tmp_path / "h.json"
-    r = CliRunner().invoke(tune_main, ["record", "--export", str(m), "--n", "2", "--size", "16", "--task", "noise25",
-                                       "--max-iters", "8", "--out", str(hist)], catch_exceptions=False)
+    r = CliRunner().invoke(
+        tune_main,
+        [
+            "record",
+            "--export",
+            str(m),
+            "--n",
+            "2",
+            "--size",
+            "16",
+            "--task",
+            "noise25",
+            "--max-iters",
+            "8",
+            "--out",
+            str(hist),
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     assert len(json.loads(hist.read_text())["samples"]) == 2
     r = CliRunner().invoke(tune_main, ["choose", "--histories", str(hist), "--write", str(m)], catch_exceptions=False)
@@ -87,10 +115,17 @@ def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
     r = CliRunner().invoke(diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o"), "--quiet"])
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "o" / "a.json").read_text())["settings"]
-    assert (s["stop"], s["eps"], s["slope_window"], s["k_min"], s["patience"], s["slope_min_iter"]) == \
-        (d["stop"], d["eps"], d["slope_window"], d["k_min"], 2, 3)
-    r = CliRunner().invoke(diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o2"), "--quiet",
-                                      "--patience", "4"])
+    assert (s["stop"], s["eps"], s["slope_window"], s["k_min"], s["patience"], s["slope_min_iter"]) == (
+        d["stop"],
+        d["eps"],
+        d["slope_window"],
+        d["k_min"],
+        2,
+        3,
+    )
+    r = CliRunner().invoke(
+        diip_run, [str(png), "--model", str(m), "--out", str(tmp_path / "o2"), "--quiet", "--patience", "4"]
+    )
     assert json.loads((tmp_path / "o2" / "a.json").read_text())["settings"]["patience"] == 4
 
 

@@ -17,7 +17,9 @@ def nlmeans(y: np.ndarray) -> np.ndarray:
     from skimage.restoration import denoise_nl_means, estimate_sigma
 
     sigma = float(np.mean(estimate_sigma(y, channel_axis=2)))
-    return denoise_nl_means(y, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=2)
+    return denoise_nl_means(
+        y, h=0.8 * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=2
+    )
 
 
 def wavelet(y: np.ndarray) -> np.ndarray:

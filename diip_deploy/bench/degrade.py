@@ -60,10 +60,14 @@ def _warp(img: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     coords = [np.clip(yy + dy, 0, h - 1), np.clip(xx + dx, 0, w - 1)]
-    return np.stack([map_coordinates(img[..., c], coords, order=1, mode="reflect") for c in range(img.shape[2])], axis=2)
+    return np.stack(
+        [map_coordinates(img[..., c], coords, order=1, mode="reflect") for c in range(img.shape[2])], axis=2
+    )
 
 
-def nonuniform_deformation(img: np.ndarray, strength: float = 2.5, smoothness: float = 6.0, seed: int = 0) -> np.ndarray:
+def nonuniform_deformation(
+    img: np.ndarray, strength: float = 2.5, smoothness: float = 6.0, seed: int = 0
+) -> np.ndarray:
     """Warp by a smooth random displacement field; ``strength`` is the RMS shift in pixels."""
     from scipy.ndimage import gaussian_filter
 
@@ -130,7 +134,9 @@ SCIPY_TASKS = ("waterdrop", "deform", "blur")  # these use scipy.ndimage
 
 @click.command(cls=OneLineErrors, name="diip-degrade")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True)
+@click.option(
+    "--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True
+)
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def main(inputs, tasks, out_dir, seed):

@@ -13,7 +13,9 @@ from torch import nn
 
 
 def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3, stride), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+    return nn.Sequential(
+        nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3, stride), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2)
+    )
 
 
 class SkipNet(nn.Module):
@@ -31,8 +33,15 @@ class SkipNet(nn.Module):
             self.down.append(nn.Sequential(_block(c, width, 2), _block(width, width)))
             c = width
         for _ in range(depth):
-            self.up.append(nn.Sequential(nn.BatchNorm2d(width + skip), _block(width + skip, width),
-                                         nn.Conv2d(width, width, 1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)))
+            self.up.append(
+                nn.Sequential(
+                    nn.BatchNorm2d(width + skip),
+                    _block(width + skip, width),
+                    nn.Conv2d(width, width, 1),
+                    nn.BatchNorm2d(width),
+                    nn.LeakyReLU(0.2),
+                )
+            )
         self.out = nn.Conv2d(width, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,8 +55,14 @@ class SkipNet(nn.Module):
         return torch.sigmoid(self.out(x))
 
 
-def run_dip(y: np.ndarray, iterations: int = 1500, lr: float = 0.01, seed: int = 0, reg_noise: float = 1.0 / 30,
-            callback: Optional[Callable[[Dict], None]] = None) -> np.ndarray:
+def run_dip(
+    y: np.ndarray,
+    iterations: int = 1500,
+    lr: float = 0.01,
+    seed: int = 0,
+    reg_noise: float = 1.0 / 30,
+    callback: Optional[Callable[[Dict], None]] = None,
+) -> np.ndarray:
     """Fit DIP to y (HxWx3 in [0, 1]); returns the last output.  The callback receives
     {'k', 'x', 'loss'} per iteration (x as HxWx3 numpy)."""
     torch.manual_seed(seed)

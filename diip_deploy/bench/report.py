@@ -10,7 +10,12 @@ import numpy as np
 
 from ..runtime.images.codec import save_image, write_atomic
 
-METRICS = (("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("haarpsi", "HaarPSI", "{:.3f}"), ("lpips", "LPIPS", "{:.3f}"))
+METRICS = (
+    ("psnr", "PSNR", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("haarpsi", "HaarPSI", "{:.3f}"),
+    ("lpips", "LPIPS", "{:.3f}"),
+)
 
 
 def _fmt(v, f):
@@ -33,7 +38,11 @@ def markdown_table(report: Dict[str, Any]) -> str:
             mean = report["tasks"][t]["methods"].get(m, {}).get("mean")
             cells += [_fmt(mean.get(k) if mean else None, f) if mean else "" for k, _, f in METRICS]
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
-    timing = ["", "| method | " + " | ".join(f"{t} s/image" for t in tasks) + " | s/iteration |", "|---|" + "---|" * (len(tasks) + 1)]
+    timing = [
+        "",
+        "| method | " + " | ".join(f"{t} s/image" for t in tasks) + " | s/iteration |",
+        "|---|" + "---|" * (len(tasks) + 1),
+    ]
     for m in methods:
         secs, spi = [], []
         for t in tasks:
@@ -43,15 +52,31 @@ def markdown_table(report: Dict[str, Any]) -> str:
                 spi.append(mean["sec_per_iter"])
         timing.append(f"| {m} | " + " | ".join(secs) + f" | {_fmt(float(np.mean(spi)) if spi else None, '{:.3f}')} |")
     ds = report["dataset"]
-    lines = ["# diip-bench results", "", f"Data: {ds['name']}; {ds['count']} images: {', '.join(ds['images'])}.",
-             f"Model: {report['model'].get('source')} ({report['model'].get('parameters')} parameters), "
-             f"S = {report['chain_steps']} DDIM steps; DIIP settings: {report['diip_settings']}.",
-             "Mean over images. LPIPS is n/a unless its backbone weights are already on disk.", "", head, sep, *rows, *timing]
+    lines = [
+        "# diip-bench results",
+        "",
+        f"Data: {ds['name']}; {ds['count']} images: {', '.join(ds['images'])}.",
+        f"Model: {report['model'].get('source')} ({report['model'].get('parameters')} parameters), "
+        f"S = {report['chain_steps']} DDIM steps; DIIP settings: {report['diip_settings']}.",
+        "Mean over images. LPIPS is n/a unless its backbone weights are already on disk.",
+        "",
+        head,
+        sep,
+        *rows,
+        *timing,
+    ]
     if report.get("runtime_vs_torch"):
-        lines += ["", "Runtime (ONNX Runtime, CPU) against the torch reference, same model and size, alternated in one run:", "",
-                  "| gradient | graphs | ORT s/iter | torch s/iter | ratio |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Runtime (ONNX Runtime, CPU) against the torch reference, same model and size, alternated in one run:",
+            "",
+            "| gradient | graphs | ORT s/iter | torch s/iter | ratio |",
+            "|---|---|---|---|---|",
+        ]
         for r in report["runtime_vs_torch"]:
-            lines.append(f"| {r['gradient']} | {r['runtime_graphs']} | {r['ort_s_per_iter']} | {r['torch_s_per_iter']} | {r['ratio_ort_over_torch']} |")
+            lines.append(
+                f"| {r['gradient']} | {r['runtime_graphs']} | {r['ort_s_per_iter']} | {r['torch_s_per_iter']} | {r['ratio_ort_over_torch']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -79,7 +104,9 @@ def save_curves(path: Path, task: str, curves: Dict[str, Dict[str, Any]], dip_ru
             ax.plot(h["psnr"], lw=1.2, label=label)
             for rule, (k, _) in h["stops"].items():
                 if label.endswith("surrogate") or len(curves) == 1:
-                    ax.axvline(k, color=colours[rule], ls="--" if rule != "oracle" else ":", lw=0.9, label=f"{rule} stop")
+                    ax.axvline(
+                        k, color=colours[rule], ls="--" if rule != "oracle" else ":", lw=0.9, label=f"{rule} stop"
+                    )
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("iteration", fontsize=7)
         ax.set_ylabel("PSNR dB", fontsize=7)
@@ -94,7 +121,9 @@ def save_curves(path: Path, task: str, curves: Dict[str, Dict[str, Any]], dip_ru
     plt.close(fig)
 
 
-def save_grid(path: Path, task: str, per_image: Dict[str, Dict[str, np.ndarray]], methods: Dict[str, Dict[str, Any]]) -> None:
+def save_grid(
+    path: Path, task: str, per_image: Dict[str, Dict[str, np.ndarray]], methods: Dict[str, Dict[str, Any]]
+) -> None:
     """Rows: images.  Columns: clean, degraded, DIIP auto, DIIP oracle, DIP, best classic."""
     cols = ["DIIP surrogate (auto stop)", "DIIP surrogate (oracle stop)"]
     cols += [m for m in methods if m.startswith("DIP (fixed")][:1]
@@ -110,7 +139,9 @@ def save_grid(path: Path, task: str, per_image: Dict[str, Dict[str, np.ndarray]]
         rows.append(np.ones((2, rows[-1].shape[1], 3)))
     grid = np.concatenate(rows[:-1], axis=0)
     save_image(path, np.repeat(np.repeat(grid, 2, 0), 2, 1))
-    (path.with_suffix(".txt")).write_text("columns: clean | degraded | " + " | ".join(c for c in cols if c in methods) + "\n")
+    (path.with_suffix(".txt")).write_text(
+        "columns: clean | degraded | " + " | ".join(c for c in cols if c in methods) + "\n"
+    )
 
 
 def emit(report: Dict[str, Any], path: Optional[Path]) -> None:

@@ -48,8 +48,12 @@ class BenchSettings:
 
 def _metrics(clean: np.ndarray, out: np.ndarray) -> Dict[str, Optional[float]]:
     out = np.clip(out, 0, 1)
-    return {"psnr": psnr(clean, out), "ssim": ssim(clean, out), "haarpsi": haarpsi(clean, out),
-            "lpips": lpips_or_none(clean, out)}
+    return {
+        "psnr": psnr(clean, out),
+        "ssim": ssim(clean, out),
+        "haarpsi": haarpsi(clean, out),
+        "lpips": lpips_or_none(clean, out),
+    }
 
 
 def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreSettings) -> Dict[str, Any]:
@@ -72,8 +76,14 @@ def diip_history(chain, y: np.ndarray, clean: np.ndarray, cfg: RestoreSettings) 
         stops[rule] = (d.iteration, d.detected_at) if d else (last, last)
     best = int(np.argmax(psnrs))
     stops["oracle"] = (best, best)
-    return {"xs": xs, "psnr": psnrs, "stops": stops, "sec_per_iter": sec / len(xs), "loss": r.history["loss"],
-            "laplacian_var": r.history["laplacian_var"]}
+    return {
+        "xs": xs,
+        "psnr": psnrs,
+        "stops": stops,
+        "sec_per_iter": sec / len(xs),
+        "loss": r.history["loss"],
+        "laplacian_var": r.history["laplacian_var"],
+    }
 
 
 def dip_history(y: np.ndarray, clean: np.ndarray, iters: int, every: int, seed: int) -> Dict[str, Any]:
@@ -96,22 +106,48 @@ def dip_history(y: np.ndarray, clean: np.ndarray, iters: int, every: int, seed: 
     return {"psnr": psnrs, "snaps": snaps, "best": best, "sec_per_iter": (time.perf_counter() - t0) / iters}
 
 
-def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settings: BenchSettings, out_dir: Path,
-                  dataset: str, model_dir: Optional[str] = None, log=print) -> Dict[str, Any]:
+def run_benchmark(
+    export_dir: Path,
+    images: List[Tuple[str, np.ndarray]],
+    settings: BenchSettings,
+    out_dir: Path,
+    dataset: str,
+    model_dir: Optional[str] = None,
+    log=print,
+) -> Dict[str, Any]:
     from ..runtime import load_manifest, open_chain
 
     manifest = load_manifest(export_dir)
-    cfg = manifest.settings(gradient="surrogate", lr=settings.lr, max_iters=settings.max_iters, eps=settings.eps,
-                            slope_window=settings.slope_window, k_min=settings.k_min, seed=settings.seed)
-    chains = {g: open_chain(manifest, "ort-cpu", g, settings.threads) for g in ("surrogate", "exact")
-              if g == "surrogate" or settings.exact_tasks}
+    cfg = manifest.settings(
+        gradient="surrogate",
+        lr=settings.lr,
+        max_iters=settings.max_iters,
+        eps=settings.eps,
+        slope_window=settings.slope_window,
+        k_min=settings.k_min,
+        seed=settings.seed,
+    )
+    chains = {
+        g: open_chain(manifest, "ort-cpu", g, settings.threads)
+        for g in ("surrogate", "exact")
+        if g == "surrogate" or settings.exact_tasks
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     report: Dict[str, Any] = {
-        "benchmark": "diip-bench", "dataset": {"name": dataset, "count": len(images), "images": [n for n, _ in images],
-                                               "size": list(images[0][1].shape[:2]) if images else None},
-        "model": manifest.data["model"], "chain_steps": len(manifest.chain_spec.timesteps),
-        "diip_settings": cfg.as_dict(), "settings": asdict(settings),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "tasks": {}}
+        "benchmark": "diip-bench",
+        "dataset": {
+            "name": dataset,
+            "count": len(images),
+            "images": [n for n, _ in images],
+            "size": list(images[0][1].shape[:2]) if images else None,
+        },
+        "model": manifest.data["model"],
+        "chain_steps": len(manifest.chain_spec.timesteps),
+        "diip_settings": cfg.as_dict(),
+        "settings": asdict(settings),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "tasks": {},
+    }
     for task in settings.tasks:
         deg = TASKS[task]
         log(f"[{task}] {deg.label} on {len(images)} images")
@@ -136,16 +172,33 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
                 for rule, (k, detected) in h["stops"].items():
                     label = f"DIIP {g} ({'oracle stop' if rule == 'oracle' else rule + ' stop'})"
                     iters = detected + 1
-                    add(label, name, clean, h["xs"][k], stop_iteration=k, iterations=iters,
-                        seconds=round(iters * h["sec_per_iter"], 3), sec_per_iter=round(h["sec_per_iter"], 4))
-                log(f"  {name} DIIP {g}: input {psnr(clean, y):.2f} dB -> auto {psnr(clean, h['xs'][h['stops']['auto'][0]]):.2f} "
-                    f"(k={h['stops']['auto'][0]}), oracle {max(h['psnr']):.2f} (k={h['stops']['oracle'][0]})")
+                    add(
+                        label,
+                        name,
+                        clean,
+                        h["xs"][k],
+                        stop_iteration=k,
+                        iterations=iters,
+                        seconds=round(iters * h["sec_per_iter"], 3),
+                        sec_per_iter=round(h["sec_per_iter"], 4),
+                    )
+                log(
+                    f"  {name} DIIP {g}: input {psnr(clean, y):.2f} dB -> auto {psnr(clean, h['xs'][h['stops']['auto'][0]]):.2f} "
+                    f"(k={h['stops']['auto'][0]}), oracle {max(h['psnr']):.2f} (k={h['stops']['oracle'][0]})"
+                )
             if settings.dip:
                 dh = dip_history(y, clean, settings.dip_iters, settings.dip_every, settings.seed + i)
                 dip_runs[name] = dh
-                add("DIP (oracle stop)", name, clean, dh["best"]["x"], stop_iteration=dh["best"]["k"],
-                    iterations=settings.dip_iters, seconds=round(dh["sec_per_iter"] * settings.dip_iters, 3),
-                    sec_per_iter=round(dh["sec_per_iter"], 4))
+                add(
+                    "DIP (oracle stop)",
+                    name,
+                    clean,
+                    dh["best"]["x"],
+                    stop_iteration=dh["best"]["k"],
+                    iterations=settings.dip_iters,
+                    seconds=round(dh["sec_per_iter"] * settings.dip_iters, 3),
+                    sec_per_iter=round(dh["sec_per_iter"], 4),
+                )
             if settings.classic:
                 for cname, fn in CLASSIC.get(deg.name, {}).items():
                     t0 = time.perf_counter()
@@ -157,14 +210,23 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
             k_fixed = ks[int(np.argmax(mean_curve))]
             for name, clean in images:
                 dh = dip_runs[name]
-                add(f"DIP (fixed {k_fixed + 1} iters)", name, clean, dh["snaps"][k_fixed], stop_iteration=k_fixed,
-                    iterations=k_fixed + 1, seconds=round(dh["sec_per_iter"] * (k_fixed + 1), 3),
-                    sec_per_iter=round(dh["sec_per_iter"], 4))
+                add(
+                    f"DIP (fixed {k_fixed + 1} iters)",
+                    name,
+                    clean,
+                    dh["snaps"][k_fixed],
+                    stop_iteration=k_fixed,
+                    iterations=k_fixed + 1,
+                    seconds=round(dh["sec_per_iter"] * (k_fixed + 1), 3),
+                    sec_per_iter=round(dh["sec_per_iter"], 4),
+                )
         summary = {}
         for method, m in methods.items():
             vals = list(m["per_image"].values())
-            mean = {k: (float(np.mean([v[k] for v in vals])) if all(v.get(k) is not None for v in vals) else None)
-                    for k in ("psnr", "ssim", "haarpsi", "lpips")}
+            mean = {
+                k: (float(np.mean([v[k] for v in vals])) if all(v.get(k) is not None for v in vals) else None)
+                for k in ("psnr", "ssim", "haarpsi", "lpips")
+            }
             for k in ("seconds", "sec_per_iter", "iterations", "stop_iteration"):
                 if all(k in v for v in vals):
                     mean[k] = float(np.mean([v[k] for v in vals]))
@@ -178,8 +240,14 @@ def run_benchmark(export_dir: Path, images: List[Tuple[str, np.ndarray]], settin
         from .speed import runtime_vs_torch
 
         log("timing the runtime against the torch reference ...")
-        report["runtime_vs_torch"] = runtime_vs_torch(model_dir, str(export_dir), size=int(images[0][1].shape[0]),
-                                                      threads=settings.threads or 2, rounds=3, iters=2)
+        report["runtime_vs_torch"] = runtime_vs_torch(
+            model_dir,
+            str(export_dir),
+            size=int(images[0][1].shape[0]),
+            threads=settings.threads or 2,
+            rounds=3,
+            iters=2,
+        )
     for c in chains.values():
         c.close()
     from .report import markdown_table
@@ -203,12 +271,35 @@ def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
 
 @click.command(cls=OneLineErrors, name="diip-bench")
 @click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path), help="diip-export folder.")
-@click.option("--model", "model_dir", default=None, help="Diffusers folder of the export, to time torch against the runtime.")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Folder of clean photos (default: the held-out set).")
+@click.option(
+    "--model", "model_dir", default=None, help="Diffusers folder of the export, to time torch against the runtime."
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of clean photos (default: the held-out set).",
+)
 @click.option("--n", "n_images", type=int, default=8, show_default=True)
 @click.option("--size", type=int, default=64, show_default=True)
-@click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25", "jpeg10", "sr4", "waterdrop"), show_default=True)
-@click.option("--exact-task", "exact_tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=("noise25",), show_default=True, help="Tasks also run with the exact gradient.")
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    type=click.Choice(sorted(TASKS)),
+    default=("noise25", "jpeg10", "sr4", "waterdrop"),
+    show_default=True,
+)
+@click.option(
+    "--exact-task",
+    "exact_tasks",
+    multiple=True,
+    type=click.Choice(sorted(TASKS)),
+    default=("noise25",),
+    show_default=True,
+    help="Tasks also run with the exact gradient.",
+)
 @click.option("--lr", type=float, default=None)
 @click.option("--max-iters", type=int, default=None)
 @click.option("--k-min", type=int, default=None)
@@ -218,8 +309,24 @@ def _images_from_dir(folder: Path, size: int) -> List[Tuple[str, np.ndarray]]:
 @click.option("--threads", type=int, default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench/results"), show_default=True)
-def main(export_dir, model_dir, images_dir, n_images, size, tasks, exact_tasks, lr, max_iters, k_min, dip_iters, no_dip,
-         no_exact, threads, seed, out_dir):
+def main(
+    export_dir,
+    model_dir,
+    images_dir,
+    n_images,
+    size,
+    tasks,
+    exact_tasks,
+    lr,
+    max_iters,
+    k_min,
+    dip_iters,
+    no_dip,
+    no_exact,
+    threads,
+    seed,
+    out_dir,
+):
     """Run the restoration benchmark and write JSON, a markdown table and pictures."""
     if images_dir:
         images = _images_from_dir(images_dir, size)[:n_images]
@@ -231,8 +338,19 @@ def main(export_dir, model_dir, images_dir, n_images, size, tasks, exact_tasks, 
         dataset = f"held-out photos of the default model ({len(HELD_OUT)} listed in diip_deploy/train/photos.py), centre crops {size}x{size} at 1/4 scale"
     if not images:
         raise click.ClickException("no images found (the held-out set needs opencv-doc's photos; see README)")
-    settings = BenchSettings(tasks=tasks, lr=lr, max_iters=max_iters, k_min=k_min, exact_tasks=() if no_exact else exact_tasks,
-                             dip_iters=dip_iters, dip=not no_dip, seed=seed, threads=threads)
-    report = run_benchmark(export_dir, images, settings, out_dir, dataset, model_dir, log=lambda m: click.echo(m, err=True))
+    settings = BenchSettings(
+        tasks=tasks,
+        lr=lr,
+        max_iters=max_iters,
+        k_min=k_min,
+        exact_tasks=() if no_exact else exact_tasks,
+        dip_iters=dip_iters,
+        dip=not no_dip,
+        seed=seed,
+        threads=threads,
+    )
+    report = run_benchmark(
+        export_dir, images, settings, out_dir, dataset, model_dir, log=lambda m: click.echo(m, err=True)
+    )
     click.echo((out_dir / "results.md").read_text())
     click.echo(f"wrote {out_dir}/results.json, results.md and pictures ({len(report['tasks'])} tasks)")

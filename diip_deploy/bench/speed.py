@@ -13,8 +13,15 @@ from typing import Dict, List
 import numpy as np
 
 
-def runtime_vs_torch(model_dir: str, export_dir: str, size: int = 64, threads: int = 2, rounds: int = 5,
-                     iters: int = 3, gradients=("surrogate", "exact")) -> List[Dict]:
+def runtime_vs_torch(
+    model_dir: str,
+    export_dir: str,
+    size: int = 64,
+    threads: int = 2,
+    rounds: int = 5,
+    iters: int = 3,
+    gradients=("surrogate", "exact"),
+) -> List[Dict]:
     import torch
 
     from ..export.loading import load_model
@@ -53,7 +60,16 @@ def runtime_vs_torch(model_dir: str, export_dir: str, size: int = 64, threads: i
                 t_torch.append((time.perf_counter() - t0) / iters)
             chain.close()
             ort_s, torch_s = statistics.median(t_ort), statistics.median(t_torch)
-            results.append({"gradient": gradient, "runtime_graphs": variant, "size": size, "threads": threads,
-                            "steps": len(spec.timesteps), "ort_s_per_iter": round(ort_s, 4),
-                            "torch_s_per_iter": round(torch_s, 4), "ratio_ort_over_torch": round(ort_s / torch_s, 3)})
+            results.append(
+                {
+                    "gradient": gradient,
+                    "runtime_graphs": variant,
+                    "size": size,
+                    "threads": threads,
+                    "steps": len(spec.timesteps),
+                    "ort_s_per_iter": round(ort_s, 4),
+                    "torch_s_per_iter": round(torch_s, 4),
+                    "ratio_ort_over_torch": round(ort_s / torch_s, 3),
+                }
+            )
     return results

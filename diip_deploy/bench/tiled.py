@@ -65,40 +65,65 @@ def tile_histories(restorer: Restorer, degraded: np.ndarray, seed: int = 0) -> D
     t0 = time.perf_counter()
     for _ in restore_iter(restorer.chain, tiles, cfg, seeds, restorer.settings.batch, keep):
         pass
-    return {"plan": plan, "xs": xs, "loss": losses, "laplacian_var": laps, "seconds": time.perf_counter() - t0,
-            "size": (h, w)}
+    return {
+        "plan": plan,
+        "xs": xs,
+        "loss": losses,
+        "laplacian_var": laps,
+        "seconds": time.perf_counter() - t0,
+        "size": (h, w),
+    }
 
 
-def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: RestoreSettings) -> Dict[str, Any]:
+def compare_stops(
+    hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray, rule: RestoreSettings
+) -> Dict[str, Any]:
     """Per-tile, per-image and oracle stops of one recorded run: PSNR, SSIM, seams, stops.
     ``rule``: the settings whose stop rule decides."""
     plan, xs = hist["plan"], hist["xs"]
     h, w = hist["size"]
     n, k_max = xs.shape[:2]
-    out: Dict[str, Any] = {"input": {"psnr": psnr(clean, degraded), "ssim": ssim(clean, degraded),
-                                     "seam_ratio": seam_ratio(degraded, plan)},
-                           "clean": {"seam_ratio": seam_ratio(clean, plan)}}
+    out: Dict[str, Any] = {
+        "input": {
+            "psnr": psnr(clean, degraded),
+            "ssim": ssim(clean, degraded),
+            "seam_ratio": seam_ratio(degraded, plan),
+        },
+        "clean": {"seam_ratio": seam_ratio(clean, plan)},
+    }
     # per tile: each tile's own decision on its own history
     stops = []
     for i in range(n):
         d = decide(hist["loss"][i], hist["laplacian_var"][i], rule)
         stops.append(d.iteration if d else k_max - 1)
     img = _blend(plan, xs[np.arange(n), stops], h, w)
-    out["per_tile"] = {"psnr": psnr(clean, img), "ssim": ssim(clean, img), "seam_ratio": seam_ratio(img, plan),
-                       "stop_iterations": {"min": int(min(stops)), "median": float(np.median(stops)), "max": int(max(stops))},
-                       "tile_iterations": int(sum(s + 1 for s in stops))}
+    out["per_tile"] = {
+        "psnr": psnr(clean, img),
+        "ssim": ssim(clean, img),
+        "seam_ratio": seam_ratio(img, plan),
+        "stop_iterations": {"min": int(min(stops)), "median": float(np.median(stops)), "max": int(max(stops))},
+        "tile_iterations": int(sum(s + 1 for s in stops)),
+    }
     # per image: the summed loss and the blended image's sharpness decide for all tiles
     blended = [_blend(plan, xs[:, k], h, w) for k in range(k_max)]
     img_laps = [float(laplacian_variance(b.transpose(2, 0, 1)[None] * 2 - 1)[0]) for b in blended]
     d = decide(hist["loss"].sum(axis=0), img_laps, rule)
     k_img = d.iteration if d else k_max - 1
-    out["per_image"] = {"psnr": psnr(clean, blended[k_img]), "ssim": ssim(clean, blended[k_img]),
-                        "seam_ratio": seam_ratio(blended[k_img], plan), "stop_iteration": k_img,
-                        "tile_iterations": int(n * ((d.detected_at if d else k_max - 1) + 1))}
+    out["per_image"] = {
+        "psnr": psnr(clean, blended[k_img]),
+        "ssim": ssim(clean, blended[k_img]),
+        "seam_ratio": seam_ratio(blended[k_img], plan),
+        "stop_iteration": k_img,
+        "tile_iterations": int(n * ((d.detected_at if d else k_max - 1) + 1)),
+    }
     curve = [psnr(clean, b) for b in blended]
     k_best = int(np.argmax(curve))
-    out["oracle"] = {"psnr": curve[k_best], "ssim": ssim(clean, blended[k_best]),
-                     "seam_ratio": seam_ratio(blended[k_best], plan), "stop_iteration": k_best}
+    out["oracle"] = {
+        "psnr": curve[k_best],
+        "ssim": ssim(clean, blended[k_best]),
+        "seam_ratio": seam_ratio(blended[k_best], plan),
+        "stop_iteration": k_best,
+    }
     out["psnr_curve"] = [round(p, 3) for p in curve]
     out["tiles"] = n
     out["seconds_to_cap"] = round(hist["seconds"], 1)
@@ -106,8 +131,9 @@ def compare_stops(hist: Dict[str, Any], clean: np.ndarray, degraded: np.ndarray,
     return out
 
 
-def time_tiled_vs_whole(restorer_tiled: Restorer, restorer_whole: Restorer, img: np.ndarray, iters: int,
-                        rounds: int = 3) -> Dict[str, Any]:
+def time_tiled_vs_whole(
+    restorer_tiled: Restorer, restorer_whole: Restorer, img: np.ndarray, iters: int, rounds: int = 3
+) -> Dict[str, Any]:
     """Seconds per DIIP iteration over the whole image, tiled and whole, alternated."""
     from dataclasses import replace
 
@@ -122,6 +148,13 @@ def time_tiled_vs_whole(restorer_tiled: Restorer, restorer_whole: Restorer, img:
             ts.append((time.perf_counter() - t0) / iters)
     tiled, whole = float(np.median(t_tiled)), float(np.median(t_whole))
     plan = restorer_tiled.tiling.plan(*img.shape[:2])
-    return {"size": list(img.shape[:2]), "tiles": len(plan), "tile": plan.tile_h, "overlap": plan.overlap,
-            "batch": restorer_tiled.settings.batch, "tiled_s_per_iter": round(tiled, 4), "whole_s_per_iter": round(whole, 4),
-            "ratio_tiled_over_whole": round(tiled / whole, 3)}
+    return {
+        "size": list(img.shape[:2]),
+        "tiles": len(plan),
+        "tile": plan.tile_h,
+        "overlap": plan.overlap,
+        "batch": restorer_tiled.settings.batch,
+        "tiled_s_per_iter": round(tiled, 4),
+        "whole_s_per_iter": round(whole, 4),
+        "ratio_tiled_over_whole": round(tiled / whole, 3),
+    }

@@ -43,8 +43,9 @@ GRID: Dict[str, Sequence[Any]] = {
 }
 
 
-def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Optional[str] = None,
-                     held_out: bool = False) -> List[Tuple[str, np.ndarray]]:
+def validation_crops(
+    n_per_task: int, size: int, seed: int = 0, opencv_doc: Optional[str] = None, held_out: bool = False
+) -> List[Tuple[str, np.ndarray]]:
     """(name, clean crop) pairs from the training split (or, to report, never to choose,
     the held-out one), at several pyramid scales."""
     from PIL import Image
@@ -66,12 +67,23 @@ def validation_crops(n_per_task: int, size: int, seed: int = 0, opencv_doc: Opti
             continue
         small = np.asarray(Image.fromarray((img * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)) / 255.0
         y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
-        out.append((f"{name}@{scale}:{y},{x}", small[y:y + size, x:x + size].astype(np.float64)))
+        out.append((f"{name}@{scale}:{y},{x}", small[y : y + size, x : x + size].astype(np.float64)))
     return out
 
 
-def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], lr: Optional[float], max_iters: Optional[int],
-           batch: int, threads: Optional[int], seed: int = 0, log=print, held_out: bool = False) -> Dict[str, Any]:
+def record(
+    export_dir: Path,
+    n_per_task: int,
+    size: int,
+    tasks: Sequence[str],
+    lr: Optional[float],
+    max_iters: Optional[int],
+    batch: int,
+    threads: Optional[int],
+    seed: int = 0,
+    log=print,
+    held_out: bool = False,
+) -> Dict[str, Any]:
     """Every crop of every task run to the cap; histories (no images) kept per crop."""
     from ..runtime.optimise.loop import restore_iter
     from ..runtime.restorer import Restorer
@@ -84,8 +96,9 @@ def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], l
     for task in tasks:
         for i, (name, clean) in enumerate(crops):
             y = TASKS[task](clean, seed=seed + i)
-            samples.append({"task": task, "crop": name, "input_psnr": psnr(clean, y), "psnr": [], "loss": [],
-                            "laplacian_var": []})
+            samples.append(
+                {"task": task, "crop": name, "input_psnr": psnr(clean, y), "psnr": [], "loss": [], "laplacian_var": []}
+            )
             ys.append((y.transpose(2, 0, 1) * 2 - 1).astype(np.float32))
             cleans.append(clean)
     t0 = time.perf_counter()
@@ -103,12 +116,27 @@ def record(export_dir: Path, n_per_task: int, size: int, tasks: Sequence[str], l
         samples[i]["loss"] = res.history["loss"]
         samples[i]["laplacian_var"] = res.history["laplacian_var"]
     r.close()
-    return {"tool": "diip-tune record", "export": str(export_dir), "crop_size": size, "scales": list(SCALES),
-            "seed": seed, "split": ("HELD-OUT photos: for reporting only, never for choosing" if held_out
-                      else "training photos only (diip_deploy/train/photos.py)"), "n_per_task": n_per_task,
-            "settings": {"lr": cfg.lr, "max_iters": cfg.max_iters, "gradient": cfg.gradient,
-                         "steps": len(r.manifest.chain_spec.timesteps)},
-            "seconds": round(time.perf_counter() - t0, 1), "samples": samples}
+    return {
+        "tool": "diip-tune record",
+        "export": str(export_dir),
+        "crop_size": size,
+        "scales": list(SCALES),
+        "seed": seed,
+        "split": (
+            "HELD-OUT photos: for reporting only, never for choosing"
+            if held_out
+            else "training photos only (diip_deploy/train/photos.py)"
+        ),
+        "n_per_task": n_per_task,
+        "settings": {
+            "lr": cfg.lr,
+            "max_iters": cfg.max_iters,
+            "gradient": cfg.gradient,
+            "steps": len(r.manifest.chain_spec.timesteps),
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        "samples": samples,
+    }
 
 
 def scored_samples(histories: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -124,8 +152,9 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     from .classic import CLASSIC
 
     seed = int(histories.get("seed", 0))
-    crops = validation_crops(histories["n_per_task"], histories["crop_size"], seed,
-                             held_out="HELD-OUT" in histories["split"])
+    crops = validation_crops(
+        histories["n_per_task"], histories["crop_size"], seed, held_out="HELD-OUT" in histories["split"]
+    )
     per: Dict[str, Dict[str, List[float]]] = {}
     for j, s in enumerate(histories["samples"]):
         i = j % len(crops)
@@ -163,8 +192,9 @@ def candidates(grid: Dict[str, Sequence[Any]] = GRID) -> Iterable[Dict[str, Any]
     for values in itertools.product(*(grid[k] for k in keys)):
         c = dict(zip(keys, values))
         if c["stop"] == "laplacian":
-            c.update(eps=grid["eps"][0], slope_window=grid["slope_window"][0], slope_min_iter=0, patience=1,
-                     slope_fit="mean")
+            c.update(
+                eps=grid["eps"][0], slope_window=grid["slope_window"][0], slope_min_iter=0, patience=1, slope_fit="mean"
+            )
         if c["stop"] == "slope":
             c.update(k_min=grid["k_min"][0], lap_window=1)
         key = tuple(sorted(c.items()))
@@ -173,7 +203,9 @@ def candidates(grid: Dict[str, Sequence[Any]] = GRID) -> Iterable[Dict[str, Any]
             yield c
 
 
-def choose(histories: Dict[str, Any], max_loss_db: float = 0.2, grid: Dict[str, Sequence[Any]] = GRID) -> Dict[str, Any]:
+def choose(
+    histories: Dict[str, Any], max_loss_db: float = 0.2, grid: Dict[str, Sequence[Any]] = GRID
+) -> Dict[str, Any]:
     """The admissible setting with the best mean auto-stop PSNR over tasks (ties: cheaper)."""
     best: Optional[Tuple[Tuple[float, float], Dict[str, Any], Dict[str, Any]]] = None
     fallback: Optional[Tuple[Tuple[float, float], Dict[str, Any], Dict[str, Any]]] = None
@@ -193,12 +225,18 @@ def choose(histories: Dict[str, Any], max_loss_db: float = 0.2, grid: Dict[str, 
             fallback = (fkey, c, sc)
     assert fallback is not None
     chosen = best or fallback
-    return {"settings": chosen[1], "scores": chosen[2], "admissible": best is not None, "candidates": n,
-            "max_loss_db": max_loss_db}
+    return {
+        "settings": chosen[1],
+        "scores": chosen[2],
+        "admissible": best is not None,
+        "candidates": n,
+        "max_loss_db": max_loss_db,
+    }
 
 
 def best_run(runs: Sequence[Dict[str, Any]], max_loss_db: float = 0.2) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Across recorded runs (one per learning rate): the run and choice that win, admissible first."""
+
     def key(choice: Dict[str, Any]) -> Tuple[bool, float]:
         return choice["admissible"], float(np.mean([t["auto"] for t in choice["scores"].values()]))
 
@@ -206,18 +244,25 @@ def best_run(runs: Sequence[Dict[str, Any]], max_loss_db: float = 0.2) -> Tuple[
     return max(scored, key=lambda hc: key(hc[1]))
 
 
-def write_defaults(export_dir: Path, histories: Dict[str, Any], choice: Dict[str, Any],
-                   reference: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def write_defaults(
+    export_dir: Path, histories: Dict[str, Any], choice: Dict[str, Any], reference: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """The chosen stop settings into the manifest's defaults, with the validation scores."""
     from ..manifest import read_data, set_defaults, write_manifest
 
     data = read_data(export_dir)
     set_defaults(data, {"lr": histories["settings"]["lr"], **choice["settings"]})
-    data["validation"] = {"tool": "diip-tune", "crops_per_task": histories["n_per_task"],
-                          "excluded_undamaged": len(histories["samples"]) - len(scored_samples(histories)),
-                          "crop_size": histories["crop_size"], "split": histories["split"],
-                          "admissible": choice["admissible"], "max_loss_db": choice["max_loss_db"],
-                          "scores": choice["scores"], **({"previous_defaults_scores": reference} if reference else {})}
+    data["validation"] = {
+        "tool": "diip-tune",
+        "crops_per_task": histories["n_per_task"],
+        "excluded_undamaged": len(histories["samples"]) - len(scored_samples(histories)),
+        "crop_size": histories["crop_size"],
+        "split": histories["split"],
+        "admissible": choice["admissible"],
+        "max_loss_db": choice["max_loss_db"],
+        "scores": choice["scores"],
+        **({"previous_defaults_scores": reference} if reference else {}),
+    }
     write_manifest(Path(export_dir), data)
     return data
 
@@ -245,19 +290,46 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, thread
     from ..runtime.images.codec import save_json
 
     size = size or load_manifest(export_dir).tile_size
-    h = record(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed,
-               log=lambda m: click.echo(m, err=True), held_out=held_out)
+    h = record(
+        export_dir,
+        n_per_task,
+        size,
+        tasks,
+        lr,
+        max_iters,
+        batch,
+        threads,
+        seed,
+        log=lambda m: click.echo(m, err=True),
+        held_out=held_out,
+    )
     save_json(out, h)
     click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")
 
 
 @main.command("choose", cls=OneLineErrors)
-@click.option("--histories", "histories_files", required=True, multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Recorded histories; several (one per learning rate) to choose the lr too.")
-@click.option("--max-loss-db", type=click.FloatRange(min=0), default=0.2, show_default=True,
-              help="Largest mean loss against the input allowed on any task.")
-@click.option("--write", "write_export", type=click.Path(path_type=Path), default=None,
-              help="Export folder whose manifest gets the chosen defaults.")
+@click.option(
+    "--histories",
+    "histories_files",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Recorded histories; several (one per learning rate) to choose the lr too.",
+)
+@click.option(
+    "--max-loss-db",
+    type=click.FloatRange(min=0),
+    default=0.2,
+    show_default=True,
+    help="Largest mean loss against the input allowed on any task.",
+)
+@click.option(
+    "--write",
+    "write_export",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export folder whose manifest gets the chosen defaults.",
+)
 def choose_cmd(histories_files, max_loss_db, write_export):
     """Apply every candidate stop setting to recorded histories and pick the best."""
     if any("HELD-OUT" in json.loads(f.read_text()).get("split", "") for f in histories_files):
@@ -280,8 +352,13 @@ def manifest_settings(defaults: Dict[str, Any]) -> Dict[str, Any]:
 
 @main.command("score", cls=OneLineErrors)
 @click.option("--histories", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--export", "export_dir", required=True, type=click.Path(path_type=Path),
-              help="Score this manifest's defaults (and the paper's rules beside them).")
+@click.option(
+    "--export",
+    "export_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Score this manifest's defaults (and the paper's rules beside them).",
+)
 @click.option("--classic", is_flag=True, help="Also the classic blind baselines on the same crops (needs the photos).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None)
 def score_cmd(histories, export_dir, classic, json_out):
@@ -290,10 +367,14 @@ def score_cmd(histories, export_dir, classic, json_out):
 
     h = json.loads(histories.read_text())
     d = load_manifest(export_dir).defaults
-    out = {"histories": str(histories), "split": h.get("split"), "n_per_task": h.get("n_per_task"),
-           "excluded_undamaged": len(h["samples"]) - len(scored_samples(h)),
-           "manifest_defaults": score(h, manifest_settings(d)),
-           "paper_auto": score(h, {**manifest_settings(d), **PAPER_SETTINGS})}
+    out = {
+        "histories": str(histories),
+        "split": h.get("split"),
+        "n_per_task": h.get("n_per_task"),
+        "excluded_undamaged": len(h["samples"]) - len(scored_samples(h)),
+        "manifest_defaults": score(h, manifest_settings(d)),
+        "paper_auto": score(h, {**manifest_settings(d), **PAPER_SETTINGS}),
+    }
     if classic:
         out["classic"] = classic_scores(h)
     click.echo(json.dumps(out, indent=1))

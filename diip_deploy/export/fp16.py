@@ -34,9 +34,26 @@ from ..manifest import (
 
 # ops kept in float32: normalisation and its statistics, softmax, reductions, and the
 # ops whose range or accuracy fp16 cannot hold (exp, sqrt, division, the timestep embedding)
-FP32_OPS = ["InstanceNormalization", "LayerNormalization", "GroupNormalization", "BatchNormalization", "Softmax",
-            "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Sqrt", "Div", "Pow", "Exp", "Log", "Sin", "Cos",
-            "Range", "Erf"]
+FP32_OPS = [
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "BatchNormalization",
+    "Softmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceL2",
+    "Sqrt",
+    "Div",
+    "Pow",
+    "Exp",
+    "Log",
+    "Sin",
+    "Cos",
+    "Range",
+    "Erf",
+]
 TOLERANCE = {"x0": 2e-2, "grad": 5e-2}
 
 
@@ -57,8 +74,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
 
 
-def chain_errors(manifest: Any, gradient: str, size: int, batch: int = 2, seed: int = 0,
-                 threads: Optional[int] = None) -> Dict[str, float]:
+def chain_errors(
+    manifest: Any, gradient: str, size: int, batch: int = 2, seed: int = 0, threads: Optional[int] = None
+) -> Dict[str, float]:
     """Relative L2 of x0 and of the latent gradient, fp16 chain against fp32, on one
     random batch of ``size`` x ``size`` latents and targets."""
     from ..runtime.backends.select import open_chain
@@ -89,8 +107,13 @@ def _serves(manifest: Any, gradient: str, sources: List[str]) -> bool:
         return False
 
 
-def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optional[int] = None,
-                    log: Callable[[str], None] = lambda m: None, enforce: bool = True) -> Dict[str, Any]:
+def add_fp16_graphs(
+    export_dir: Path,
+    size: Optional[int] = None,
+    threads: Optional[int] = None,
+    log: Callable[[str], None] = lambda m: None,
+    enforce: bool = True,
+) -> Dict[str, Any]:
     """Convert every fp32 graph of an export, verify each gradient mode it serves, and list
     the copies in the manifest with the errors; returns the manifest's ``fp16`` section.
     ``enforce=False`` lists copies that miss the tolerances too, marked so (a random-weight
@@ -104,8 +127,7 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
     written: List[Path] = []
     size = size or int(data.get("tiling", {}).get("tile_size") or data["model"].get("native_size") or 32)
     modes = [g for g in ("surrogate", "exact") if _serves(manifest, g, sources)]
-    section: Dict[str, Any] = {"fp32_ops": FP32_OPS, "tolerance": TOLERANCE, "verified_at": [size, size],
-                               "errors": {}}
+    section: Dict[str, Any] = {"fp32_ops": FP32_OPS, "tolerance": TOLERANCE, "verified_at": [size, size], "errors": {}}
     try:
         for name in sources:
             entry = data["graphs"][name]
@@ -114,8 +136,14 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
             written.append(dst)
             convert_graph(manifest.graph_path(name), dst)
             fields = {k: v for k, v in entry.items() if k not in ("sha256", "chain")}
-            add_graphs(data, {fp16_name(name): graph_entry(export_dir, fp16_name(name), manifest.chain_spec,
-                                                           **{**fields, "file": dst.name})})
+            add_graphs(
+                data,
+                {
+                    fp16_name(name): graph_entry(
+                        export_dir, fp16_name(name), manifest.chain_spec, **{**fields, "file": dst.name}
+                    )
+                },
+            )
         write_manifest(export_dir, data)  # listed, so the check below opens them as the runtime does
         listed = load_manifest(export_dir)
         for gradient in modes:
@@ -125,9 +153,11 @@ def add_fp16_graphs(export_dir: Path, size: Optional[int] = None, threads: Optio
             bad = [k for k, tol in TOLERANCE.items() if not errors[k] <= tol]
             section["within_tolerance"] = section.get("within_tolerance", True) and not bad
             if bad and enforce:
-                raise Fp16Error(f"{export_dir}: fp16 {gradient} chain misses its tolerance on "
-                                + ", ".join(f"{k} ({errors[k]:.2e} > {TOLERANCE[k]:.0e})" for k in bad)
-                                + "; the fp16 graphs are not listed")
+                raise Fp16Error(
+                    f"{export_dir}: fp16 {gradient} chain misses its tolerance on "
+                    + ", ".join(f"{k} ({errors[k]:.2e} > {TOLERANCE[k]:.0e})" for k in bad)
+                    + "; the fp16 graphs are not listed"
+                )
     except Exception:
         remove_graphs(data, [fp16_name(n) for n in sources])
         write_manifest(export_dir, data)
@@ -149,5 +179,7 @@ def main(export_dir: Path, size: Optional[int], threads: Optional[int]) -> None:
         section = add_fp16_graphs(export_dir, size, threads, log=lambda m: click.echo(m, err=True))
     except (Fp16Error, ManifestError, OSError, ValueError) as e:
         raise CommandError(str(e)) from None
-    click.echo(f"wrote fp16 graphs into {export_dir}/manifest.json: "
-               + "; ".join(f"{g}: x0 {e['x0']:.1e}, gradient {e['grad']:.1e}" for g, e in section["errors"].items()))
+    click.echo(
+        f"wrote fp16 graphs into {export_dir}/manifest.json: "
+        + "; ".join(f"{g}: x0 {e['x0']:.1e}, gradient {e['grad']:.1e}" for g, e in section["errors"].items())
+    )

@@ -59,7 +59,9 @@ def _resolve_hub(model_id: str) -> Path:
 
         return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors"]))
     except Exception as e:  # network, auth, missing repo: one line for the user
-        raise ModelLoadError(f"cannot fetch {model_id!r} from the hub: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        raise ModelLoadError(
+            f"cannot fetch {model_id!r} from the hub: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
 
 
 def _find_unet_dir(root: Path) -> tuple:
@@ -112,8 +114,14 @@ def load_model(source: str, prediction_type: Optional[str] = None) -> LoadedMode
     digest = hashlib.sha256()
     for w in weights:
         digest.update(sha256_file(w).encode())
-    return LoadedModel(unet=unet, alphas_cumprod=alphas_from_scheduler_config(sched_cfg), prediction_type=pred,
-                       source=source, weights_sha256=digest.hexdigest(), unet_config=dict(unet.config))
+    return LoadedModel(
+        unet=unet,
+        alphas_cumprod=alphas_from_scheduler_config(sched_cfg),
+        prediction_type=pred,
+        source=source,
+        weights_sha256=digest.hexdigest(),
+        unet_config=dict(unet.config),
+    )
 
 
 def size_multiple(unet_config: Dict[str, Any]) -> int:

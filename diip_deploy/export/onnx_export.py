@@ -42,24 +42,47 @@ class GraphDef:
         return f"{self.name}.onnx"
 
 
-def graph_defs(eps_model: torch.nn.Module, spec: ChainSpec, gradients: Sequence[str], fused: Sequence[str],
-               iterate: Sequence[str] = (), iterate_fp16: bool = False) -> List[GraphDef]:
+def graph_defs(
+    eps_model: torch.nn.Module,
+    spec: ChainSpec,
+    gradients: Sequence[str],
+    fused: Sequence[str],
+    iterate: Sequence[str] = (),
+    iterate_fp16: bool = False,
+) -> List[GraphDef]:
     """The graphs an export writes: per-step always, fused chains and iteration graphs when
     asked, and with ``iterate_fp16`` each iteration graph's fp16 twin (``<name>_fp16``)."""
     defs = [GraphDef("unet", lambda s, t: eps_model(s, t), ["sample", "timestep"], ["eps"], ["float32", "int64"])]
     if "exact" in gradients:
-        defs.append(GraphDef("unet_vjp", lambda s, t, c: reference.eps_and_vjp(eps_model, s, t, c),
-                             ["sample", "timestep", "cotangent"], ["eps", "vjp"], ["float32", "int64", "float32"]))
+        defs.append(
+            GraphDef(
+                "unet_vjp",
+                lambda s, t, c: reference.eps_and_vjp(eps_model, s, t, c),
+                ["sample", "timestep", "cotangent"],
+                ["eps", "vjp"],
+                ["float32", "int64", "float32"],
+            )
+        )
     for g in fused:
         if g in gradients:
-            defs.append(GraphDef(f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"],
-                                 ["float32", "float32"]))
+            defs.append(
+                GraphDef(
+                    f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"], ["float32", "float32"]
+                )
+            )
     models = [("", eps_model)] + ([("_fp16", reference.Fp16Eps(eps_model))] if iterate_fp16 else [])
     for g in iterate:
         for suffix, model in models:
             if g in gradients:
-                defs.append(GraphDef(f"iterate_{g}{suffix}", _iterate(model, spec, g), reference.ITERATE_INPUTS,
-                                     reference.ITERATE_OUTPUTS, ["float32"] * len(reference.ITERATE_INPUTS)))
+                defs.append(
+                    GraphDef(
+                        f"iterate_{g}{suffix}",
+                        _iterate(model, spec, g),
+                        reference.ITERATE_INPUTS,
+                        reference.ITERATE_OUTPUTS,
+                        ["float32"] * len(reference.ITERATE_INPUTS),
+                    )
+                )
     return defs
 
 
@@ -111,13 +134,27 @@ def export_graph(gd: GraphDef, out_dir: Path, channels: int, size: int, log=prin
     tmp = path.with_suffix(".onnx.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(gm, args, str(tmp), dynamo=True, optimize=False, opset_version=OPSET,
-                          input_names=gd.inputs, output_names=gd.outputs, dynamic_shapes=dyn,
-                          external_data=False, verbose=False)
+        torch.onnx.export(
+            gm,
+            args,
+            str(tmp),
+            dynamo=True,
+            optimize=False,
+            opset_version=OPSET,
+            input_names=gd.inputs,
+            output_names=gd.outputs,
+            dynamic_shapes=dyn,
+            external_data=False,
+            verbose=False,
+        )
     tmp.replace(path)
     log(f"  {gd.file}: exported in {time.time() - t0:.0f} s")
-    return {"file": gd.file, "inputs": _io(gd.inputs, gd.input_dtypes, channels),
-            "outputs": _io(gd.outputs, ["float32"] * len(gd.outputs), channels), "opset": OPSET}
+    return {
+        "file": gd.file,
+        "inputs": _io(gd.inputs, gd.input_dtypes, channels),
+        "outputs": _io(gd.outputs, ["float32"] * len(gd.outputs), channels),
+        "opset": OPSET,
+    }
 
 
 def _io(names: List[str], dtypes: List[str], channels: int) -> List[Dict]:

@@ -63,8 +63,9 @@ def chain(eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_e
     return x0
 
 
-def loss_and_grad(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, spec: ChainSpec,
-                  gradient: str = "exact") -> tuple:
+def loss_and_grad(
+    eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, spec: ChainSpec, gradient: str = "exact"
+) -> tuple:
     """(x0, per-image MSE loss [B], d(sum loss)/dz) by autograd through the chain."""
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
@@ -79,8 +80,17 @@ ITERATE_INPUTS = ["z", "y", "m", "v", "step", "lr"]
 ITERATE_OUTPUTS = ["x0", "loss", "laplacian_var", "grad_sq", "z_next", "m_next", "v_next"]
 
 
-def iterate(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-            step: torch.Tensor, lr: torch.Tensor, spec: ChainSpec, gradient: str = "surrogate") -> tuple:
+def iterate(
+    eps_model: torch.nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step: torch.Tensor,
+    lr: torch.Tensor,
+    spec: ChainSpec,
+    gradient: str = "surrogate",
+) -> tuple:
     """One whole DIIP iteration, what ``iterate_<gradient>.onnx`` computes so that z and the
     Adam moments never leave the device: the chain's x0 and loss at z, the Laplacian
     variance of x0 and |grad|^2 (a stopping input and a finiteness check), and z, m, v
@@ -96,8 +106,9 @@ def iterate(eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, m: tor
     return x0, loss, laplacian_variance_of(x0), grad_sq, rms_project(z_next), m_next, v_next
 
 
-def eps_and_vjp(eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
-                cotangent: torch.Tensor) -> tuple:
+def eps_and_vjp(
+    eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor, cotangent: torch.Tensor
+) -> tuple:
     """(eps, cotangent^T d eps / d sample): what unet_vjp.onnx computes."""
     x = sample.detach().requires_grad_(True)
     eps = eps_model(x, timestep)
@@ -105,10 +116,16 @@ def eps_and_vjp(eps_model: torch.nn.Module, sample: torch.Tensor, timestep: torc
     return eps.detach(), vjp
 
 
-
-
-def reference_restore(eps_model: torch.nn.Module, y: torch.Tensor, z0: torch.Tensor, spec: ChainSpec,
-                      iterations: int, lr: float, gradient: str = "surrogate", project: bool = True) -> tuple:
+def reference_restore(
+    eps_model: torch.nn.Module,
+    y: torch.Tensor,
+    z0: torch.Tensor,
+    spec: ChainSpec,
+    iterations: int,
+    lr: float,
+    gradient: str = "surrogate",
+    project: bool = True,
+) -> tuple:
     """The DIIP loop with torch.optim.Adam, no early stop: the oracle for the runtime's loop.
 
     Returns (x0 of the last iteration, list of losses).

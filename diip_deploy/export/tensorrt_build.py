@@ -57,15 +57,19 @@ def parse_bhw(text: Optional[str], default: Shape3) -> Shape3:
     return b, h, w
 
 
-def parse_profile(min_shape: Optional[str], opt_shape: Optional[str], max_shape: Optional[str],
-                  manifest: Dict[str, Any]) -> Dict[str, Shape3]:
+def parse_profile(
+    min_shape: Optional[str], opt_shape: Optional[str], max_shape: Optional[str], manifest: Dict[str, Any]
+) -> Dict[str, Shape3]:
     """Profile over batch, height and width; defaults centre on batches of the runtime's
     tiles (diip-run --batch 8 at the manifest's tile size), up to 16 tiles."""
     m = manifest["model"]
     n, k = int(m["native_size"]), int(m["size_multiple"])
     t = int(manifest.get("tiling", {}).get("tile_size", n))
-    prof = {"min": parse_bhw(min_shape, (1, k * 2, k * 2)), "opt": parse_bhw(opt_shape, (DEFAULT_BATCH, t, t)),
-            "max": parse_bhw(max_shape, (MAX_BATCH, max(t, 2 * n), max(t, 2 * n)))}
+    prof = {
+        "min": parse_bhw(min_shape, (1, k * 2, k * 2)),
+        "opt": parse_bhw(opt_shape, (DEFAULT_BATCH, t, t)),
+        "max": parse_bhw(max_shape, (MAX_BATCH, max(t, 2 * n), max(t, 2 * n))),
+    }
     for i in range(3):
         if not prof["min"][i] <= prof["opt"][i] <= prof["max"][i]:
             raise click.BadParameter(f"profile must satisfy min <= opt <= max in every dimension: {prof}")
@@ -92,8 +96,16 @@ def _keep_fp32(network: trt.INetworkDefinition) -> None:
                 layer.set_output_type(j, trt.float32)
 
 
-def build_engine(onnx_path: Path, engine_path: Path, channels: int, precision: str, profile: Dict[str, Shape3],
-                 workspace_mb: Optional[int], timing_cache: Optional[Path], log: Callable[[str], None]) -> None:
+def build_engine(
+    onnx_path: Path,
+    engine_path: Path,
+    channels: int,
+    precision: str,
+    profile: Dict[str, Shape3],
+    workspace_mb: Optional[int],
+    timing_cache: Optional[Path],
+    log: Callable[[str], None],
+) -> None:
     import_tensorrt()  # a clear error if only the stubs are installed
     import tensorrt as trt
 
@@ -135,8 +147,15 @@ def build_engine(onnx_path: Path, engine_path: Path, channels: int, precision: s
     log(f"  {engine_path.name}: built in {time.time() - t0:.0f} s ({precision})")
 
 
-def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profile: Dict[str, Shape3],
-                  workspace_mb: Optional[int], timing_cache: Optional[Path], log: Callable[[str], None] = print) -> Dict:
+def build_engines(
+    out_dir: Path,
+    manifest: Dict[str, Any],
+    precision: str,
+    profile: Dict[str, Shape3],
+    workspace_mb: Optional[int],
+    timing_cache: Optional[Path],
+    log: Callable[[str], None] = print,
+) -> Dict:
     """Static check, then an engine per graph; updates and rewrites the manifest."""
     trt = import_tensorrt()
     gpu = current_gpu()
@@ -150,12 +169,18 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
     engines = {}
     for name, g in manifest["graphs"].items():
         engine_file = f"{name}.{precision}.engine"
-        build_engine(out_dir / g["file"], out_dir / engine_file, channels, precision, profile, workspace_mb,
-                     timing_cache, log)
+        build_engine(
+            out_dir / g["file"], out_dir / engine_file, channels, precision, profile, workspace_mb, timing_cache, log
+        )
         engines[name] = {
-            "file": engine_file, "sha256": sha256_file(out_dir / engine_file), "onnx_sha256": g["sha256"],
-            "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision,
-            "profile": {k: list(v) for k, v in profile.items()}, "workspace_mb": workspace_mb,
+            "file": engine_file,
+            "sha256": sha256_file(out_dir / engine_file),
+            "onnx_sha256": g["sha256"],
+            "tensorrt_version": trt.__version__,
+            "gpu": gpu,
+            "precision": precision,
+            "profile": {k: list(v) for k, v in profile.items()},
+            "workspace_mb": workspace_mb,
         }
     set_engines(manifest, engines, {n: {"ok": r.ok, "warnings": r.warnings} for n, r in reports.items()})
     write_manifest(out_dir, manifest)
@@ -166,14 +191,21 @@ def build_engines(out_dir: Path, manifest: Dict[str, Any], precision: str, profi
 def engine_options(fn: Callable) -> Callable:
     """The engine-building options, shared by diip-export and diip-build-engines."""
     options = [
-        click.option("--precision", type=click.Choice(("fp32", "fp16")), default="fp32", show_default=True,
-                     help="fp16: TensorRT engines in fp16 (with --engine); diip-export also writes verified fp16 "
-                          "ONNX copies for ONNX Runtime (diip-run --precision fp16)."),
+        click.option(
+            "--precision",
+            type=click.Choice(("fp32", "fp16")),
+            default="fp32",
+            show_default=True,
+            help="fp16: TensorRT engines in fp16 (with --engine); diip-export also writes verified fp16 "
+            "ONNX copies for ONNX Runtime (diip-run --precision fp16).",
+        ),
         click.option("--min-shape", default=None, help="TensorRT profile minimum, BxHxW."),
         click.option("--opt-shape", default=None, help="TensorRT profile optimum, BxHxW."),
         click.option("--max-shape", default=None, help="TensorRT profile maximum, BxHxW."),
         click.option("--workspace", type=int, default=None, help="TensorRT workspace limit in MB."),
-        click.option("--timing-cache", type=click.Path(path_type=Path), default=None, help="Timing cache file (reused)."),
+        click.option(
+            "--timing-cache", type=click.Path(path_type=Path), default=None, help="Timing cache file (reused)."
+        ),
     ]
     for opt in reversed(options):
         fn = opt(fn)
@@ -190,5 +222,12 @@ def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace
         manifest = load_manifest(export_dir).data
     except ManifestError as e:
         raise CommandError(str(e)) from None
-    build_engines(export_dir, manifest, precision, parse_profile(min_shape, opt_shape, max_shape, manifest),
-                  workspace, timing_cache, log=lambda m: click.echo(m, err=True))
+    build_engines(
+        export_dir,
+        manifest,
+        precision,
+        parse_profile(min_shape, opt_shape, max_shape, manifest),
+        workspace,
+        timing_cache,
+        log=lambda m: click.echo(m, err=True),
+    )

@@ -18,7 +18,8 @@ TENSORRT_VERSION = "10.15"
 SOURCE = "https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md"
 OPSET_RANGE = (9, 24)
 
-SUPPORTED = set("""
+SUPPORTED = set(
+    """
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh Attention AveragePool BatchNormalization BlackmanWindow
 Cast CastLike Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DeformConv
 DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather
@@ -32,13 +33,30 @@ ReduceProd ReduceSum ReduceSumSquare Relu Reshape Resize ReverseSequence RMSNorm
 RotaryEmbedding Round STFT ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin
 Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh TensorScatter
 ThresholdedRelu Tile TopK Transpose Trilu Unsqueeze Upsample Where Xor
-""".split())
+""".split()
+)
 
 # Operators whose listed restriction is "input N must be a build-time constant".
 CONSTANT_INPUTS: Dict[str, List[int]] = {
-    **{op: [1] for op in ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-                          "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")},
-    "Squeeze": [1], "Unsqueeze": [1], "CumSum": [1], "OneHot": [1],
+    **{
+        op: [1]
+        for op in (
+            "ReduceL1",
+            "ReduceL2",
+            "ReduceLogSum",
+            "ReduceLogSumExp",
+            "ReduceMax",
+            "ReduceMean",
+            "ReduceMin",
+            "ReduceProd",
+            "ReduceSum",
+            "ReduceSumSquare",
+        )
+    },
+    "Squeeze": [1],
+    "Unsqueeze": [1],
+    "CumSum": [1],
+    "OneHot": [1],
 }
 # Older TensorRT (before 10) also required Conv/ConvTranspose weights to be initializers;
 # we warn, since engines for Jetson's older JetPacks may meet that parser.
@@ -84,8 +102,9 @@ def build_time_constants(g) -> Set[str]:
     outputs of deterministic nodes whose inputs are all such constants (folded)."""
     constants: Set[str] = {i.name for i in g.initializer}
     for n in g.node:  # ONNX graphs are topologically sorted
-        if n.op_type == "Constant" or (n.op_type not in _RANDOM and n.input
-                                       and all((not i) or i in constants for i in n.input)):
+        if n.op_type == "Constant" or (
+            n.op_type not in _RANDOM and n.input and all((not i) or i in constants for i in n.input)
+        ):
             constants.update(o for o in n.output if o)
     return constants
 
@@ -132,9 +151,13 @@ def check_onnx(path: Path | str) -> CompatReport:
         elem[t.name] = t.data_type
     doubles = sorted(k for k, t in elem.items() if t == _ONNX_DOUBLE)
     if doubles:
-        report.warnings.append(f"{len(doubles)} DOUBLE tensor(s) (e.g. {doubles[0]}): TensorRT casts them down to FLOAT")
+        report.warnings.append(
+            f"{len(doubles)} DOUBLE tensor(s) (e.g. {doubles[0]}): TensorRT casts them down to FLOAT"
+        )
     int64_inputs = [i.name for i in g.input if i.type.tensor_type.elem_type == _ONNX_INT64]
     if int64_inputs:
-        report.warnings.append(f"INT64 input(s) {', '.join(int64_inputs)}: supported natively since TensorRT 10; "
-                               "older TensorRT casts them to INT32")
+        report.warnings.append(
+            f"INT64 input(s) {', '.join(int64_inputs)}: supported natively since TensorRT 10; "
+            "older TensorRT casts them to INT32"
+        )
     return report

@@ -37,7 +37,11 @@ def export_friendly_ops() -> Iterator[None]:
     def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None, **kw):
         if mode == "nearest" and input.dim() == 4 and size is None and scale_factor is not None:
             f = scale_factor if isinstance(scale_factor, (int, float)) else scale_factor[0]
-            if float(f) == int(f) and int(f) >= 1 and (isinstance(scale_factor, (int, float)) or len(set(scale_factor)) == 1):
+            if (
+                float(f) == int(f)
+                and int(f) >= 1
+                and (isinstance(scale_factor, (int, float)) or len(set(scale_factor)) == 1)
+            ):
                 return _nearest_upsample(input, int(f))
         return original(input, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners, **kw)
 
@@ -60,8 +64,9 @@ def prepare_unet(unet: torch.nn.Module) -> torch.nn.Module:
     return unet
 
 
-def _convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
-                          transposed, output_padding, groups, output_mask):
+def _convolution_backward(
+    grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask
+):
     """Input gradient of a (non-transposed) convolution as a transposed convolution."""
     if transposed:
         raise NotImplementedError("backward of transposed convolution is not needed for UNet2DModel")
@@ -69,7 +74,12 @@ def _convolution_backward(grad_output, input, weight, bias_sizes, stride, paddin
     if output_mask[0]:
         out_pad = []
         for d in range(len(stride)):
-            full = (grad_output.shape[2 + d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (weight.shape[2 + d] - 1) + 1
+            full = (
+                (grad_output.shape[2 + d] - 1) * stride[d]
+                - 2 * padding[d]
+                + dilation[d] * (weight.shape[2 + d] - 1)
+                + 1
+            )
             out_pad.append(input.shape[2 + d] - full)
         grad_input = aten.convolution(grad_output, weight, None, stride, padding, dilation, True, out_pad, groups)
     grad_weight = None
@@ -95,6 +105,7 @@ def trace(fn: Callable, *example_args: torch.Tensor) -> torch.fx.GraphModule:
     from torch.fx.experimental.proxy_tensor import make_fx
 
     with export_friendly_ops():
-        gm = make_fx(fn, decomposition_table=decomposition_table(), tracing_mode="symbolic",
-                     _allow_non_fake_inputs=True)(*example_args)
+        gm = make_fx(
+            fn, decomposition_table=decomposition_table(), tracing_mode="symbolic", _allow_non_fake_inputs=True
+        )(*example_args)
     return gm

@@ -21,15 +21,27 @@ from .onnx_export import random_inputs
 TOLERANCE = 1e-4
 # an fp16 graph against fp32 autograd: fp16's own x0 / gradient tolerances (export/fp16.py),
 # doubled where a quantity is a square of the gradient
-FP16_TOLERANCE = {"x0": 2e-2, "loss": 2e-2, "laplacian_var": 5e-2, "grad_sq": 1e-1, "z_next": 2e-2,
-                  "m_next": 5e-2, "v_next": 1e-1}
+FP16_TOLERANCE = {
+    "x0": 2e-2,
+    "loss": 2e-2,
+    "laplacian_var": 5e-2,
+    "grad_sq": 1e-1,
+    "z_next": 2e-2,
+    "m_next": 5e-2,
+    "v_next": 1e-1,
+}
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm((np.asarray(a, np.float64) - b).ravel()) / max(np.linalg.norm(np.asarray(b, np.float64).ravel()), 1e-30))
+    return float(
+        np.linalg.norm((np.asarray(a, np.float64) - b).ravel())
+        / max(np.linalg.norm(np.asarray(b, np.float64).ravel()), 1e-30)
+    )
 
 
-def torch_outputs(name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+def torch_outputs(
+    name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dict[str, torch.Tensor]
+) -> Dict[str, np.ndarray]:
     if name == "unet":
         with torch.no_grad():
             return {"eps": eps_model(x["sample"], x["timestep"]).numpy()}
@@ -44,8 +56,17 @@ def torch_outputs(name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dic
     return {"x0": x0.numpy(), "loss": loss.numpy(), "grad": grad.numpy()}
 
 
-def verify_graph(name: str, path: Path, inputs: List[str], eps_model: torch.nn.Module, spec: ChainSpec,
-                 channels: int, size: int, batch: int = 3, seed: int = 7) -> Dict:
+def verify_graph(
+    name: str,
+    path: Path,
+    inputs: List[str],
+    eps_model: torch.nn.Module,
+    spec: ChainSpec,
+    channels: int,
+    size: int,
+    batch: int = 3,
+    seed: int = 7,
+) -> Dict:
     """Relative L2 error of each output against torch autograd."""
     x = random_inputs(inputs, channels, size, batch, seed)
     want = torch_outputs(name, eps_model, spec, x)
@@ -59,5 +80,13 @@ def verify_graph(name: str, path: Path, inputs: List[str], eps_model: torch.nn.M
     worst = max(errors.values()) if errors else None
     tolerance = FP16_TOLERANCE if name.endswith(FP16_SUFFIX) else {k: TOLERANCE for k in want}
     passed = bool(errors) and all(errors[k] <= tolerance[k] for k in errors)
-    return {"rel_l2": errors, "max_rel_l2": worst, "error": error, "tolerance": tolerance, "passed": passed,
-            "size": [batch, channels, size, size], "backend": "ort-cpu", "reference": "torch autograd float32"}
+    return {
+        "rel_l2": errors,
+        "max_rel_l2": worst,
+        "error": error,
+        "tolerance": tolerance,
+        "passed": passed,
+        "size": [batch, channels, size, size],
+        "backend": "ort-cpu",
+        "reference": "torch autograd float32",
+    }

@@ -15,5 +15,17 @@ from .optimise.chain import GraphChain, chain_backward, chain_forward
 from .optimise.loop import restore
 from .optimise.samples import NonFiniteError, RestoreResult
 
-__all__ = ["GraphChain", "chain_backward", "chain_forward", "NonFiniteError", "RestoreSettings", "RestoreResult",
-           "restore", "Manifest", "ManifestError", "load_manifest", "open_chain", "select_backend"]
+__all__ = [
+    "GraphChain",
+    "chain_backward",
+    "chain_forward",
+    "NonFiniteError",
+    "RestoreSettings",
+    "RestoreResult",
+    "restore",
+    "Manifest",
+    "ManifestError",
+    "load_manifest",
+    "open_chain",
+    "select_backend",
+]

@@ -48,8 +48,14 @@ class Restorer:
     """Opens a manifest and a backend once; ``restore_array`` uses them.  ``options`` are
     ``RestoreSettings`` names (an unknown one is an error naming the nearest)."""
 
-    def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None,
-                 manifest: Optional[Manifest] = None, **options: Any):
+    def __init__(
+        self,
+        model_dir: Path | str,
+        backend: str = "auto",
+        threads: Optional[int] = None,
+        manifest: Optional[Manifest] = None,
+        **options: Any,
+    ):
         self.manifest, self.settings = self.check(model_dir, manifest, **options)
         self.selection: Selection = select_backend(self.manifest, backend)
         if self.settings.batch is None:
@@ -57,13 +63,20 @@ class Restorer:
             self.settings = replace(self.settings, batch=default_batch(self.selection.backend, tile))
         self.tiling = ImageTiling(self.manifest, self.settings)
         loop_graph = device_loop_graph(self.manifest, self.selection.backend, self.settings)
-        self.chain = open_chain(self.manifest, self.selection.backend, self.settings.gradient, threads,
-                                precision=self.settings.precision, loop_graph=loop_graph)
+        self.chain = open_chain(
+            self.manifest,
+            self.selection.backend,
+            self.settings.gradient,
+            threads,
+            precision=self.settings.precision,
+            loop_graph=loop_graph,
+        )
         self.loop = "host" if loop_graph is None else "device"
 
     @staticmethod
-    def check(model_dir: Path | str, manifest: Optional[Manifest] = None, **options: Any
-              ) -> Tuple[Manifest, RestoreSettings]:
+    def check(
+        model_dir: Path | str, manifest: Optional[Manifest] = None, **options: Any
+    ) -> Tuple[Manifest, RestoreSettings]:
         """The manifest and settings a Restorer would use, checked, with no backend opened
         (what a driver checks before handing work to workers)."""
         manifest = manifest if manifest is not None else load_manifest(model_dir)
@@ -106,13 +119,29 @@ class Restorer:
             groups = [([j], parts[j]) for j in range(n)]  # the guard judges each tile
         corrs, reverted = self.guard(layout, unit, parts, groups)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
-        return UnitResult(parts, stops, reasons, int(iters), time.perf_counter() - t0, history=history,
-                          backend=self.backend, loop=self.loop, batch=int(s.batch or 0), residual_corr=corrs,
-                          reverted=reverted, peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
-                          device_memory_mb=round(sum(device) / 2**20, 1) if device else None)
+        return UnitResult(
+            parts,
+            stops,
+            reasons,
+            int(iters),
+            time.perf_counter() - t0,
+            history=history,
+            backend=self.backend,
+            loop=self.loop,
+            batch=int(s.batch or 0),
+            residual_corr=corrs,
+            reverted=reverted,
+            peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
+            device_memory_mb=round(sum(device) / 2**20, 1) if device else None,
+        )
 
-    def guard(self, layout: ImageLayout, unit: Sequence[int], parts: List[np.ndarray],
-              groups: List[Tuple[List[int], np.ndarray]]) -> Tuple[List[float], int]:
+    def guard(
+        self,
+        layout: ImageLayout,
+        unit: Sequence[int],
+        parts: List[np.ndarray],
+        groups: List[Tuple[List[int], np.ndarray]],
+    ) -> Tuple[List[float], int]:
         """The residual guard over each (positions in ``unit``, their restored image) group:
         a group it does not keep gets the input's tiles back, in ``parts``.  Returns each
         group's correlation and how many groups were reverted."""
@@ -140,8 +169,9 @@ class Restorer:
             assembly.add(k, self.restore_unit(layout, k, _offset_progress(callback, int(starts[k]), len(layout.plan))))
         return assembly.restored(), self.report(layout, assembly.stats)
 
-    def restore_array(self, img: np.ndarray, seed: Optional[int] = None,
-                      callback: Callback = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+    def restore_array(
+        self, img: np.ndarray, seed: Optional[int] = None, callback: Callback = None
+    ) -> Tuple[np.ndarray, Dict[str, Any]]:
         """Restore an HxWxC image in [0, 1]: (restored HxWxC in [0, 1], report)."""
         return self.restore_layout(self.layout(img, seed), callback)
 

@@ -28,14 +28,59 @@ HELD_OUT = (
     "opencv/home",
 )
 
-_SKIMAGE = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel",
-            "motorcycle_left", "motorcycle_right", "rocket", "hubble_deep_field", "retina")
+_SKIMAGE = (
+    "astronaut",
+    "brick",
+    "camera",
+    "chelsea",
+    "coffee",
+    "grass",
+    "gravel",
+    "motorcycle_left",
+    "motorcycle_right",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+)
 # opencv-doc examples/data: photographs only (no logos, text, charts, calibration boards).
-_OPENCV = ("aero1", "aero3", "aloeL", "aloeR", "apple", "baboon", "basketball1", "board",
-           "building", "butterfly", "chicky_512", "fruits", "graf1", "graf3", "HappyFish",
-           "home", "leuvenA", "leuvenB", "lena", "messi5", "orange", "pic1", "pic2", "pic3",
-           "pic4", "pic5", "pic6", "rubberwhale1", "smarties", "squirrel_cls", "starry_night",
-           "stuff", "box_in_scene", "ela_original", "Blender_Suzanne1", "blox")
+_OPENCV = (
+    "aero1",
+    "aero3",
+    "aloeL",
+    "aloeR",
+    "apple",
+    "baboon",
+    "basketball1",
+    "board",
+    "building",
+    "butterfly",
+    "chicky_512",
+    "fruits",
+    "graf1",
+    "graf3",
+    "HappyFish",
+    "home",
+    "leuvenA",
+    "leuvenB",
+    "lena",
+    "messi5",
+    "orange",
+    "pic1",
+    "pic2",
+    "pic3",
+    "pic4",
+    "pic5",
+    "pic6",
+    "rubberwhale1",
+    "smarties",
+    "squirrel_cls",
+    "starry_night",
+    "stuff",
+    "box_in_scene",
+    "ela_original",
+    "Blender_Suzanne1",
+    "blox",
+)
 
 REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
 OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
@@ -125,7 +170,9 @@ def center_crop(img: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
     return img[top : top + size, left : left + size]
 
 
-def held_out_crops(size: int = 64, opencv_doc: Optional[str] = None, scale: float = 0.25) -> List[Tuple[str, np.ndarray]]:
+def held_out_crops(
+    size: int = 64, opencv_doc: Optional[str] = None, scale: float = 0.25
+) -> List[Tuple[str, np.ndarray]]:
     """The evaluation set: a centre crop of each held-out photo, downscaled so a
     size x size crop shows a scene rather than a flat patch."""
     _, held = split(load_photos(opencv_doc))

@@ -33,17 +33,29 @@ def make_unet(channels: Sequence[int] = DEFAULT_CHANNELS, sample_size: int = 32,
     down = ["DownBlock2D"] * (n - 1) + ["AttnDownBlock2D"]
     up = ["AttnUpBlock2D"] + ["UpBlock2D"] * (n - 1)
     return UNet2DModel(
-        sample_size=sample_size, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=tuple(channels), down_block_types=tuple(down), up_block_types=tuple(up),
-        norm_num_groups=norm_groups, attention_head_dim=None,
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=tuple(channels),
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        norm_num_groups=norm_groups,
+        attention_head_dim=None,
     )
 
 
 def make_scheduler():
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                         beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=1e-4,
+        beta_end=0.02,
+        beta_schedule="linear",
+        prediction_type="epsilon",
+        clip_sample=True,
+    )
 
 
 def build_pyramids(photos: Dict[str, np.ndarray], patch: int) -> List[np.ndarray]:
@@ -81,9 +93,22 @@ def save_pipeline(unet, out: Path) -> None:
     DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(str(out), safe_serialization=True)
 
 
-def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, seed: int,
-          channels: Sequence[int], max_minutes: Optional[float], threads: int, ema_decay: float,
-          checkpoint_every: int, opencv_doc: Optional[str], log=print) -> Dict:
+def train(
+    out: Path,
+    work: Path,
+    steps: int,
+    batch: int,
+    patch: int,
+    lr: float,
+    seed: int,
+    channels: Sequence[int],
+    max_minutes: Optional[float],
+    threads: int,
+    ema_decay: float,
+    checkpoint_every: int,
+    opencv_doc: Optional[str],
+    log=print,
+) -> Dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
@@ -109,9 +134,19 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
 
     def checkpoint() -> None:
         tmp = ckpt.with_suffix(".tmp")
-        torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                    "losses": losses, "step": step, "elapsed": elapsed}, tmp)
+        torch.save(
+            {
+                "unet": unet.state_dict(),
+                "ema": ema.state_dict(),
+                "opt": opt.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "losses": losses,
+                "step": step,
+                "elapsed": elapsed,
+            },
+            tmp,
+        )
         tmp.replace(ckpt)
 
     start = time.time() - elapsed
@@ -148,18 +183,31 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
     checkpoint()
     ema.eval()
     save_pipeline(ema, out)
-    info = {"steps": step, "batch": batch, "patch": patch, "lr": lr, "seed": seed,
-            "channels": list(channels), "threads": threads, "ema_decay": ema_decay,
-            "train_seconds": round(elapsed, 1), "n_train_photos": len(train_photos),
-            "train_photos": sorted(train_photos), "held_out": list(HELD_OUT),
-            "params": sum(p.numel() for p in ema.parameters()), "losses": losses}
+    info = {
+        "steps": step,
+        "batch": batch,
+        "patch": patch,
+        "lr": lr,
+        "seed": seed,
+        "channels": list(channels),
+        "threads": threads,
+        "ema_decay": ema_decay,
+        "train_seconds": round(elapsed, 1),
+        "n_train_photos": len(train_photos),
+        "train_photos": sorted(train_photos),
+        "held_out": list(HELD_OUT),
+        "params": sum(p.numel() for p in ema.parameters()),
+        "losses": losses,
+    }
     (out / "training.json").write_text(json.dumps(info))
     return info
 
 
 @click.command(cls=OneLineErrors, name="diip-train")
 @click.option("--out", type=click.Path(), default="models/default", show_default=True)
-@click.option("--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder (resumes).")
+@click.option(
+    "--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder (resumes)."
+)
 @click.option("--steps", type=int, default=100000, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--patch", type=int, default=32, show_default=True)
@@ -171,11 +219,26 @@ def train(out: Path, work: Path, steps: int, batch: int, patch: int, lr: float, 
 @click.option("--ema-decay", type=float, default=0.999, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
 @click.option("--opencv-doc", type=click.Path(), default=None, help="Unpacked opencv-doc .deb (extra photos).")
-def main(out, work, steps, batch, patch, lr, seed, channels, max_minutes, threads, ema_decay, checkpoint_every, opencv_doc):
+def main(
+    out, work, steps, batch, patch, lr, seed, channels, max_minutes, threads, ema_decay, checkpoint_every, opencv_doc
+):
     """Train the default DIIP prior on the photos that packages ship."""
-    info = train(Path(out), Path(work), steps, batch, patch, lr, seed,
-                 tuple(int(c) for c in channels.split(",")), max_minutes, threads, ema_decay,
-                 checkpoint_every, opencv_doc, log=lambda m: click.echo(m, err=True))
+    info = train(
+        Path(out),
+        Path(work),
+        steps,
+        batch,
+        patch,
+        lr,
+        seed,
+        tuple(int(c) for c in channels.split(",")),
+        max_minutes,
+        threads,
+        ema_decay,
+        checkpoint_every,
+        opencv_doc,
+        log=lambda m: click.echo(m, err=True),
+    )
     click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
 
 

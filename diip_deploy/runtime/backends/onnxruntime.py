@@ -48,9 +48,15 @@ class OrtRunner(Runner):
     per call: fixed addresses, which ``cuda_graph`` (ORT's CUDA-graph capture, CUDA
     provider only) needs, and no per-call device allocation."""
 
-    def __init__(self, path: Path | str, backend: str = "ort-cpu", threads: Optional[int] = None,
-                 provider_options: Optional[Dict[str, Dict[str, Any]]] = None, io_binding: bool = False,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        backend: str = "ort-cpu",
+        threads: Optional[int] = None,
+        provider_options: Optional[Dict[str, Dict[str, Any]]] = None,
+        io_binding: bool = False,
+        cuda_graph: bool = False,
+    ) -> None:
         super().__init__()
         if backend not in ORT_PROVIDERS:
             raise ValueError(f"unknown ONNX Runtime backend {backend!r}")
@@ -67,7 +73,10 @@ class OrtRunner(Runner):
         self.cuda_graph = cuda_graph
         if cuda_graph:
             cuda = dict(self.provider_options.get("CUDAExecutionProvider", {}))
-            self.provider_options = {**self.provider_options, "CUDAExecutionProvider": {**cuda, "enable_cuda_graph": "1"}}
+            self.provider_options = {
+                **self.provider_options,
+                "CUDAExecutionProvider": {**cuda, "enable_cuda_graph": "1"},
+            }
         self.holds_device_memory = DEVICE[backend] != "cpu"
         self._bound: Dict[str, Any] = {}  # name -> OrtValue on the device, reused while its shape holds
 
@@ -77,14 +86,20 @@ class OrtRunner(Runner):
         wanted = ORT_PROVIDERS[self.backend]
         have = set(available_providers())
         if wanted[0] not in have:
-            raise BackendUnavailable(f"{self.backend}: onnxruntime here has no {wanted[0]} (has {', '.join(sorted(have))})")
-        providers: Sequence[Any] = [(p, self.provider_options[p]) if p in self.provider_options else p
-                                    for p in wanted if p in have]
+            raise BackendUnavailable(
+                f"{self.backend}: onnxruntime here has no {wanted[0]} (has {', '.join(sorted(have))})"
+            )
+        providers: Sequence[Any] = [
+            (p, self.provider_options[p]) if p in self.provider_options else p for p in wanted if p in have
+        ]
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads),
-                                                providers=list(providers))
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=session_options(self.threads), providers=list(providers)
+            )
         except Exception as e:  # ORT's own exception types derive from Exception only
-            raise RunnerError(f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            raise RunnerError(
+                f"{self.path}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from None
         self._inputs = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
 
@@ -115,8 +130,10 @@ class OrtRunner(Runner):
             held[0].update_inplace(array)
             return held[0]
         if held is not None and self.cuda_graph:
-            raise RunnerError(f"{self.name}: CUDA graphs need fixed shapes; {name} went from {held[1][0]} to "
-                              f"{array.shape} (use a --batch that divides the tiles, or no CUDA graphs)")
+            raise RunnerError(
+                f"{self.name}: CUDA graphs need fixed shapes; {name} went from {held[1][0]} to "
+                f"{array.shape} (use a --batch that divides the tiles, or no CUDA graphs)"
+            )
         v = self.device_array(array)
         self._bound[name] = (v, (array.shape, array.dtype))
         return v

@@ -66,14 +66,18 @@ def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> 
     names = ["unet"] + (["unet_vjp"] if gradient == "exact" else [])
     missing = [n for n in names if not manifest.has_graph(n)]
     if missing:
-        raise ManifestError(f"{manifest.root}: gradient {gradient!r} needs graph(s) {', '.join(missing)}, not in this export")
+        raise ManifestError(
+            f"{manifest.root}: gradient {gradient!r} needs graph(s) {', '.join(missing)}, not in this export"
+        )
     return names
 
 
 def check_baked_chain(manifest: Manifest, name: str) -> None:
     """A graph with the chain inside must have been exported for the manifest's chain."""
     if not baked_chain_matches(manifest, name):
-        raise ManifestError(f"{manifest.root}: {name}.onnx was exported for another chain than the manifest's; re-export")
+        raise ManifestError(
+            f"{manifest.root}: {name}.onnx was exported for another chain than the manifest's; re-export"
+        )
 
 
 def _iteration_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
@@ -103,9 +107,11 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
     graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
     if graph is None and settings.loop == "device":
         fp16 = " --precision fp16" if settings.precision == "fp16" else ""
-        raise ValueError(f"--loop device needs an ONNX Runtime backend and the export's iterate_{settings.gradient}"
-                         f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
-                         f"{settings.gradient}{fp16} --add)")
+        raise ValueError(
+            f"--loop device needs an ONNX Runtime backend and the export's iterate_{settings.gradient}"
+            f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
+            f"{settings.gradient}{fp16} --add)"
+        )
     return graph
 
 
@@ -138,8 +144,15 @@ def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
     raise BackendUnavailable("no backend can run here: " + "; ".join(f"{b}: {r}" for b, r in skipped.items()))
 
 
-def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[int] = None,
-                io_binding: bool = False, cuda_graph: bool = False, trt_fp16: bool = False) -> Runner:
+def make_runner(
+    manifest: Manifest,
+    backend: str,
+    graph: str,
+    threads: Optional[int] = None,
+    io_binding: bool = False,
+    cuda_graph: bool = False,
+    trt_fp16: bool = False,
+) -> Runner:
     if backend == "tensorrt":
         from .tensorrt import TensorRTRunner
 
@@ -147,18 +160,34 @@ def make_runner(manifest: Manifest, backend: str, graph: str, threads: Optional[
     options = {}
     if backend == "ort-tensorrt":
         cache = manifest.root / "ort_trt_cache"
-        options["TensorrtExecutionProvider"] = {"trt_engine_cache_enable": "True",
-                                                "trt_engine_cache_path": str(cache),
-                                                "trt_timing_cache_enable": "True",
-                                                "trt_timing_cache_path": str(cache),
-                                                "trt_fp16_enable": "True" if trt_fp16 else "False"}
-    return OrtRunner(manifest.graph_path(graph), backend=backend, threads=threads, provider_options=options,
-                     io_binding=io_binding, cuda_graph=cuda_graph)
+        options["TensorrtExecutionProvider"] = {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(cache),
+            "trt_fp16_enable": "True" if trt_fp16 else "False",
+        }
+    return OrtRunner(
+        manifest.graph_path(graph),
+        backend=backend,
+        threads=threads,
+        provider_options=options,
+        io_binding=io_binding,
+        cuda_graph=cuda_graph,
+    )
 
 
-def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optional[int] = None,
-               prefer_fused: bool = True, precision: str = "fp32", io_binding: bool = False,
-               cuda_graph: bool = False, loop_graph: Optional[str] = None) -> GraphChain:
+def open_chain(
+    manifest: Manifest,
+    backend: str,
+    gradient: str,
+    threads: Optional[int] = None,
+    prefer_fused: bool = True,
+    precision: str = "fp32",
+    io_binding: bool = False,
+    cuda_graph: bool = False,
+    loop_graph: Optional[str] = None,
+) -> GraphChain:
     """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
     Runtime backends; TensorRT engines carry the precision they were built with);
     ``io_binding`` / ``cuda_graph``: see ``OrtRunner`` (unmeasured on a GPU so far, so off
@@ -166,12 +195,23 @@ def open_chain(manifest: Manifest, backend: str, gradient: str, threads: Optiona
     if precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
     if precision != "fp32" and backend == "tensorrt":
-        raise ValueError("--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
-                         "(diip-export --engine tensorrt --precision fp16)")
+        raise ValueError(
+            "--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
+            "(diip-export --engine tensorrt --precision fp16)"
+        )
     names = graphs_for(manifest, gradient, prefer_fused)
     names += [loop_graph] if loop_graph else []
     trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
-    runners = {n: make_runner(manifest, backend, n if trt_ep else graph_at(manifest, n, precision), threads, io_binding,
-                              cuda_graph and not trt_ep, trt_fp16=trt_ep and precision == "fp16").activate()
-               for n in names}
+    runners = {
+        n: make_runner(
+            manifest,
+            backend,
+            n if trt_ep else graph_at(manifest, n, precision),
+            threads,
+            io_binding,
+            cuda_graph and not trt_ep,
+            trt_fp16=trt_ep and precision == "fp16",
+        ).activate()
+        for n in names
+    }
     return GraphChain(manifest.chain_spec, runners, gradient)

@@ -58,8 +58,9 @@ def current_gpu() -> Dict[str, Any]:
     return {"name": name.strip("\x00 "), "compute_capability": f"{props.major}.{props.minor}"}
 
 
-def check_engine_entry(manifest: Manifest, graph: str, trt_version: Optional[str] = None,
-                       gpu: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def check_engine_entry(
+    manifest: Manifest, graph: str, trt_version: Optional[str] = None, gpu: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """Refuse an engine that does not match; cheap checks first, no TensorRT call.
 
     ``trt_version``/``gpu`` describe this machine; left None, those checks are skipped
@@ -71,15 +72,21 @@ def check_engine_entry(manifest: Manifest, graph: str, trt_version: Optional[str
     manifest.engine_path(graph)  # engine file hash
     graph_entry = manifest.graphs.get(graph)
     if graph_entry is None or entry.get("onnx_sha256") != graph_entry.get("sha256"):
-        raise EngineMismatch(f"{entry['file']}: built from an ONNX graph that is no longer {graph}.onnx; rebuild the engine")
+        raise EngineMismatch(
+            f"{entry['file']}: built from an ONNX graph that is no longer {graph}.onnx; rebuild the engine"
+        )
     manifest.graph_path(graph)  # the ONNX on disk is still the one the manifest lists
     if trt_version is not None and entry.get("tensorrt_version") != trt_version:
-        raise EngineMismatch(f"{entry['file']}: built by TensorRT {entry.get('tensorrt_version')}, this is {trt_version}; rebuild on this machine")
+        raise EngineMismatch(
+            f"{entry['file']}: built by TensorRT {entry.get('tensorrt_version')}, this is {trt_version}; rebuild on this machine"
+        )
     if gpu is not None:
         want = (entry.get("gpu", {}).get("name"), entry.get("gpu", {}).get("compute_capability"))
         have = (gpu.get("name"), gpu.get("compute_capability"))
         if want[1] != have[1] or want[0] != have[0]:
-            raise EngineMismatch(f"{entry['file']}: built for {want[0]} (sm {want[1]}), this GPU is {have[0]} (sm {have[1]}); rebuild on this machine")
+            raise EngineMismatch(
+                f"{entry['file']}: built for {want[0]} (sm {want[1]}), this GPU is {have[0]} (sm {have[1]}); rebuild on this machine"
+            )
     return entry
 
 

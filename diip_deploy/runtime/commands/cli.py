@@ -128,8 +128,10 @@ def _run_on_ray(todo: list, req: RunRequest) -> int:
             failures += 1
             _fail(r["error"])
         elif not req.quiet:
-            click.echo(f"{NAME}: ray: {done}/{total} images, ETA {eta:.0f} s: {r['source']} -> "
-                       f"{r['report']['output']}", err=True)  # the PNG's name beside its JSON
+            click.echo(
+                f"{NAME}: ray: {done}/{total} images, ETA {eta:.0f} s: {r['source']} -> {r['report']['output']}",
+                err=True,
+            )  # the PNG's name beside its JSON
 
     def on_unit(source: str, done: int, total: int) -> None:
         if not req.quiet:
@@ -150,8 +152,10 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise OutputError("--save-plots needs matplotlib: pip install matplotlib (or '.[bench]' in the checkout); "
-                          "nothing was restored") from None
+        raise OutputError(
+            "--save-plots needs matplotlib: pip install matplotlib (or '.[bench]' in the checkout); "
+            "nothing was restored"
+        ) from None
 
 
 def build_command(settings_class: type = RestoreSettings) -> click.Command:
@@ -159,29 +163,81 @@ def build_command(settings_class: type = RestoreSettings) -> click.Command:
 
     @click.command(cls=GroupedCommand, name=NAME)
     @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-    @option("--model", "model_dir", group="model", required=True, type=click.Path(path_type=Path),
-            help="Export folder (its manifest.json).")
-    @option("--backend", group="model", type=click.Choice(("auto",) + BACKENDS), default="auto", show_default=True,
-            help="auto: TensorRT engines, else ONNX Runtime with CUDA, else the CPU.")
+    @option(
+        "--model",
+        "model_dir",
+        group="model",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="Export folder (its manifest.json).",
+    )
+    @option(
+        "--backend",
+        group="model",
+        type=click.Choice(("auto",) + BACKENDS),
+        default="auto",
+        show_default=True,
+        help="auto: TensorRT engines, else ONNX Runtime with CUDA, else the CPU.",
+    )
     @option("--threads", group="model", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime.")
     @settings_options(settings_class)
     @option("--out", "out_dir", group="io", required=True, type=click.Path(path_type=Path), help="Output folder.")
-    @option("--skip-existing", group="io", is_flag=True,
-            help="Skip inputs whose output JSON is complete and whose PNG matches its hash.")
-    @option("--save-plots", group="io", is_flag=True,
-            help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).")
-    @option("--steps-per-report", group="io", type=click.IntRange(min=1), default=10, show_default=True,
-            help="Progress refresh interval.")
+    @option(
+        "--skip-existing",
+        group="io",
+        is_flag=True,
+        help="Skip inputs whose output JSON is complete and whose PNG matches its hash.",
+    )
+    @option(
+        "--save-plots",
+        group="io",
+        is_flag=True,
+        help="Also write <stem>_curves.png and <stem>_before_after.png (needs matplotlib).",
+    )
+    @option(
+        "--steps-per-report",
+        group="io",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="Progress refresh interval.",
+    )
     @option("--quiet", group="io", is_flag=True, help="No progress bar.")
-    @option("--ray", group="io", is_flag=True,
-            help="Spread the images over a Ray cluster (pip install '.[ray]'): the one --ray-address or RAY_ADDRESS "
-                 "names, else a local one started here. A photo of several tile units is split over the workers.")
-    @option("--ray-address", group="io", default=None,
-            help="The Ray cluster to join (implies --ray): an address, or auto for the running one.")
-    @option("--ray-workers", group="io", type=click.IntRange(min=1), default=None,
-            help="Actors to start (default: one per GPU on GPU backends, else CPUs / --threads).")
-    def main(inputs, model_dir, out_dir, backend, threads, ray, ray_address, ray_workers, skip_existing,
-             steps_per_report, save_plots, quiet, **kwargs) -> int:
+    @option(
+        "--ray",
+        group="io",
+        is_flag=True,
+        help="Spread the images over a Ray cluster (pip install '.[ray]'): the one --ray-address or RAY_ADDRESS "
+        "names, else a local one started here. A photo of several tile units is split over the workers.",
+    )
+    @option(
+        "--ray-address",
+        group="io",
+        default=None,
+        help="The Ray cluster to join (implies --ray): an address, or auto for the running one.",
+    )
+    @option(
+        "--ray-workers",
+        group="io",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Actors to start (default: one per GPU on GPU backends, else CPUs / --threads).",
+    )
+    def main(
+        inputs,
+        model_dir,
+        out_dir,
+        backend,
+        threads,
+        ray,
+        ray_address,
+        ray_workers,
+        skip_existing,
+        steps_per_report,
+        save_plots,
+        quiet,
+        **kwargs,
+    ) -> int:
         """Restore INPUT images or folders (searched recursively) blindly with the Diffusion Image Prior.
 
         Images are restored in overlapping tiles of the model's tile size and blended back
@@ -190,9 +246,21 @@ def build_command(settings_class: type = RestoreSettings) -> click.Command:
         Exit codes: 0 all done, 1 some inputs failed, 2 usage or model error, 130 interrupted.
         """
         address = ray_address or (os.environ.get("RAY_ADDRESS", "") if ray else None)
-        req = RunRequest(list(inputs), model_dir, out_dir, backend, threads, pop_settings(kwargs, settings_class),
-                         settings_class, address if (ray or ray_address) else None, ray_workers, skip_existing,
-                         steps_per_report, save_plots, quiet)
+        req = RunRequest(
+            list(inputs),
+            model_dir,
+            out_dir,
+            backend,
+            threads,
+            pop_settings(kwargs, settings_class),
+            settings_class,
+            address if (ray or ray_address) else None,
+            ray_workers,
+            skip_existing,
+            steps_per_report,
+            save_plots,
+            quiet,
+        )
         return run(req)
 
     return main

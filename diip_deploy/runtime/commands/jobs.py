@@ -15,8 +15,13 @@ from ..restorer import Restorer
 from .progress import ProgressBar, save_before_after, save_history_plot
 
 
-def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = None, save_plots: bool = False,
-                warn: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+def restore_job(
+    restorer: Restorer,
+    job: Job,
+    progress_every: Optional[int] = None,
+    save_plots: bool = False,
+    warn: Callable[[str], None] = lambda m: None,
+) -> Dict[str, Any]:
     """Read, restore and write one image; returns the report (with this run's measurements).
     ``progress_every``: show a progress bar refreshed that often (None: no bar)."""
     img, notes = read_image(job.source, restorer.manifest.channels, restorer.settings.max_pixels)
@@ -35,8 +40,15 @@ def restore_job(restorer: Restorer, job: Job, progress_every: Optional[int] = No
     return finish_job(job, img, restored, notes, report, save_plots, warn)
 
 
-def finish_job(job: Job, img: np.ndarray, restored: np.ndarray, notes: Dict[str, Any], report: Dict[str, Any],
-               save_plots: bool = False, warn: Callable[[str], None] = lambda m: None) -> Dict[str, Any]:
+def finish_job(
+    job: Job,
+    img: np.ndarray,
+    restored: np.ndarray,
+    notes: Dict[str, Any],
+    report: Dict[str, Any],
+    save_plots: bool = False,
+    warn: Callable[[str], None] = lambda m: None,
+) -> Dict[str, Any]:
     """Write the output pair (atomically, the PNG's hash in the JSON), then the plots if
     asked; returns the written report with this run's measurements beside it."""
     run = report["run"]
@@ -45,8 +57,9 @@ def finish_job(job: Job, img: np.ndarray, restored: np.ndarray, notes: Dict[str,
         stem = job.png.with_suffix("")
         try:
             if "history" in report:
-                save_history_plot(Path(f"{stem}_curves.png"), report["history"], report["stop_iteration"],
-                                  report["stop_reason"])
+                save_history_plot(
+                    Path(f"{stem}_curves.png"), report["history"], report["stop_iteration"], report["stop_reason"]
+                )
             save_before_after(Path(f"{stem}_before_after.png"), img, restored)
         except (RuntimeError, OSError, ValueError) as e:
             warn(f"{job.source}: restoration saved, plots not: {str(e).splitlines()[0]}")
@@ -55,14 +68,18 @@ def finish_job(job: Job, img: np.ndarray, restored: np.ndarray, notes: Dict[str,
 
 def summary_line(job: Job, report: Dict[str, Any]) -> str:
     t = report["tiling"]
-    return (f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
-            f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['run']['seconds']:.1f} s, "
-            f"peak RSS {report['run']['peak_rss_mb']:.0f} MB" + _guard_note(report))
+    return (
+        f"{job.source} -> {job.png}: {t['tiles']} tile(s), stopped at {report['stop_iteration']} "
+        f"({report['stop_reason']}), {report['iterations_run']} tile-iterations, {report['run']['seconds']:.1f} s, "
+        f"peak RSS {report['run']['peak_rss_mb']:.0f} MB" + _guard_note(report)
+    )
 
 
 def _guard_note(report: Dict[str, Any]) -> str:
     g = report.get("guard")
     if not g or not g["reverted_to_input"]:
         return ""
-    return (f"; the residual guard kept the input for {g['reverted_to_input']} of {g['judged']} "
-            f"{'tiles' if report['tiling']['stop_scope'] == 'tile' else 'regions'} (residual not noise-like)")
+    return (
+        f"; the residual guard kept the input for {g['reverted_to_input']} of {g['judged']} "
+        f"{'tiles' if report['tiling']['stop_scope'] == 'tile' else 'regions'} (residual not noise-like)"
+    )

@@ -75,8 +75,16 @@ def settings_options(settings_class: type = RestoreSettings) -> Callable[[Callab
 
     def add(fn: Callable) -> Callable:
         for spec in reversed([s for s in specs(settings_class).values() if s.cli]):
-            fn = click.option(spec.flag, spec.name, cls=GroupedOption, group=spec.group, type=click_type(spec),
-                              default=None, help=help_text(spec), callback=_checked(spec))(fn)
+            fn = click.option(
+                spec.flag,
+                spec.name,
+                cls=GroupedOption,
+                group=spec.group,
+                type=click_type(spec),
+                default=None,
+                help=help_text(spec),
+                callback=_checked(spec),
+            )(fn)
         return fn
 
     return add

@@ -13,8 +13,10 @@ import numpy as np
 def format_step(info: Dict[str, Any]) -> str:
     """One sample's iteration: loss and both criteria."""
     slope = info["slope"][0]
-    return (f"loss={info['loss'][0]:.5f} slope={'-' if not np.isfinite(slope) else f'{slope:.2e}'} "
-            f"lapvar={info['laplacian_var'][0]:.3e}")
+    return (
+        f"loss={info['loss'][0]:.5f} slope={'-' if not np.isfinite(slope) else f'{slope:.2e}'} "
+        f"lapvar={info['laplacian_var'][0]:.3e}"
+    )
 
 
 def format_batch(info: Dict[str, Any]) -> str:
@@ -40,8 +42,15 @@ class ProgressBar:
         self.every = max(1, every)
         self.desc = desc
         self.tty = sys.stderr.isatty()
-        self.bar = tqdm(total=self.total, desc=desc, unit="it" if self.single else "tile", leave=True,
-                        file=sys.stderr, disable=not self.tty, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=self.total,
+            desc=desc,
+            unit="it" if self.single else "tile",
+            leave=True,
+            file=sys.stderr,
+            disable=not self.tty,
+            dynamic_ncols=True,
+        )
         self.n = 0
         self.calls = 0
         self.t0 = time.perf_counter()
@@ -67,8 +76,13 @@ class ProgressBar:
         self.bar.close()
 
 
-def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, stop_reason: str,
-                      extra_marks: Optional[Dict[str, int]] = None) -> None:
+def save_history_plot(
+    path: Path,
+    history: Dict[str, Any],
+    stop_iteration: int,
+    stop_reason: str,
+    extra_marks: Optional[Dict[str, int]] = None,
+) -> None:
     """Loss, smoothed slope and Laplacian variance against iteration, stop marked (needs matplotlib)."""
     try:
         import matplotlib
@@ -76,11 +90,17 @@ def save_history_plot(path: Path, history: Dict[str, Any], stop_iteration: int, 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RuntimeError("plots need matplotlib: pip install '.[bench]' (in the diip-deploy checkout) or pip install matplotlib") from None
+        raise RuntimeError(
+            "plots need matplotlib: pip install '.[bench]' (in the diip-deploy checkout) or pip install matplotlib"
+        ) from None
     from ..images.codec import write_atomic
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    series = [("loss", "MSE loss", True), ("slope", "smoothed slope", False), ("laplacian_var", "Var(Laplacian x0)", False)]
+    series = [
+        ("loss", "MSE loss", True),
+        ("slope", "smoothed slope", False),
+        ("laplacian_var", "Var(Laplacian x0)", False),
+    ]
     for ax, (key, title, logy) in zip(axes, series):
         vals = np.array([np.nan if v is None else v for v in history[key]], dtype=float)
         ax.plot(vals, lw=1.2)

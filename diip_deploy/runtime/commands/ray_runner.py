@@ -101,6 +101,8 @@ def connect(address: Optional[str], num_cpus: Optional[int] = None) -> Any:
         where = f"--ray-address {address}" if address else "--ray"
         raise RayUnavailable(f"{where}: cannot reach the cluster ({str(e).splitlines()[0]})") from None
     return ray
+
+
 def header_size(path: Path) -> Optional[Tuple[int, int]]:
     """(height, width) from the file's header without decoding it; None if unreadable
     (the worker that gets the file then reports why)."""
@@ -127,8 +129,9 @@ class _Split:
     returned: int = 0
 
 
-def _tasks(jobs: List[Job], tiling: ImageTiling, seed: int, ray: Any, splits: Dict[int, _Split],
-           failed: List[Tuple[int, str]]) -> Iterator[Task]:
+def _tasks(
+    jobs: List[Job], tiling: ImageTiling, seed: int, ray: Any, splits: Dict[int, _Split], failed: List[Tuple[int, str]]
+) -> Iterator[Task]:
     """Tasks in order, made lazily: a FileTask for a photo of one unit, a UnitTask for each
     unit of a bigger one, which is read here only when its first unit is due.  A photo
     that cannot be read here goes to ``failed``."""
@@ -154,11 +157,16 @@ def _tasks(jobs: List[Job], tiling: ImageTiling, seed: int, ray: Any, splits: Di
             yield UnitTask(n, k)
 
 
-def run_jobs(jobs: List[Job], on: RunOn, address: Optional[str] = None, workers: Optional[int] = None,
-             save_plots: bool = False,
-             on_result: Callable[[Dict[str, Any], int, int, float], None] = lambda r, done, total, eta: None,
-             on_unit: Callable[[str, int, int], None] = lambda source, done, total: None,
-             worker_class: type = _Worker) -> List[Dict[str, Any]]:
+def run_jobs(
+    jobs: List[Job],
+    on: RunOn,
+    address: Optional[str] = None,
+    workers: Optional[int] = None,
+    save_plots: bool = False,
+    on_result: Callable[[Dict[str, Any], int, int, float], None] = lambda r, done, total, eta: None,
+    on_unit: Callable[[str, int, int], None] = lambda source, done, total: None,
+    worker_class: type = _Worker,
+) -> List[Dict[str, Any]]:
     """Restore ``jobs`` on Ray actors.  ``on_result(result, done, total, eta_seconds)`` per
     image (result: source, ok, and report or error); ``on_unit(source, done, units)`` per
     unit of a split photo."""
@@ -241,8 +249,11 @@ def run_jobs(jobs: List[Job], on: RunOn, address: Optional[str] = None, workers:
             r = ray.get(ref)
         except ray.exceptions.RayActorError as e:  # died past Ray's restarts: this task fails, a new actor goes on
             source = str(jobs[task.job].source)
-            r = {"ok": False, "error": f"{source}: its worker died and Ray's {MAX_RESTARTS} restarts of it are "
-                                       f"spent ({str(e).splitlines()[0]})"}
+            r = {
+                "ok": False,
+                "error": f"{source}: its worker died and Ray's {MAX_RESTARTS} restarts of it are "
+                f"spent ({str(e).splitlines()[0]})",
+            }
             a = new_actor()
         idle.append(a)
         handle(task, r)

@@ -49,7 +49,9 @@ def _high_depth_to_unit(im, notes: Dict[str, Any]) -> np.ndarray:
     return np.clip(a / peak, 0.0, 1.0)
 
 
-def read_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = None) -> Tuple[np.ndarray, Dict[str, Any]]:
+def read_image(
+    path: Path | str, channels: int = 3, max_pixels: Optional[int] = None
+) -> Tuple[np.ndarray, Dict[str, Any]]:
     """(HxWxC float32 in [0, 1], notes on what was converted).  EXIF orientation is applied;
     grayscale, alpha (over white), palette, CMYK, 16-bit and float images are converted.
     The size is checked against ``max_pixels`` from the header, before decoding."""
@@ -93,7 +95,9 @@ def read_image(path: Path | str, channels: int = 3, max_pixels: Optional[int] = 
     except Image.DecompressionBombError as e:
         raise ImageError(f"{p}: refused as a possible decompression bomb ({str(e).splitlines()[0]})") from None
     except (OSError, ValueError, SyntaxError, MemoryError) as e:
-        raise ImageError(f"{p}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ImageError(
+            f"{p}: cannot decode image ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     if a.ndim == 2:
         a = a[..., None]
     if min(a.shape[:2]) < MIN_SIDE:

@@ -89,8 +89,10 @@ class ImageTiling:
         m = self.manifest.size_multiple
         hp, wp = height + (-height) % m, width + (-width) % m
         if self.tile_size == 0 and hp * wp > self.manifest.max_tile_pixels:
-            raise ImageError(f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
-                             f"(at most {self.manifest.max_tile_pixels} pixels); use tiles")
+            raise ImageError(
+                f"image is {width}x{height}: too large to restore whole (--tile 0) with this model "
+                f"(at most {self.manifest.max_tile_pixels} pixels); use tiles"
+            )
         return plan_tiles(hp, wp, self.tile_size, self.overlap)
 
     def units(self, plan: TilePlan) -> List[List[int]]:
@@ -113,8 +115,9 @@ class ImageTiling:
         plan = self.plan(*img.shape[:2])
         padded, _ = pad_to_multiple(img, self.manifest.size_multiple)
         y = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32) * 2.0 - 1.0
-        return ImageLayout(img.shape, seed, plan, self.units(plan), TileSource(y, plan),
-                           [tile_seed(seed, t) for t in plan.tiles])
+        return ImageLayout(
+            img.shape, seed, plan, self.units(plan), TileSource(y, plan), [tile_seed(seed, t) for t in plan.tiles]
+        )
 
 
 class ImageAssembly:

@@ -51,8 +51,13 @@ def expand_inputs(inputs: Sequence[Path]) -> Tuple[List[Tuple[Path, Path]], List
     errors: List[str] = []
     for p in inputs:
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not files:
                 errors.append(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             found += [(f, f.relative_to(p)) for f in files]
@@ -74,7 +79,9 @@ def plan_outputs(found: Sequence[Tuple[Path, Path]], out_dir: Path) -> Tuple[Lis
             renamed, n = rel, 1
             while renamed in taken:
                 renamed, n = rel.parent / f"{rel.name}.{n}", n + 1
-            warnings.append(f"{source}: {taken[name]} already writes {out_dir / name}.png; writing {out_dir / renamed}.png")
+            warnings.append(
+                f"{source}: {taken[name]} already writes {out_dir / name}.png; writing {out_dir / renamed}.png"
+            )
             name = renamed
         taken[name] = source
         jobs.append(Job(source, out_dir / f"{name}.png", out_dir / f"{name}.json"))

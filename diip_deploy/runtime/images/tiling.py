@@ -78,7 +78,7 @@ def _axis_window(size: int, start: int, length: int, overlap: int) -> np.ndarray
         if start > 0:
             w[:overlap] = _ramp(overlap)
         if start + size < length:
-            w[size - overlap:] = np.minimum(w[size - overlap:], _ramp(overlap)[::-1])
+            w[size - overlap :] = np.minimum(w[size - overlap :], _ramp(overlap)[::-1])
     return w
 
 
@@ -142,8 +142,14 @@ def sub_plan(plan: TilePlan, indices: Sequence[int]) -> TilePlan:
     tiles = [plan.tiles[i] for i in indices]
     y0, x0 = min(t.y for t in tiles), min(t.x for t in tiles)
     y1, x1 = max(t.y + t.h for t in tiles), max(t.x + t.w for t in tiles)
-    return TilePlan(y1 - y0, x1 - x0, plan.tile_h, plan.tile_w, plan.overlap,
-                    tuple(Tile(t.y - y0, t.x - x0, t.h, t.w) for t in tiles))
+    return TilePlan(
+        y1 - y0,
+        x1 - x0,
+        plan.tile_h,
+        plan.tile_w,
+        plan.overlap,
+        tuple(Tile(t.y - y0, t.x - x0, t.h, t.w) for t in tiles),
+    )
 
 
 def tile_seed(seed: int, tile: Tile) -> Tuple[int, int, int]:
@@ -159,9 +165,11 @@ def border_mask(plan: TilePlan, width: int = 1) -> Tuple[np.ndarray, np.ndarray]
     for t in plan.tiles:
         for edge in (t.x, t.x + t.w):
             if 0 < edge < plan.width:
-                cols[max(0, edge - width): min(plan.width - 1, edge + width - 1) + 1] = True
+                cols[max(0, edge - width) : min(plan.width - 1, edge + width - 1) + 1] = True
         for edge in (t.y, t.y + t.h):
             if 0 < edge < plan.height:
-                rows[max(0, edge - width): min(plan.height - 1, edge + width - 1) + 1] = True
-    return (np.broadcast_to(cols[None, :], (plan.height, plan.width - 1)),
-            np.broadcast_to(rows[:, None], (plan.height - 1, plan.width)))
+                rows[max(0, edge - width) : min(plan.height - 1, edge + width - 1) + 1] = True
+    return (
+        np.broadcast_to(cols[None, :], (plan.height, plan.width - 1)),
+        np.broadcast_to(rows[:, None], (plan.height - 1, plan.width)),
+    )

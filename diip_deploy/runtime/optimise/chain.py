@@ -21,7 +21,9 @@ EpsFn = Callable[[np.ndarray, int], np.ndarray]
 VjpFn = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
 
 
-def chain_forward(eps_fn: EpsFn, z: np.ndarray, spec: ChainSpec) -> Tuple[np.ndarray, List[Tuple[np.ndarray, np.ndarray]]]:
+def chain_forward(
+    eps_fn: EpsFn, z: np.ndarray, spec: ChainSpec
+) -> Tuple[np.ndarray, List[Tuple[np.ndarray, np.ndarray]]]:
     """(x0, per-step (x_t, unclamped mask)) for the reverse pass."""
     x = z
     x0 = z
@@ -34,8 +36,9 @@ def chain_forward(eps_fn: EpsFn, z: np.ndarray, spec: ChainSpec) -> Tuple[np.nda
     return x0, states
 
 
-def chain_backward(vjp_fn: Optional[VjpFn], states: List[Tuple[np.ndarray, np.ndarray]], spec: ChainSpec,
-                   gbar: np.ndarray) -> np.ndarray:
+def chain_backward(
+    vjp_fn: Optional[VjpFn], states: List[Tuple[np.ndarray, np.ndarray]], spec: ChainSpec, gbar: np.ndarray
+) -> np.ndarray:
     """d loss / d z from gbar = d loss / d x0; ``vjp_fn=None`` is the surrogate gradient."""
     for c, (x_t, unclamped) in reversed(list(zip(spec.coefficients(), states))):
         D, E = step_jacobian_terms(c, unclamped)
@@ -70,7 +73,9 @@ class GraphChain:
         """The VJP is linear in the cotangent: scale each sample's to unit size by a power
         of two (exact in float32) so fp16 engines neither overflow nor flush it to zero,
         whatever the other samples of the batch hold."""
-        peak = np.abs(cotangent).reshape(cotangent.shape[0], -1).max(axis=1) if cotangent.size else np.ones(len(cotangent))
+        peak = (
+            np.abs(cotangent).reshape(cotangent.shape[0], -1).max(axis=1) if cotangent.size else np.ones(len(cotangent))
+        )
         ok = (peak > 0) & np.isfinite(peak)
         scale = np.where(ok, 2.0 ** np.round(np.log2(np.where(ok, peak, 1.0))), 1.0).astype(np.float32)
         scale = scale.reshape(-1, *([1] * (cotangent.ndim - 1)))
@@ -93,7 +98,9 @@ class GraphChain:
             return out["x0"], out["loss"], out["grad"]
         x0, states = chain_forward(self.eps, z, self.spec)
         loss, gbar = mse_loss_grad(x0, y)
-        grad = chain_backward(self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32))
+        grad = chain_backward(
+            self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32)
+        )
         return x0, loss.astype(np.float32), grad
 
     def close(self) -> None:

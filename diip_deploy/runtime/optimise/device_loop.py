@@ -53,14 +53,17 @@ class DeviceBatch:
     """A fixed set of samples whose z, Adam moments (m, v) and y live on one runner's
     device; ``steps`` are the Adam steps each has taken so far."""
 
-    def __init__(self, runner: Runner, z: np.ndarray, m: np.ndarray, v: np.ndarray, y: np.ndarray,
-                 steps: np.ndarray, lr: float):
+    def __init__(
+        self, runner: Runner, z: np.ndarray, m: np.ndarray, v: np.ndarray, y: np.ndarray, steps: np.ndarray, lr: float
+    ):
         r = runner
         self.runner = r
         b = len(z)
         shape = z.shape
-        self.state = [{"z": r.device_array(z), "m": r.device_array(m), "v": r.device_array(v)},
-                      {k: r.device_empty(shape) for k in STATE}]
+        self.state = [
+            {"z": r.device_array(z), "m": r.device_array(m), "v": r.device_array(v)},
+            {k: r.device_empty(shape) for k in STATE},
+        ]
         self.y = r.device_array(y.astype(np.float32, copy=False))
         self.lr = r.device_array(np.full(b, lr, dtype=np.float32))
         self.steps = np.asarray(steps, dtype=np.float32).copy()

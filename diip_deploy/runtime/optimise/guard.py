@@ -35,7 +35,9 @@ def keeps_restoration(correlation: float, max_correlation: float) -> bool:
     return max_correlation >= 1.0 or correlation <= max_correlation
 
 
-def judge(pairs: Iterable[Tuple[np.ndarray, Callable[[], np.ndarray]]], max_correlation: float) -> List[Tuple[float, bool]]:
+def judge(
+    pairs: Iterable[Tuple[np.ndarray, Callable[[], np.ndarray]]], max_correlation: float
+) -> List[Tuple[float, bool]]:
     """(correlation rounded as reported, kept?) for each (restored, damaged-maker) pair; the
     damaged image is made only when the guard is on."""
     if max_correlation >= 1.0:

@@ -52,9 +52,15 @@ class _Stacked:
         return np.stack(self.parts)
 
 
-def restore_joint(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, assembler: Assembler,
-                  seeds: Optional[Sequence[Seed]] = None, batch: Optional[int] = None,
-                  callback: Callback = None) -> JointResult:
+def restore_joint(
+    chain: LossAndGrad,
+    ys: Samples,
+    settings: RestoreSettings,
+    assembler: Assembler,
+    seeds: Optional[Sequence[Seed]] = None,
+    batch: Optional[int] = None,
+    callback: Callback = None,
+) -> JointResult:
     """All samples (the tiles of one image or region) in lockstep, ``batch`` per graph
     call, under one stop; returns the assembled reconstruction the stop chose."""
     n = len(ys)
@@ -89,13 +95,28 @@ def restore_joint(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, as
         recent = {k: (image, parts), **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
         if callback is not None:
             last = decision is not None or k + 1 == settings.max_iters
-            callback(StepInfo(_Stacked(parts), index=range(n), k=[k] * n, loss=losses_k,
-                              slope=[stopper.slopes[-1]] * n, laplacian_var=[lap] * n, done=n if last else 0,
-                              total=n, image=image[None]))
+            callback(
+                StepInfo(
+                    _Stacked(parts),
+                    index=range(n),
+                    k=[k] * n,
+                    loss=losses_k,
+                    slope=[stopper.slopes[-1]] * n,
+                    laplacian_var=[lap] * n,
+                    done=n if last else 0,
+                    total=n,
+                    image=image[None],
+                )
+            )
         if decision is not None:
             break
     stop_k, reason = (decision.iteration, decision.reason) if decision else (settings.max_iters - 1, "max_iters")
-    return JointResult(x0=recent[stop_k][0], parts=recent[stop_k][1], stop_iteration=stop_k, stop_reason=reason,
-                       iterations_run=len(stopper.losses), seconds=time.perf_counter() - t0,
-                       history={"loss": stopper.losses, "slope": stopper.slopes,
-                                "laplacian_var": stopper.laplacian_vars})
+    return JointResult(
+        x0=recent[stop_k][0],
+        parts=recent[stop_k][1],
+        stop_iteration=stop_k,
+        stop_reason=reason,
+        iterations_run=len(stopper.losses),
+        seconds=time.perf_counter() - t0,
+        history={"loss": stopper.losses, "slope": stopper.slopes, "laplacian_var": stopper.laplacian_vars},
+    )

@@ -37,8 +37,9 @@ from .stopping import laplacian_variance
 Callback = Optional[Callable[[Dict[str, Any]], None]]
 
 
-def check_run(n: int, settings: RestoreSettings, seeds: Optional[Sequence[Seed]], batch: Optional[int]
-              ) -> Tuple[List[Seed], int]:
+def check_run(
+    n: int, settings: RestoreSettings, seeds: Optional[Sequence[Seed]], batch: Optional[int]
+) -> Tuple[List[Seed], int]:
     """(one seed per sample, the batch size) for a run of ``n`` samples."""
     batch = n if not batch else batch
     if batch < 1:
@@ -49,8 +50,14 @@ def check_run(n: int, settings: RestoreSettings, seeds: Optional[Sequence[Seed]]
     return seeds, batch
 
 
-def restore_iter(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, seeds: Optional[Sequence[Seed]] = None,
-                 batch: Optional[int] = None, callback: Callback = None) -> Iterator[Tuple[int, RestoreResult]]:
+def restore_iter(
+    chain: LossAndGrad,
+    ys: Samples,
+    settings: RestoreSettings,
+    seeds: Optional[Sequence[Seed]] = None,
+    batch: Optional[int] = None,
+    callback: Callback = None,
+) -> Iterator[Tuple[int, RestoreResult]]:
     """Run DIIP on every sample of ``ys`` (each [C, H, W] in [-1, 1], all one shape; an
     array [N, C, H, W] or any sequence that cuts them lazily), yielding (index, result) as
     samples finish.  ``seeds[i]`` seeds sample i's z (default: settings.seed for all)."""
@@ -88,9 +95,14 @@ def restore_iter(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, see
                 finished.append(s)
                 stop_k, reason = (decision.iteration, decision.reason) if decision else (k, "max_iters")
                 kept, row = s.recent[stop_k]
-                s.result = RestoreResult(x0=kept.host()[row].copy(), stop_iteration=stop_k, stop_reason=reason,
-                                         iterations_run=k + 1, seconds=time.perf_counter() - s.t0,
-                                         history=s.history())
+                s.result = RestoreResult(
+                    x0=kept.host()[row].copy(),
+                    stop_iteration=stop_k,
+                    stop_reason=reason,
+                    iterations_run=k + 1,
+                    seconds=time.perf_counter() - s.t0,
+                    history=s.history(),
+                )
             elif device is None:
                 s.step(grads[j : j + 1], settings.project)
         if on_device is not None and finished:  # the set changes: the others' state comes home
@@ -98,16 +110,32 @@ def restore_iter(chain: LossAndGrad, ys: Samples, settings: RestoreSettings, see
             on_device = None
         done += len(finished)
         if callback is not None:
-            callback(StepInfo(rows, index=[s.index for s in active], k=ks, loss=losses,
-                              slope=[s.stopper.slopes[-1] for s in active], laplacian_var=laps, done=done, total=n))
+            callback(
+                StepInfo(
+                    rows,
+                    index=[s.index for s in active],
+                    k=ks,
+                    loss=losses,
+                    slope=[s.stopper.slopes[-1] for s in active],
+                    laplacian_var=laps,
+                    done=done,
+                    total=n,
+                )
+            )
         for s in finished:
             active.remove(s)
             assert s.result is not None
             yield s.index, s.result
 
 
-def restore(chain: LossAndGrad, y: np.ndarray, settings: RestoreSettings, seeds: Optional[Sequence[Seed]] = None,
-            batch: Optional[int] = None, callback: Callback = None) -> List[RestoreResult]:
+def restore(
+    chain: LossAndGrad,
+    y: np.ndarray,
+    settings: RestoreSettings,
+    seeds: Optional[Sequence[Seed]] = None,
+    batch: Optional[int] = None,
+    callback: Callback = None,
+) -> List[RestoreResult]:
     """Run DIIP on y [B, C, H, W] in [-1, 1]; one result per sample, in order."""
     if y.ndim != 4:
         raise ValueError(f"restore takes images [B, C, H, W], got shape {y.shape}")

@@ -37,20 +37,30 @@ class Adam:
             self.m = np.zeros_like(z)
             self.v = np.zeros_like(z)
         self.step_count += 1
-        z_next, self.m, self.v = adam_update(z, self.m, self.v, grad, self.step_count, self.lr,
-                                             self.beta1, self.beta2, self.eps)
+        z_next, self.m, self.v = adam_update(
+            z, self.m, self.v, grad, self.step_count, self.lr, self.beta1, self.beta2, self.eps
+        )
         return z_next.astype(z.dtype)
 
 
-def adam_update(z: Any, m: Any, v: Any, grad: Any, step: Any, lr: Any, beta1: float = ADAM_BETAS[0],
-                beta2: float = ADAM_BETAS[1], eps: float = ADAM_EPS) -> Tuple[Any, Any, Any]:
+def adam_update(
+    z: Any,
+    m: Any,
+    v: Any,
+    grad: Any,
+    step: Any,
+    lr: Any,
+    beta1: float = ADAM_BETAS[0],
+    beta2: float = ADAM_BETAS[1],
+    eps: float = ADAM_EPS,
+) -> Tuple[Any, Any, Any]:
     """(z, m, v) after one Adam step; ``step`` is the step count after this one and ``lr``
     the learning rate, numbers or per-sample arrays shaped to broadcast against z."""
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad * grad
-    bc1 = 1 - beta1 ** step
-    bc2 = 1 - beta2 ** step
-    denom = v ** 0.5 / bc2 ** 0.5 + eps
+    bc1 = 1 - beta1**step
+    bc2 = 1 - beta2**step
+    denom = v**0.5 / bc2**0.5 + eps
     return z - (lr / bc1) * m / denom, m, v
 
 

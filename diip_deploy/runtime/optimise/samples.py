@@ -141,11 +141,28 @@ class StepInfo(dict):
     it; then ``done`` and ``total`` samples.  ``restore_joint`` adds ``image``, the
     blended reconstruction [1, C, H, W]."""
 
-    def __init__(self, rows: Any, index: Sequence[int], k: Sequence[int], loss: Sequence[float],
-                 slope: Sequence[Optional[float]], laplacian_var: Sequence[float], done: int, total: int, **extra: Any):
-        super().__init__(index=np.asarray(index, dtype=np.int64), k=np.asarray(k, dtype=np.int64),
-                         loss=_floats(loss), slope=_floats(slope), laplacian_var=_floats(laplacian_var), done=done,
-                         total=total, **extra)
+    def __init__(
+        self,
+        rows: Any,
+        index: Sequence[int],
+        k: Sequence[int],
+        loss: Sequence[float],
+        slope: Sequence[Optional[float]],
+        laplacian_var: Sequence[float],
+        done: int,
+        total: int,
+        **extra: Any,
+    ):
+        super().__init__(
+            index=np.asarray(index, dtype=np.int64),
+            k=np.asarray(k, dtype=np.int64),
+            loss=_floats(loss),
+            slope=_floats(slope),
+            laplacian_var=_floats(laplacian_var),
+            done=done,
+            total=total,
+            **extra,
+        )
         self._rows = rows
 
     def __missing__(self, key: str) -> Any:

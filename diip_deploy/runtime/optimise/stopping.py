@@ -81,12 +81,13 @@ def smoothed_laplacian(laplacian_vars: Sequence[float], window: int = 1) -> np.n
         return v
     out = np.full(v.shape, np.nan)
     if len(v) >= window:
-        out[window - 1:] = sliding_window_view(v, window).mean(axis=-1)
+        out[window - 1 :] = sliding_window_view(v, window).mean(axis=-1)
     return out
 
 
-def slope_stop(losses: Sequence[float], eps: float, window: int, min_iter: int = 0, patience: int = 1,
-               fit: str = "mean") -> Optional[StopDecision]:
+def slope_stop(
+    losses: Sequence[float], eps: float, window: int, min_iter: int = 0, patience: int = 1, fit: str = "mean"
+) -> Optional[StopDecision]:
     s = smoothed_slopes(losses, window, fit)
     below = np.nan_to_num(s, nan=np.inf) < eps
     below[: min(len(below), min_iter)] = False
@@ -146,10 +147,10 @@ class Stopper:
         self.losses.append(float(loss))
         self.laplacian_vars.append(float(laplacian_var))
         k = len(self.losses) - 1
-        slope = float(smoothed_slopes(self.losses[-(r.slope_window + 1):], r.slope_window, r.slope_fit)[-1])
+        slope = float(smoothed_slopes(self.losses[-(r.slope_window + 1) :], r.slope_window, r.slope_fit)[-1])
         self.slopes.append(slope if np.isfinite(slope) else None)
         self._run = self._run + 1 if (np.isfinite(slope) and slope < r.eps and k >= r.slope_min_iter) else 0
-        self._smoothed_lap.append(float(smoothed_laplacian(self.laplacian_vars[-r.lap_window:], r.lap_window)[-1]))
+        self._smoothed_lap.append(float(smoothed_laplacian(self.laplacian_vars[-r.lap_window :], r.lap_window)[-1]))
         found: List[StopDecision] = []
         if r.stop in ("auto", "slope") and self._run >= r.patience:
             found.append(StopDecision(iteration=k, reason="slope", detected_at=k))
@@ -169,7 +170,7 @@ def laplacian_variance_of(x: Any) -> Any:
     """The same as arithmetic on numpy arrays or torch tensors (the iteration graphs are
     traced from it), in x's own precision."""
     g = x.mean(1)
-    lap = (g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1])
+    lap = g[:, :-2, 1:-1] + g[:, 2:, 1:-1] + g[:, 1:-1, :-2] + g[:, 1:-1, 2:] - 4 * g[:, 1:-1, 1:-1]
     flat = lap.reshape(lap.shape[0], -1)
     centred = flat - flat.mean(1)[:, None]
     return (centred * centred).mean(1)
