@@ -53,7 +53,7 @@ def make(out: Path, seed: int = 0) -> None:
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.fp16 import add_fp16_graphs
 
     torch.manual_seed(seed)

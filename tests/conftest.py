@@ -26,7 +26,7 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
     """unet, unet_vjp, both fused chains and both iteration graphs of the tiny model,
     verified against autograd."""
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
 
     out = tmp_path_factory.mktemp("tiny_export")
     export_model(

@@ -58,7 +58,7 @@ def test_lpips_is_not_faked_without_weights(monkeypatch, tmp_path):
 def test_bench_end_to_end_on_two_small_images(tiny_export, tmp_path):
     from click.testing import CliRunner
 
-    from diip_deploy.bench.run import main as bench
+    from diip_deploy.bench.bench_cli import main as bench
 
     (tmp_path / "imgs").mkdir()
     for i in range(2):
@@ -250,7 +250,7 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
 def test_bench_no_exact_runs_no_task_with_the_exact_gradient(tiny_export, tmp_path):
     from click.testing import CliRunner
 
-    from diip_deploy.bench.run import main as bench
+    from diip_deploy.bench.bench_cli import main as bench
 
     (tmp_path / "imgs").mkdir()
     save(tmp_path / "imgs" / "im.png", smooth_image(40, 40))

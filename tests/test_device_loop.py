@@ -185,7 +185,7 @@ def test_device_loop_on_cuda_matches_the_cpu(tiny_export, cuda_graph):
 def test_add_puts_an_iteration_graph_into_an_existing_export(tiny_pipeline, tiny_export, tmp_path):
     """diip-export --add: only the graph asked for is exported and listed; the export's
     other graphs, tuned defaults and records stay as they were."""
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
     from diip_deploy.manifest import write_manifest
     from diip_deploy.runtime.restorer import Restorer
 
@@ -211,7 +211,7 @@ def test_add_refuses_other_weights_or_another_chain(tiny_export, tiny_pipeline, 
     import click
     from tiny_model import make_tiny_pipeline
 
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
 
     out = copy_export(tiny_export, tmp_path / "x")
     other = make_tiny_pipeline(tmp_path / "other", seed=1)
@@ -228,7 +228,7 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
     --precision fp16 --loop device runs it."""
     import onnx
 
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.fp16 import add_fp16_graphs
     from diip_deploy.runtime.restorer import Restorer
 

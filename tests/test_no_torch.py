@@ -31,7 +31,10 @@ BLOCK_TORCH = (
 
 
 def test_plain_import_loads_no_torch():
-    code = f"import sys; import {RUNTIME_MODULES}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers')))"
+    code = (
+        f"import sys; import {RUNTIME_MODULES}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -112,7 +112,7 @@ def test_export_refuses_when_verification_fails(tiny_pipeline, tmp_path, monkeyp
     import click
 
     from diip_deploy.export import verify
-    from diip_deploy.export.cli import export_model
+    from diip_deploy.export.pipeline import export_model
 
     monkeypatch.setattr(verify, "TOLERANCE", 0.0)
     with pytest.raises(click.ClickException, match="verification failed for unet"):

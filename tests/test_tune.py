@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import copy_export
 
 from diip_deploy.bench.tune import candidates, choose, score, validation_crops
-from diip_deploy.bench.tune import main as tune_main
+from diip_deploy.bench.tune_cli import main as tune_main
 
 
 def _hist(task, input_psnr, psnr, losses, laps):

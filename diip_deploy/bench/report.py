@@ -75,7 +75,8 @@ def markdown_table(report: Dict[str, Any]) -> str:
         ]
         for r in report["runtime_vs_torch"]:
             lines.append(
-                f"| {r['gradient']} | {r['runtime_graphs']} | {r['ort_s_per_iter']} | {r['torch_s_per_iter']} | {r['ratio_ort_over_torch']} |"
+                f"| {r['gradient']} | {r['runtime_graphs']} | {r['ort_s_per_iter']} | {r['torch_s_per_iter']} "
+                f"| {r['ratio_ort_over_torch']} |"
             )
     return "\n".join(lines) + "\n"
 

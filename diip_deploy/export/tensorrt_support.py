@@ -79,7 +79,10 @@ class CompatReport:
         return not self.errors
 
     def summary(self) -> str:
-        head = f"{self.graph}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types, TensorRT {TENSORRT_VERSION} list"
+        head = (
+            f"{self.graph}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types, "
+            f"TensorRT {TENSORRT_VERSION} list"
+        )
         lines = [head + (": ok" if self.ok else f": {len(self.errors)} problem(s)")]
         lines += [f"  error: {e}" for e in self.errors] + [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)

@@ -78,14 +78,16 @@ def check_engine_entry(
     manifest.graph_path(graph)  # the ONNX on disk is still the one the manifest lists
     if trt_version is not None and entry.get("tensorrt_version") != trt_version:
         raise EngineMismatch(
-            f"{entry['file']}: built by TensorRT {entry.get('tensorrt_version')}, this is {trt_version}; rebuild on this machine"
+            f"{entry['file']}: built by TensorRT {entry.get('tensorrt_version')}, this is {trt_version}; "
+            "rebuild on this machine"
         )
     if gpu is not None:
         want = (entry.get("gpu", {}).get("name"), entry.get("gpu", {}).get("compute_capability"))
         have = (gpu.get("name"), gpu.get("compute_capability"))
         if want[1] != have[1] or want[0] != have[0]:
             raise EngineMismatch(
-                f"{entry['file']}: built for {want[0]} (sm {want[1]}), this GPU is {have[0]} (sm {have[1]}); rebuild on this machine"
+                f"{entry['file']}: built for {want[0]} (sm {want[1]}), this GPU is {have[0]} (sm {have[1]}); "
+                "rebuild on this machine"
             )
     return entry
 

@@ -1,11 +1,8 @@
-"""The manifest: what an export produced, and what the runtime is willing to trust.
+"""Reading a manifest, and deciding whether to trust it.
 
-The one module both sides use for it: the export builds, edits and writes a manifest
-here (graph entries and their names, the chain's identity, verification records, the
-fp16 variants, engines, tuned defaults) and the runtime reads and validates it here,
-without torch.  The runtime refuses a manifest whose schema it does not know, or any
-graph or engine whose sha256 differs from the one recorded, before it hands a file to
-ONNX Runtime or TensorRT.  docs/export.md describes the contract.
+Torch-free.  Every field the runtime reads is checked here, with one line naming the
+file and the field; every graph and engine is checked against its recorded sha256
+before any backend sees it.
 """
 
 from __future__ import annotations
@@ -14,12 +11,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict
 
-import numpy as np
-
-from .schedule import ChainSpec
-from .settings import RestoreSettings, SettingsClass, SettingsError, check_manifest_defaults
+from ..schedule import ChainSpec
+from ..settings import RestoreSettings, SettingsClass, SettingsError, check_manifest_defaults
+from .names import same_chain
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -213,7 +209,8 @@ def load_manifest(
     data = read_data(root)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         raise ManifestError(
-            f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} (expected {SCHEMA_VERSION})"
+            f"{path}: unsupported manifest schema {data.get('schema') if isinstance(data, dict) else None!r} "
+            f"(expected {SCHEMA_VERSION})"
         )
     validate(data, path, settings_class)
     manifest = Manifest(root=root, data=data, settings_class=settings_class)
@@ -234,120 +231,6 @@ def read_data(model_dir: Path | str) -> Dict[str, Any]:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{path}: not valid JSON ({e})") from None
-
-
-def write_manifest(model_dir: Path, data: Dict[str, Any]) -> Path:
-    """Atomic write, so a crash never leaves a manifest the runtime half-trusts."""
-    path = Path(model_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
-
-
-# Graph names: the per-step graphs are "unet" and "unet_vjp"; a graph with the chain baked
-# in is chain_<gradient> (one loss-and-gradient call) or iterate_<gradient> (a whole
-# iteration with Adam); an fp16 copy of any of them is <name>_fp16.
-FP16_SUFFIX = "_fp16"
-BAKED_PREFIXES = ("chain_", "iterate_")
-
-
-def fused_graph_name(gradient: str) -> str:
-    return f"chain_{gradient}"
-
-
-def iterate_graph_name(gradient: str) -> str:
-    """The graph of a whole iteration (chain, Adam, projection) for a gradient mode."""
-    return f"iterate_{gradient}"
-
-
-def fp16_name(graph: str) -> str:
-    return graph + FP16_SUFFIX
-
-
-def chain_record(spec: ChainSpec) -> Dict[str, Any]:
-    """The chain's identity as a manifest records it (top level, and in each baked graph)."""
-    return {"timesteps": list(spec.timesteps), "alphas_cumprod": list(spec.alphas), "clamp": bool(spec.clamp)}
-
-
-def same_chain(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """The one rule for "the same chain": equal timesteps and clamp, alphas equal to 1e-12."""
-    ta, tb = list(a.get("timesteps", [])), list(b.get("timesteps", []))
-    aa, ab = list(a.get("alphas_cumprod", [])), list(b.get("alphas_cumprod", []))
-    return (
-        ta == tb
-        and a.get("clamp") == b.get("clamp")
-        and len(aa) == len(ab)
-        and bool(np.allclose(aa, ab, rtol=0, atol=1e-12))
-    )
-
-
-def graph_entry(root: Path, name: str, spec: ChainSpec, **fields: Any) -> Dict[str, Any]:
-    """A graph's manifest entry: ``fields`` (its file, inputs, outputs) with its sha256, the
-    chain it bakes in (chain_* and iterate_* graphs), and for an fp16 copy which it copies."""
-    entry = {**fields, "sha256": sha256_file(Path(root) / fields["file"])}
-    base = name.removesuffix(FP16_SUFFIX)
-    if base.startswith(BAKED_PREFIXES):
-        entry["chain"] = chain_record(spec)
-    if name.endswith(FP16_SUFFIX):
-        entry.update(precision="fp16", fp16_of=base)
-    return entry
-
-
-def new_manifest(
-    model: Dict[str, Any],
-    chain: Dict[str, Any],
-    graphs: Dict[str, Any],
-    tiling: Dict[str, Any],
-    defaults: Dict[str, Any],
-    tools: Dict[str, Any],
-    verification: Optional[Dict[str, Any]],
-    created: str,
-) -> Dict[str, Any]:
-    """A whole manifest, in the order its readers expect."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "created": created,
-        "model": model,
-        "chain": chain,
-        "graphs": graphs,
-        "tiling": tiling,
-        "defaults": defaults,
-        "tools": tools,
-        "verification": verification if verification is not None else {"skipped": True},
-    }
-
-
-def add_graphs(data: Dict[str, Any], graphs: Dict[str, Any], verification: Optional[Dict[str, Any]] = None) -> None:
-    """List more graphs (and their verification records) in a manifest being edited."""
-    data["graphs"] = {**data.get("graphs", {}), **graphs}
-    if verification:
-        data["verification"] = {**data.get("verification", {}), **verification}
-
-
-def remove_graphs(data: Dict[str, Any], names: Iterable[str]) -> None:
-    for name in names:
-        data.get("graphs", {}).pop(name, None)
-
-
-def set_defaults(
-    data: Dict[str, Any], defaults: Dict[str, Any], settings_class: SettingsClass = RestoreSettings
-) -> None:
-    """Tuned defaults into a manifest being edited, checked as the runtime will check them."""
-    merged = {**data.get("defaults", {}), **defaults}
-    check_manifest_defaults(merged, settings_class)
-    data["defaults"] = merged
-
-
-def set_engines(data: Dict[str, Any], engines: Dict[str, Any], checks: Dict[str, Any]) -> None:
-    """TensorRT engines (one per graph) and the operator check they passed."""
-    data["engines"] = engines
-    data["tensorrt_check"] = checks
-
-
-def set_fp16(data: Dict[str, Any], section: Dict[str, Any]) -> None:
-    """The fp16 copies' verification: ops kept in fp32, tolerances, errors per gradient."""
-    data["fp16"] = section
 
 
 def baked_chain_matches(manifest: Manifest, name: str) -> bool:

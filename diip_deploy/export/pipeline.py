@@ -1,0 +1,177 @@
+"""Export one model: load it, trace and export its graphs, verify each against torch
+autograd, and write the manifest (``diip-export`` is the command around it)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from ..cli_common import CommandError
+from ..manifest import (
+    BAKED_PREFIXES,
+    ManifestError,
+    add_graphs,
+    chain_record,
+    graph_entry,
+    new_manifest,
+    read_data,
+    same_chain,
+    write_manifest,
+)
+from ..schedule import ChainSpec
+from ..settings import RestoreSettings, SettingsError, manifest_defaults, specs
+
+GRADIENTS = specs(RestoreSettings)["gradient"].choices or ()
+
+
+def tool_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"diip-deploy": __version__}
+    for pkg in ("torch", "diffusers", "onnx", "onnxscript", "onnxruntime"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def export_model(
+    model: str,
+    out: Path,
+    steps: int = 10,
+    gradient: str = "both",
+    fused: str = "none",
+    clamp: bool = True,
+    verify: bool = True,
+    prediction_type: Optional[str] = None,
+    trace_size: Optional[int] = None,
+    verify_size: Optional[int] = None,
+    defaults: Optional[dict] = None,
+    tile_size: Optional[int] = None,
+    iterate: str = "none",
+    add: bool = False,
+    iterate_fp16: bool = False,
+    log=print,
+) -> dict:
+    """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
+    ``add``: export only the fused and iteration graphs asked for and list them in the
+    export already in ``out`` (same weights and chain), leaving its other graphs, tuned
+    defaults and records as they are.  ``iterate_fp16``: each iteration graph also in fp16
+    (its UNet calls; verified against fp32 autograd with fp16's tolerances)."""
+    from .loading import load_model, size_multiple
+    from .onnx_export import export_graph, graph_defs
+    from .reference import EpsModel
+    from .trace import prepare_unet
+    from .verify import verify_graph
+
+    loaded = load_model(model, prediction_type)
+    cfg = loaded.unet_config
+    channels = int(cfg["in_channels"])
+    if int(cfg["out_channels"]) != channels:
+        raise CommandError(
+            f"UNet has {cfg['in_channels']} input but {cfg['out_channels']} output channels; DIIP needs them equal"
+        )
+    multiple = size_multiple(cfg)
+    native = cfg.get("sample_size") or 64
+    native = int(native[0] if isinstance(native, (list, tuple)) else native)
+    spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp)
+    eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
+    gradients = list(GRADIENTS) if gradient == "both" else [gradient]
+    fused_modes = [g for g in gradients if fused in (g, "both")]
+    iterate_modes = [g for g in gradients if iterate in (g, "both")]
+    existing = existing_export(out, loaded.weights_sha256, spec) if add else None
+    out.mkdir(parents=True, exist_ok=True)
+    tsize = trace_size or max(2 * multiple, 16)
+    vsize = verify_size or min(max(native, 2 * multiple), 64)
+    if vsize == tsize:
+        vsize += multiple  # verify at a size the tracer never saw
+    graphs, verification = {}, {}
+    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes, iterate_fp16):
+        if existing is not None and not gd.name.startswith(BAKED_PREFIXES):
+            continue
+        log(f"exporting {gd.name} ...")
+        graphs[gd.name] = graph_entry(out, gd.name, spec, **export_graph(gd, out, channels, tsize, log=log))
+        if verify:
+            v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)
+            verification[gd.name] = v
+            errs = ", ".join(f"{k} {e:.2e}" for k, e in v["rel_l2"].items()) or v["error"]
+            log(
+                f"  verify {gd.name} vs torch autograd at {vsize}x{vsize}: rel L2 {errs} "
+                f"-> {'ok' if v['passed'] else 'FAIL'}"
+            )
+    if existing is not None:
+        add_graphs(existing, graphs, verification if verify else None)
+        write_manifest(out, existing)
+        return _check_verified(existing, verification, out)
+    default_gradient = "surrogate" if "surrogate" in gradients else "exact"
+    try:
+        chosen = manifest_defaults(**{"gradient": default_gradient, **(defaults or {})})
+    except SettingsError as e:
+        raise CommandError(f"runtime defaults: {e}") from None
+    model_entry = {
+        "source": model,
+        "weights_sha256": loaded.weights_sha256,
+        "class": "UNet2DModel",
+        "channels": channels,
+        "native_size": native,
+        "size_multiple": multiple,
+        "prediction_type": loaded.prediction_type,
+        "parameters": int(sum(p.numel() for p in loaded.unet.parameters())),
+    }
+    chain = {
+        "steps": steps,
+        **chain_record(spec),
+        "eta": 0.0,
+        "x0": "last step's clamped x0_hat" if clamp else "last step's x0_hat",
+        "loss": "per-image mean squared error",
+    }
+    manifest = new_manifest(
+        model_entry,
+        chain,
+        graphs,
+        tiling_entry(tile_size or native, multiple),
+        chosen,
+        tool_versions(),
+        verification if verify else None,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    write_manifest(out, manifest)
+    return _check_verified(manifest, verification, out)
+
+
+def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:
+    failed = [k for k, v in verification.items() if not v["passed"]]
+    if failed:
+        raise CommandError(
+            f"verification failed for {', '.join(failed)}: relative L2 error above its tolerance "
+            f"(1e-4; fp16 graphs: verify.FP16_TOLERANCE; graphs kept in {out} for inspection)"
+        )
+    return manifest
+
+
+def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
+    """The manifest that ``--add`` extends, if it is of these weights and this chain."""
+    try:
+        data = read_data(out)
+    except (OSError, ManifestError) as e:
+        raise CommandError(f"--add: no readable export in {out} ({str(e).splitlines()[0]})") from None
+    if data.get("model", {}).get("weights_sha256") != weights_sha256:
+        raise CommandError(f"--add: {out} was exported from other weights than this model's")
+    chain = data.get("chain", {})
+    if not same_chain(chain, chain_record(spec)):
+        raise CommandError(
+            f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
+            "pass the --steps and --clamp it was exported with"
+        )
+    return data
+
+
+def tiling_entry(tile_size: int, multiple: int) -> dict:
+    """The runtime's tile (where the model's criteria hold) and the largest whole image it
+    may try at once (the UNet's attention grows with the square of the pixel count)."""
+    if tile_size < multiple or tile_size % multiple:
+        raise CommandError(f"--tile-size {tile_size} must be a positive multiple of the UNet's {multiple}")
+    return {"tile_size": int(tile_size), "max_tile_pixels": int(max(4 * tile_size**2, 256 * 256))}
