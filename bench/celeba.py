@@ -53,8 +53,8 @@ def make(out: Path, seed: int = 0) -> None:
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
-    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.fp16 import add_fp16_graphs
+    from diip_deploy.export.pipeline import export_model
 
     torch.manual_seed(seed)
     unet = UNet2DModel(**CELEBA_HQ_256)

@@ -34,8 +34,8 @@ def test_exports_and_round_trips(tmp_path):
     """A fresh 2-step export of the shipped weights agrees with the torch reference."""
     import torch
 
-    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.loading import load_model
+    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.reference import EpsModel, loss_and_grad
     from diip_deploy.export.trace import prepare_unet
     from diip_deploy.export.verify import rel_l2

@@ -228,8 +228,8 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
     --precision fp16 --loop device runs it."""
     import onnx
 
-    from diip_deploy.export.pipeline import export_model
     from diip_deploy.export.fp16 import add_fp16_graphs
+    from diip_deploy.export.pipeline import export_model
     from diip_deploy.runtime.restorer import Restorer
 
     out = copy_export(tiny_export, tmp_path / "x")
