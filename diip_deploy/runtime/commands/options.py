@@ -62,6 +62,8 @@ def _checked(spec: Spec) -> Callable[[click.Context, click.Parameter, Any], Any]
     """A click callback holding a given value to the field's own rule (NaN, infinity)."""
 
     def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:  # not given: the export's default applies
+            return None
         try:
             return spec.check(value)
         except SettingsError as e:
