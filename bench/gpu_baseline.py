@@ -19,17 +19,10 @@ from pathlib import Path
 
 def celebahq_like_unet():
     """google/ddpm-celebahq-256's layout: 6 levels, 2 layers per block, attention at 16x16."""
+    from celeba import CELEBA_HQ_256  # beside this script: the one copy of that layout
     from diffusers import UNet2DModel
 
-    return UNet2DModel(
-        sample_size=256,
-        in_channels=3,
-        out_channels=3,
-        layers_per_block=2,
-        block_out_channels=(128, 128, 256, 256, 512, 512),
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    )
+    return UNet2DModel(**CELEBA_HQ_256)
 
 
 def main() -> None:

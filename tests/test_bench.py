@@ -55,41 +55,35 @@ def test_lpips_is_not_faked_without_weights(monkeypatch, tmp_path):
     assert lpips_or_none(_photo(0), _photo(1)) is None
 
 
-def test_bench_end_to_end_on_two_small_images(tiny_export, tmp_path):
+def _bench(tiny_export, tmp_path, n, options):
+    """diip-bench on ``n`` small images of 40x40 cut to 32x32, with ``options``."""
     from click.testing import CliRunner
 
     from diip_deploy.bench.bench_cli import main as bench
 
     (tmp_path / "imgs").mkdir()
-    for i in range(2):
+    for i in range(n):
         save(tmp_path / "imgs" / f"im{i}.png", smooth_image(40, 40, seed=i))
     out = tmp_path / "out"
-    r = CliRunner().invoke(
-        bench,
-        [
-            "--export",
-            str(tiny_export),
-            "--images",
-            str(tmp_path / "imgs"),
-            "--n",
-            "2",
-            "--size",
-            "32",
-            "--task",
-            "noise25",
-            "--task",
-            "sr4",
-            "--max-iters",
-            "6",
-            "--k-min",
-            "2",
-            "--dip-iters",
-            "20",
-            "--out",
-            str(out),
-        ],
-        catch_exceptions=False,
-    )
+    args = [
+        "--export",
+        str(tiny_export),
+        "--images",
+        str(tmp_path / "imgs"),
+        "--n",
+        str(n),
+        "--size",
+        "32",
+        *options.split(),
+        "--out",
+        str(out),
+    ]
+    return CliRunner().invoke(bench, args, catch_exceptions=False), out
+
+
+def test_bench_end_to_end_on_two_small_images(tiny_export, tmp_path):
+
+    r, out = _bench(tiny_export, tmp_path, 2, "--task noise25 --task sr4 --max-iters 6 --k-min 2 --dip-iters 20")
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "results.json").read_text())
     assert rep["dataset"]["count"] == 2 and set(rep["tasks"]) == {"noise25", "sr4"}
@@ -248,37 +242,8 @@ def test_celeba_pack_carries_zeroed_weights_and_unpack_gives_a_loadable_export(t
 
 
 def test_bench_no_exact_runs_no_task_with_the_exact_gradient(tiny_export, tmp_path):
-    from click.testing import CliRunner
 
-    from diip_deploy.bench.bench_cli import main as bench
-
-    (tmp_path / "imgs").mkdir()
-    save(tmp_path / "imgs" / "im.png", smooth_image(40, 40))
-    out = tmp_path / "out"
-    r = CliRunner().invoke(
-        bench,
-        [
-            "--export",
-            str(tiny_export),
-            "--images",
-            str(tmp_path / "imgs"),
-            "--n",
-            "1",
-            "--size",
-            "32",
-            "--task",
-            "noise25",
-            "--max-iters",
-            "4",
-            "--k-min",
-            "1",
-            "--no-dip",
-            "--no-exact",
-            "--out",
-            str(out),
-        ],
-        catch_exceptions=False,
-    )
+    r, out = _bench(tiny_export, tmp_path, 1, "--task noise25 --max-iters 4 --k-min 1 --no-dip --no-exact")
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "results.json").read_text())
     methods = rep["tasks"]["noise25"]["methods"]

@@ -11,10 +11,7 @@ def test_a_few_training_steps(tmp_path):
     from diip_deploy.train.trainer import train
 
     out = tmp_path / "model"
-    info = train(
-        out,
-        tmp_path / "work",
-        steps=4,
+    settings = dict(
         batch=2,
         patch=16,
         lr=1e-3,
@@ -27,28 +24,14 @@ def test_a_few_training_steps(tmp_path):
         opencv_doc=None,
         log=lambda m: None,
     )
+    info = train(out, tmp_path / "work", steps=4, **settings)
     assert info["steps"] == 4 and len(info["losses"]) == 4 and all(np.isfinite(info["losses"]))
     assert not set(info["train_photos"]) & set(info["held_out"])
     pipe = DDPMPipeline.from_pretrained(str(out))
     assert pipe.unet.config.block_out_channels == (8, 16) or list(pipe.unet.config.block_out_channels) == [8, 16]
     assert json.loads((out / "training.json").read_text())["steps"] == 4
     # resuming from the checkpoint continues the count instead of starting over
-    info2 = train(
-        out,
-        tmp_path / "work",
-        steps=6,
-        batch=2,
-        patch=16,
-        lr=1e-3,
-        seed=0,
-        channels=(8, 16),
-        max_minutes=None,
-        threads=1,
-        ema_decay=0.9,
-        checkpoint_every=2,
-        opencv_doc=None,
-        log=lambda m: None,
-    )
+    info2 = train(out, tmp_path / "work", steps=6, **settings)
     assert info2["steps"] == 6 and info2["losses"][:4] == info["losses"]
 
 

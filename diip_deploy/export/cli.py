@@ -132,15 +132,7 @@ def main(
             raise CommandError(str(e)) from None
         manifest = read_data(out_dir)
     if engine == "tensorrt":
-        from .tensorrt_build import build_engines, parse_profile
+        from .tensorrt_build import build_for_command
 
-        build_engines(
-            out_dir,
-            manifest,
-            precision,
-            parse_profile(min_shape, opt_shape, max_shape, manifest),
-            workspace,
-            timing_cache,
-            log=lambda m: click.echo(m, err=True),
-        )
+        build_for_command(out_dir, manifest, precision, min_shape, max_shape, opt_shape, workspace, timing_cache)
     click.echo(f"wrote {out_dir}/manifest.json ({', '.join(manifest['graphs'])})")

@@ -188,6 +188,23 @@ def build_engines(
     return manifest
 
 
+def build_for_command(
+    out_dir: Path,
+    manifest: Dict[str, Any],
+    precision: str,
+    min_shape: Optional[str],
+    max_shape: Optional[str],
+    opt_shape: Optional[str],
+    workspace: Optional[int],
+    timing_cache: Optional[Path],
+) -> Dict:
+    """``build_engines`` from the options ``engine_options`` adds, logging to stderr."""
+    profile = parse_profile(min_shape, opt_shape, max_shape, manifest)
+    return build_engines(
+        out_dir, manifest, precision, profile, workspace, timing_cache, log=lambda m: click.echo(m, err=True)
+    )
+
+
 def engine_options(fn: Callable) -> Callable:
     """The engine-building options, shared by diip-export and diip-build-engines."""
     options = [
@@ -222,12 +239,4 @@ def build_main(export_dir, precision, min_shape, opt_shape, max_shape, workspace
         manifest = load_manifest(export_dir).data
     except ManifestError as e:
         raise CommandError(str(e)) from None
-    build_engines(
-        export_dir,
-        manifest,
-        precision,
-        parse_profile(min_shape, opt_shape, max_shape, manifest),
-        workspace,
-        timing_cache,
-        log=lambda m: click.echo(m, err=True),
-    )
+    build_for_command(export_dir, manifest, precision, min_shape, max_shape, opt_shape, workspace, timing_cache)

@@ -117,6 +117,14 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_file_table(v: Any) -> bool:
+    """An object of {file, sha256} entries (graphs, engines)."""
+    entries = v.values() if isinstance(v, dict) else [None]
+    return all(
+        isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("sha256"), str) for g in entries
+    )
+
+
 def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
@@ -135,31 +143,13 @@ _FIELDS = {
         "a list of numbers strictly between 0 and 1",
     ),
     "chain.clamp": (lambda v: isinstance(v, bool), "true or false"),
-    "graphs": (
-        lambda v: (
-            isinstance(v, dict)
-            and all(
-                isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("sha256"), str)
-                for g in v.values()
-            )
-        ),
-        "an object of {file, sha256} entries",
-    ),
+    "graphs": (_is_file_table, "an object of {file, sha256} entries"),
 }
 _OPTIONAL = {
     "model.native_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "tiling.tile_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "tiling.max_tile_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "engines": (
-        lambda v: (
-            isinstance(v, dict)
-            and all(
-                isinstance(g, dict) and isinstance(g.get("file"), str) and isinstance(g.get("sha256"), str)
-                for g in v.values()
-            )
-        ),
-        "an object of {file, sha256} entries",
-    ),
+    "engines": (_is_file_table, "an object of {file, sha256} entries"),
 }
 _MISSING = object()
 
