@@ -25,9 +25,13 @@ def tiny_pipeline(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
     """unet, unet_vjp, both fused chains and both iteration graphs of the tiny model,
-    verified against autograd."""
+    verified against autograd.  DIIP_TINY_EXPORT names a folder to keep it in between
+    runs on a developer's machine (made there once, copied per session); CI makes it anew."""
     from diip_deploy.export.pipeline import export_model
 
+    keep = os.environ.get("DIIP_TINY_EXPORT")
+    if keep and (Path(keep) / "manifest.json").is_file():
+        return copy_export(Path(keep), tmp_path_factory.mktemp("tiny_export") / "export")
     out = tmp_path_factory.mktemp("tiny_export")
     export_model(
         str(tiny_pipeline),
@@ -40,6 +44,8 @@ def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
         defaults={"lr": 0.02, "max_iters": 12, "k_min": 5},
         log=lambda m: None,
     )
+    if keep:
+        copy_export(out, Path(keep))
     return out
 
 

@@ -10,6 +10,7 @@ scope every tile stops on its own.  The residual guard then judges each stop dec
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,13 +33,14 @@ from .units import UnitResult
 Callback = Optional[Callable[[Dict[str, Any]], None]]
 
 
-def _offset_progress(callback: Callback, done_before: int, total: int) -> Callback:
-    """A unit's loop callback, with tiles done / total counted over the whole image."""
+def _offset_progress(callback: Callback, unit: int, done_before: int, total: int) -> Callback:
+    """A unit's loop callback, with tiles done / total counted over the whole image and
+    the unit's index added (a preview places the unit's ``image`` by it)."""
     if callback is None:
         return None
 
     def cb(info: Dict[str, Any]) -> None:
-        info.update(done=done_before + info["done"], total=total)
+        info.update(done=done_before + info["done"], total=total, unit=unit)
         callback(info)
 
     return cb
@@ -83,6 +85,23 @@ class Restorer:
         settings = manifest.settings(**options)
         ImageTiling(manifest, settings)
         return manifest, settings
+
+    CHAIN_FIELDS = ("gradient", "precision", "loop")  # what decides which graphs are open
+
+    def with_options(self, **options: Any) -> Optional[Restorer]:
+        """A Restorer with other options over this one's open chain, or None where they need
+        other graphs (another gradient, precision or loop).  Closing it closes nothing."""
+        settings = self.manifest.settings(**options)
+        if any(getattr(settings, f) != getattr(self.settings, f) for f in self.CHAIN_FIELDS):
+            return None
+        if settings.batch is None:
+            settings = replace(
+                settings, batch=default_batch(self.backend, ImageTiling(self.manifest, settings).tile_size)
+            )
+        twin = copy.copy(self)
+        twin.settings, twin.tiling = settings, ImageTiling(self.manifest, settings)
+        twin.close = lambda: None  # type: ignore[method-assign]
+        return twin
 
     @property
     def backend(self) -> str:
@@ -166,7 +185,9 @@ class Restorer:
         starts = np.cumsum([0] + [len(u) for u in layout.units])
         assembly = ImageAssembly(layout)
         for k in range(len(layout.units)):
-            assembly.add(k, self.restore_unit(layout, k, _offset_progress(callback, int(starts[k]), len(layout.plan))))
+            assembly.add(
+                k, self.restore_unit(layout, k, _offset_progress(callback, k, int(starts[k]), len(layout.plan)))
+            )
         return assembly.restored(), self.report(layout, assembly.stats)
 
     def restore_array(

@@ -76,6 +76,20 @@ class _Worker:
         except Exception as e:  # one image's failure is a line in the driver's log, not a dead worker
             return {"ok": False, "error": _one_line(str(job.source), e)}
 
+    def run_with(self, job: Job, options: Dict[str, Any]) -> Dict[str, Any]:
+        """Read, restore and write one file with other options than the actor's (the
+        service's jobs); the open graphs are reused where the options allow."""
+        from .jobs import restore_job
+
+        try:
+            restorer = self.restorer.with_options(**options)
+            if restorer is None:
+                on = self.restorer.manifest.root, self.restorer.backend
+                restorer = Restorer(on[0], on[1], None, **options)
+            return {"ok": True, "report": restore_job(restorer, job, None, False)}
+        except Exception as e:
+            return {"ok": False, "error": _one_line(str(job.source), e)}
+
     def unit(self, key: str, img: Any, seed: int, k: int) -> Dict[str, Any]:
         """Restore tile unit ``k`` of a photo the driver read; nothing is written here."""
         try:
