@@ -76,12 +76,21 @@ def build_app(config: ServeConfig, workers: Workers) -> Starlette:
         job = store.get(job_id) if JOB_ID.match(job_id) else None
         return job if job is not None else error(f"no job {job_id[:40]!r}", 404)
 
+    reserved = [0]  # uploads being checked: they hold a place in the queue until they become jobs or fail
+
     async def submit(request: Request) -> Response:
         length = int(request.headers.get("content-length") or 0)
         if length > config.limits.max_bytes + 2**20:
             return error(f"upload of {length} bytes is over the limit of {config.limits.max_bytes}", 413)
-        if store.counts()["queued"] >= config.queue_size:
+        if store.counts()["queued"] + reserved[0] >= config.queue_size:  # no await since: one check, one taker
             return error(f"the queue is full ({config.queue_size} jobs); try again later", 429)
+        reserved[0] += 1
+        try:
+            return await accept(request)
+        finally:
+            reserved[0] -= 1
+
+    async def accept(request: Request) -> Response:
         try:
             form = await request.form(max_files=1, max_fields=4)
         except Exception as e:

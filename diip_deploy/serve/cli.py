@@ -136,3 +136,7 @@ def main(
     )
     sys.stdout.flush()
     uvicorn.run(build_app(config, pool), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,10 @@ def check_image(data: bytes, limits: Limits, channels: int, scratch: Path) -> Pa
             fmt, (w, h) = im.format, im.size
     except UnidentifiedImageError:
         raise UploadError("image: not an image (PNG, JPEG, TIFF, BMP, WebP or PPM expected)", 415) from None
+    except Image.DecompressionBombError:
+        raise UploadError(
+            f"image: refused as a decompression bomb (over the limit of {limits.max_pixels} pixels)", 413
+        ) from None
     except Exception as e:
         raise UploadError(f"image: unreadable header ({type(e).__name__})", 400) from None
     if w * h > limits.max_pixels:

@@ -61,6 +61,7 @@ class Progress:
         self.preview = np.zeros((layout.plan.height, layout.plan.width, layout.shape[2]), dtype=np.float32)
         self.preview[:h, :w] = layout.tiles.image.transpose(1, 2, 0)[:h, :w] * 0.5 + 0.5
         self.tiles = dict(enumerate(layout.plan.tiles))
+        self.last: Dict[str, Any] = {}
         self.previews = 0  # preview PNGs written so far (the page reloads it when this grows)
 
     def __call__(self, info: Dict[str, Any]) -> None:
@@ -80,22 +81,25 @@ class Progress:
         if "image" in info and now - self.last_preview >= self.preview_every:
             self._preview(unit, info["image"][0])
             self.last_preview = now
+        self.last = {
+            "iteration": k,
+            "max_iters": self.max_iters,
+            "unit": unit,
+            "units": units,
+            "loss": loss,
+            "curve": [round(v, 6) for v in self.curve[-2000:]],
+            "elapsed_s": round(elapsed, 2),
+            "eta_s": round(elapsed / max(fraction, 1e-9) * (1 - fraction), 1),
+            "preview": self.previews,
+        }
         if now - self.last_write >= 0.25 or k == 0:
-            self.store.progress(
-                self.job.id,
-                {
-                    "iteration": k,
-                    "max_iters": self.max_iters,
-                    "unit": unit,
-                    "units": units,
-                    "loss": loss,
-                    "curve": [round(v, 6) for v in self.curve[-2000:]],
-                    "elapsed_s": round(elapsed, 2),
-                    "eta_s": round(elapsed / max(fraction, 1e-9) * (1 - fraction), 1),
-                    "preview": self.previews,
-                },
-            )
+            self.flush()
             self.last_write = now
+
+    def flush(self) -> None:
+        """The latest progress into the store (the last iterations, after the loop)."""
+        if self.last:
+            self.store.progress(self.job.id, self.last)
 
     def _preview(self, unit: int, region: np.ndarray) -> None:
         """The unit's current blended x0 over the input, written as preview.png."""
@@ -277,6 +281,7 @@ class Workers:
                 self.preview_every,
             )
             restored, report = r.restore_layout(layout, listener)
+            listener.flush()
             result = {"ok": True, "report": finish_job(files, img, restored, notes, report)}
         except Stopped as s:
             result = {"ok": False, "stopped": s.reason}
