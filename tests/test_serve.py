@@ -210,6 +210,19 @@ def _free_port():
         return s.getsockname()[1]
 
 
+LIVE = []  # servers started by a test, killed at its end whatever happened
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test():
+    yield
+    while LIVE:
+        proc = LIVE.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 class Server:
     """A real ``diip-serve`` process on 127.0.0.1."""
 
@@ -234,6 +247,7 @@ class Server:
             *extra,
         ]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        LIVE.append(self)
         t0 = time.time()
         while time.time() - t0 < 60:
             try:
