@@ -139,11 +139,11 @@ class Restorer:
         corrs, reverted = self.guard(layout, unit, parts, groups)
         device = [b for b in (r.device_memory_bytes() for r in self.chain.runners.values()) if b is not None]
         return UnitResult(
-            parts,
-            stops,
-            reasons,
-            int(iters),
-            time.perf_counter() - t0,
+            parts=parts,
+            stops=stops,
+            reasons=reasons,
+            iterations_run=int(iters),
+            seconds=time.perf_counter() - t0,
             history=history,
             backend=self.backend,
             loop=self.loop,
