@@ -401,3 +401,11 @@ def test_ray_actors_run_the_jobs(tiny_export, tmp_path):
     finally:
         server.stop()
     assert png == _diip_run_png(tiny_export, tmp_path, _png_bytes(24, 20), options)
+
+
+def test_the_service_imports_no_torch():
+    from test_no_torch import BLOCK_TORCH
+
+    code = BLOCK_TORCH + "import diip_deploy.serve.app, diip_deploy.serve.cli, diip_deploy.serve.workers\nprint('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok" and "TORCH IMPORT" not in r.stderr, r.stderr
