@@ -52,6 +52,7 @@ class JobRow:
 
     def public(self) -> Dict[str, Any]:
         """What the API shows of a job."""
+        stop = self.report and {"iteration": self.report["stop_iteration"], "reason": self.report["stop_reason"]}
         return {
             "id": self.id,
             "state": self.state,
@@ -60,8 +61,10 @@ class JobRow:
             "filename": self.filename,
             "options": self.options,
             **self.progress,
+            "stop": stop or None,
             "report": self.report,
             "error": self.error,
+            "attempts": self.attempts,
         }
 
 
