@@ -164,15 +164,20 @@ class Workers:
         for t in self.threads_:
             t.join(timeout)
 
+    def _next(self) -> Optional[JobRow]:
+        """The next queued job, waiting for one; None once the workers are stopping."""
+        while not self.stopping.is_set():
+            job = self.store.claim()
+            if job is not None:
+                return job
+            self.wake.wait(0.5)
+            self.wake.clear()
+        return None
+
     def _loop(self) -> None:
         opened: Dict[Tuple[Any, ...], Restorer] = {}
         try:
-            while not self.stopping.is_set():
-                job = self.store.claim()
-                if job is None:
-                    self.wake.wait(0.5)
-                    self.wake.clear()
-                    continue
+            while (job := self._next()) is not None:
                 self._run(job, opened)
         finally:
             for r in opened.values():
@@ -200,12 +205,7 @@ class Workers:
             return actor_class.remote(RunOn(str(self.model_dir), self.backend, self.threads, {}))
 
         actor = new_actor()
-        while not self.stopping.is_set():
-            job = self.store.claim()
-            if job is None:
-                self.wake.wait(0.5)
-                self.wake.clear()
-                continue
+        while (job := self._next()) is not None:
             started = time.perf_counter()
             with self.lock:
                 self.running[job.id] = started
