@@ -291,3 +291,8 @@ def manifest_defaults(cls: SettingsClass = RestoreSettings, **chosen: Any) -> Di
     class defaults."""
     settings = cls.resolve(**chosen)
     return {n: getattr(settings, n) for n, s in specs(cls).items() if s.manifest}
+
+
+def choices(name: str) -> Tuple[str, ...]:
+    """The allowed values of option ``name``, read off its declaration."""
+    return specs(RestoreSettings)[name].choices or ()

@@ -21,9 +21,9 @@ from ..manifest import (
     write_manifest,
 )
 from ..schedule import ChainSpec
-from ..settings import RestoreSettings, SettingsError, manifest_defaults, specs
+from ..settings import SettingsError, choices, manifest_defaults
 
-GRADIENTS = specs(RestoreSettings)["gradient"].choices or ()
+GRADIENTS = choices("gradient")
 
 
 def tool_versions() -> dict:

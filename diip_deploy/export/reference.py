@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius
-from ..settings import RestoreSettings, specs
+from ..settings import choices
 
-GRADIENT_MODES = specs(RestoreSettings)["gradient"].choices or ()
+GRADIENT_MODES = choices("gradient")
 
 
 class EpsModel(torch.nn.Module):

@@ -58,12 +58,9 @@ class Restorer:
         manifest: Optional[Manifest] = None,
         **options: Any,
     ):
-        self.manifest, self.settings = self.check(model_dir, manifest, **options)
+        self.manifest, settings = self.check(model_dir, manifest, **options)
         self.selection: Selection = select_backend(self.manifest, backend)
-        if self.settings.batch is None:
-            tile = ImageTiling(self.manifest, self.settings).tile_size
-            self.settings = replace(self.settings, batch=default_batch(self.selection.backend, tile))
-        self.tiling = ImageTiling(self.manifest, self.settings)
+        self._configure(settings)
         loop_graph = device_loop_graph(self.manifest, self.selection.backend, self.settings)
         self.chain = open_chain(
             self.manifest,
@@ -94,14 +91,18 @@ class Restorer:
         settings = self.manifest.settings(**options)
         if any(getattr(settings, f) != getattr(self.settings, f) for f in self.CHAIN_FIELDS):
             return None
-        if settings.batch is None:
-            settings = replace(
-                settings, batch=default_batch(self.backend, ImageTiling(self.manifest, settings).tile_size)
-            )
         twin = copy.copy(self)
-        twin.settings, twin.tiling = settings, ImageTiling(self.manifest, settings)
+        twin._configure(settings)
         twin.close = lambda: None  # type: ignore[method-assign]
         return twin
+
+    def _configure(self, settings: RestoreSettings) -> None:
+        """Take ``settings``, with the batch this backend and tile size default to."""
+        tiling = ImageTiling(self.manifest, settings)
+        if settings.batch is None:
+            settings = replace(settings, batch=default_batch(self.selection.backend, tiling.tile_size))
+            tiling = ImageTiling(self.manifest, settings)
+        self.settings, self.tiling = settings, tiling
 
     @property
     def backend(self) -> str:
@@ -204,3 +205,25 @@ class Restorer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class OpenRestorers:
+    """Restorers of one model and backend, one per set of open graphs (gradient, precision,
+    loop), each opened once and reused for any options those graphs serve: what a
+    long-lived worker (a service thread, a Ray actor) keeps between jobs."""
+
+    def __init__(self, model_dir: Path | str, backend: str = "auto", threads: Optional[int] = None):
+        self.model_dir, self.backend, self.threads = model_dir, backend, threads
+        self.opened: List[Restorer] = []
+
+    def get(self, **options: Any) -> Restorer:
+        for base in self.opened:
+            twin = base.with_options(**options)
+            if twin is not None:
+                return twin
+        self.opened.append(Restorer(self.model_dir, self.backend, self.threads, **options))
+        return self.opened[-1]
+
+    def close(self) -> None:
+        while self.opened:
+            self.opened.pop().close()

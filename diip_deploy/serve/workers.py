@@ -22,7 +22,7 @@ from ..runtime.commands.jobs import finish_job
 from ..runtime.images.codec import read_image, save_image
 from ..runtime.images.layout import ImageLayout
 from ..runtime.images.outputs import Job
-from ..runtime.restorer import Restorer
+from ..runtime.restorer import OpenRestorers
 from .store import JobRow, JobStore
 
 
@@ -164,34 +164,27 @@ class Workers:
         for t in self.threads_:
             t.join(timeout)
 
-    def _next(self) -> Optional[JobRow]:
-        """The next queued job, waiting for one; None once the workers are stopping."""
+    def _next(self) -> Optional[Tuple[JobRow, float]]:
+        """The next queued job, now running here, and when it started; waits for one, and
+        gives None once the workers are stopping."""
         while not self.stopping.is_set():
             job = self.store.claim()
             if job is not None:
-                return job
+                started = time.perf_counter()
+                with self.lock:
+                    self.running[job.id] = started
+                return job, started
             self.wake.wait(0.5)
             self.wake.clear()
         return None
 
     def _loop(self) -> None:
-        opened: Dict[Tuple[Any, ...], Restorer] = {}
+        opened = OpenRestorers(self.model_dir, self.backend, self.threads)
         try:
-            while (job := self._next()) is not None:
-                self._run(job, opened)
+            while (claimed := self._next()) is not None:
+                self._run(*claimed, opened)
         finally:
-            for r in opened.values():
-                r.close()
-
-    def _restorer(self, options: Dict[str, Any], opened: Dict[Tuple[Any, ...], Restorer]) -> Restorer:
-        """A Restorer for these options, over an already open chain where one fits."""
-        for base in opened.values():
-            twin = base.with_options(**options)
-            if twin is not None:
-                return twin
-        r = Restorer(self.model_dir, self.backend, self.threads, **options)
-        opened[tuple(getattr(r.settings, f) for f in Restorer.CHAIN_FIELDS)] = r
-        return r
+            opened.close()
 
     def _loop_ray(self) -> None:
         """One Ray actor per thread: the job runs in the actor, which writes its pair to
@@ -205,10 +198,8 @@ class Workers:
             return actor_class.remote(RunOn(str(self.model_dir), self.backend, self.threads, {}))
 
         actor = new_actor()
-        while (job := self._next()) is not None:
-            started = time.perf_counter()
-            with self.lock:
-                self.running[job.id] = started
+        while (claimed := self._next()) is not None:
+            job, started = claimed
             ref = actor.run_with.remote(job_files(self.store, job), job.options)
             reason = None
             while reason is None:
@@ -262,13 +253,10 @@ class Workers:
             return "timeout"
         return None
 
-    def _run(self, job: JobRow, opened: Dict[Tuple[Any, ...], Restorer]) -> None:
-        started = time.perf_counter()
-        with self.lock:
-            self.running[job.id] = started
+    def _run(self, job: JobRow, started: float, opened: OpenRestorers) -> None:
         result: Dict[str, Any]
         try:
-            r = self._restorer(job.options, opened)
+            r = opened.get(**job.options)
             files = job_files(self.store, job)
             img, notes = read_image(files.source, r.manifest.channels, r.settings.max_pixels)
             layout = r.layout(img)

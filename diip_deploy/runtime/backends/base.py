@@ -57,9 +57,6 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def input_names(self) -> List[str]: ...
 
-    # Whether device_array / device_empty place buffers in an accelerator's memory; where
-    # not, they are host stand-ins with the same calls, so every runner runs the device loop.
-    holds_device_memory = False
     cuda_graph = False  # whether run_on_device may replay a captured CUDA graph per graph id
 
     def device_memory_bytes(self) -> Optional[int]:

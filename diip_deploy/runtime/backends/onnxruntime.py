@@ -77,7 +77,6 @@ class OrtRunner(Runner):
                 **self.provider_options,
                 "CUDAExecutionProvider": {**cuda, "enable_cuda_graph": "1"},
             }
-        self.holds_device_memory = DEVICE[backend] != "cpu"
         self._bound: Dict[str, Any] = {}  # name -> OrtValue on the device, reused while its shape holds
 
     def activate_impl(self) -> None:

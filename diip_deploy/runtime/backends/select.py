@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ...manifest import Manifest, ManifestError, baked_chain_matches, fp16_name, fused_graph_name, iterate_graph_name
-from ...settings import RestoreSettings, specs
+from ...settings import RestoreSettings, choices
 from ..optimise.chain import GraphChain
 from ..optimise.samples import iteration_graph_fits
 from .base import BackendUnavailable, Runner
@@ -22,7 +22,7 @@ BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
 AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
 GPU_BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda")
 ORT_GPU_BACKENDS = tuple(b for b in GPU_BACKENDS if b in ORT_PROVIDERS)  # where a device loop pays (docs/method.md)
-PRECISIONS = specs(RestoreSettings)["precision"].choices or ()
+PRECISIONS = choices("precision")
 CPU_BATCH = 8  # tiles per call on the CPU, and on TensorRT engines (their profile's default opt)
 GPU_PIXELS_PER_CALL = 512 * 512  # on an H100 one call of 16 tiles of 64x64 took 7.0 ms, of 512x512 20 ms (issue 11)
 

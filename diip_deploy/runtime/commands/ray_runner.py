@@ -24,7 +24,7 @@ from ...manifest import load_manifest
 from ..backends.select import GPU_BACKENDS
 from ..images.layout import ImageAssembly, ImageLayout, ImageTiling
 from ..images.outputs import Job
-from ..restorer import Restorer
+from ..restorer import OpenRestorers, Restorer
 from ..units import FileTask, UnitTask
 
 MAX_RESTARTS = 2  # Ray restarts a dead actor and retries its task this often
@@ -65,6 +65,8 @@ class _Worker:
 
     def __init__(self, on: RunOn):
         self.restorer = Restorer(on.model_dir, on.backend, on.threads, **on.options)
+        self.pool = OpenRestorers(on.model_dir, on.backend, on.threads)  # the service's jobs, by their options
+        self.pool.opened.append(self.restorer)
         self._layout: Optional[Tuple[str, ImageLayout]] = None  # the last photo's, cut once per photo
 
     def run(self, job: Job, save_plots: bool) -> Dict[str, Any]:
@@ -82,11 +84,7 @@ class _Worker:
         from .jobs import restore_job
 
         try:
-            restorer = self.restorer.with_options(**options)
-            if restorer is None:
-                on = self.restorer.manifest.root, self.restorer.backend
-                restorer = Restorer(on[0], on[1], None, **options)
-            return {"ok": True, "report": restore_job(restorer, job, None, False)}
+            return {"ok": True, "report": restore_job(self.pool.get(**options), job, None, False)}
         except Exception as e:
             return {"ok": False, "error": _one_line(str(job.source), e)}
 

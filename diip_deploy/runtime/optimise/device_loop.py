@@ -56,8 +56,7 @@ class DeviceBatch:
     def __init__(
         self, runner: Runner, z: np.ndarray, m: np.ndarray, v: np.ndarray, y: np.ndarray, steps: np.ndarray, lr: float
     ):
-        r = runner
-        self.runner = r
+        self.runner = r = runner
         b = len(z)
         shape = z.shape
         self.state = [

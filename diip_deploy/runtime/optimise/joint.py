@@ -118,5 +118,5 @@ def restore_joint(
         stop_reason=reason,
         iterations_run=len(stopper.losses),
         seconds=time.perf_counter() - t0,
-        history={"loss": stopper.losses, "slope": stopper.slopes, "laplacian_var": stopper.laplacian_vars},
+        history=stopper.history(),
     )

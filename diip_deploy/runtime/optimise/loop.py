@@ -101,7 +101,7 @@ def restore_iter(
                     stop_reason=reason,
                     iterations_run=k + 1,
                     seconds=time.perf_counter() - s.t0,
-                    history=s.history(),
+                    history=s.stopper.history(),
                 )
             elif device is None:
                 s.step(grads[j : j + 1], settings.project)

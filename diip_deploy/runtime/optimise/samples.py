@@ -82,10 +82,6 @@ class Sample:
     def k(self) -> int:
         return len(self.stopper.losses)
 
-    def history(self) -> Dict[str, list]:
-        s = self.stopper
-        return {"loss": s.losses, "slope": s.slopes, "laplacian_var": s.laplacian_vars}
-
 
 def check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Sequence[int]) -> None:
     for j, k in enumerate(iterations):

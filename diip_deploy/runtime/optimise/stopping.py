@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -141,6 +141,10 @@ class Stopper:
         self.slopes: List[Optional[float]] = []
         self._smoothed_lap: List[float] = []
         self._run = 0
+
+    def history(self) -> Dict[str, list]:
+        """What the criteria saw, per iteration: the report's and the plots' history."""
+        return {"loss": self.losses, "slope": self.slopes, "laplacian_var": self.laplacian_vars}
 
     def update(self, loss: float, laplacian_var: float) -> Optional[StopDecision]:
         r = self.rule
