@@ -162,8 +162,11 @@ class RestoreSettings:
     """How one image is restored; the manifest may set the defaults of fields marked so."""
 
     # model and backend
-    precision: Literal["fp32", "fp16"] = option(
-        "fp32", "model", "Graphs to run: fp32, or the fp16 copies diip-fp16 verified (ONNX Runtime backends)."
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = option(
+        "auto",
+        "model",
+        "Precision: fp32; fp16 (the copies diip-fp16 verified, ONNX Runtime backends); bf16 "
+        "(OpenVINO, where diip-variants verified it); auto: fp32, or on the CPU the fastest variant verified.",
     )
     loop: Literal["auto", "device", "host"] = option(
         "auto",
@@ -215,6 +218,13 @@ class RestoreSettings:
         "correlation above this: structure the prior could not fit, not noise (1: off).",
         min=0,
         max=1,
+    )
+    guard_at: int = option(
+        0,
+        "stopping",
+        "Also judge the residual guard at this iteration (--stop-scope image): a region it would "
+        "return as the input stops there, not at the stop (0: only after the stop).",
+        min=0,
     )
     # tiles
     tile: Optional[int] = option(

@@ -80,13 +80,18 @@ def record(
     seed: int = 0,
     log=print,
     held_out: bool = False,
+    backend: str = "ort-cpu",
+    precision: str = "fp32",
 ) -> Dict[str, Any]:
-    """Every crop of every task run to the cap; histories (no images) kept per crop."""
+    """Every crop of every task run to the cap; histories (no images) kept per crop.
+    ``backend`` / ``precision``: the variant to run (diip-variants records each)."""
+    from ..manifest import load_manifest
+    from ..runtime.backends.select import open_chain
     from ..runtime.optimise.loop import restore_iter
-    from ..runtime.restorer import Restorer
 
-    r = Restorer(export_dir, "ort-cpu", threads, batch=batch, lr=lr, max_iters=max_iters)
-    cfg = replace(r.settings, stop="none")
+    manifest = load_manifest(export_dir)
+    cfg = replace(manifest.settings(batch=batch, lr=lr, max_iters=max_iters, precision=precision), stop="none")
+    chain = open_chain(manifest, backend, cfg.gradient, threads, precision=precision)
     crops = validation_crops(n_per_task, size, seed, held_out=held_out)
     samples: List[Dict[str, Any]] = []
     ys, cleans = [], []
@@ -109,10 +114,10 @@ def record(
             logged[0] = info["done"]
             log(f"  {info['done']}/{info['total']} crops, {time.perf_counter() - t0:.0f} s")
 
-    for i, res in restore_iter(r.chain, np.stack(ys), cfg, [(seed, i) for i in range(len(ys))], batch, keep):
+    for i, res in restore_iter(chain, np.stack(ys), cfg, [(seed, i) for i in range(len(ys))], batch, keep):
         samples[i]["loss"] = res.history["loss"]
         samples[i]["laplacian_var"] = res.history["laplacian_var"]
-    r.close()
+    chain.close()
     return {
         "tool": "diip-tune record",
         "export": str(export_dir),
@@ -129,7 +134,9 @@ def record(
             "lr": cfg.lr,
             "max_iters": cfg.max_iters,
             "gradient": cfg.gradient,
-            "steps": len(r.manifest.chain_spec.timesteps),
+            "steps": len(manifest.chain_spec.timesteps),
+            "backend": backend,
+            "precision": precision,
         },
         "seconds": round(time.perf_counter() - t0, 1),
         "samples": samples,

@@ -150,6 +150,12 @@ _OPTIONAL = {
     "tiling.tile_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "tiling.max_tile_pixels": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "engines": (_is_file_table, "an object of {file, sha256} entries"),
+    "variants": (
+        lambda v: (
+            isinstance(v, dict) and all(isinstance(r, dict) and isinstance(r.get("passed"), bool) for r in v.values())
+        ),
+        "an object of {passed: true|false, ...} entries",
+    ),
 }
 _MISSING = object()
 

@@ -23,7 +23,7 @@ from ..settings import RestoreSettings
 from .backends.select import Selection, default_batch, device_loop_graph, open_chain, select_backend
 from .images.layout import ImageAssembly, ImageLayout, ImageTiling, Subset
 from .images.tiling import Blender, sub_plan
-from .optimise.guard import judge
+from .optimise.guard import judge, keeps_restoration
 from .optimise.joint import restore_joint
 from .optimise.loop import restore_iter
 from .optimise.restarts import RestartMean, mean_restarts, per_tile, restart_seed
@@ -59,7 +59,7 @@ class Restorer:
         **options: Any,
     ):
         self.manifest, settings = self.check(model_dir, manifest, **options)
-        self.selection: Selection = select_backend(self.manifest, backend)
+        self.selection: Selection = select_backend(self.manifest, backend, settings.precision, threads)
         self._configure(settings)
         loop_graph = device_loop_graph(self.manifest, self.selection.backend, self.settings)
         self.chain = open_chain(
@@ -89,6 +89,8 @@ class Restorer:
         """A Restorer with other options over this one's open chain, or None where they need
         other graphs (another gradient, precision or loop).  Closing it closes nothing."""
         settings = self.manifest.settings(**options)
+        if settings.precision == "auto":
+            settings = replace(settings, precision=self.selection.precision)
         if any(getattr(settings, f) != getattr(self.settings, f) for f in self.CHAIN_FIELDS):
             return None
         twin = copy.copy(self)
@@ -97,7 +99,9 @@ class Restorer:
         return twin
 
     def _configure(self, settings: RestoreSettings) -> None:
-        """Take ``settings``, with the batch this backend and tile size default to."""
+        """Take ``settings``, with the precision the selection resolved and the batch this
+        backend and tile size default to."""
+        settings = replace(settings, precision=self.selection.precision)
         tiling = ImageTiling(self.manifest, settings)
         if settings.batch is None:
             settings = replace(settings, batch=default_batch(self.selection.backend, tiling.tile_size))
@@ -124,7 +128,9 @@ class Restorer:
         if s.stop_scope == "image":
             blend = Blender(sub_plan(layout.plan, unit), layout.shape[2])
             assembler = blend if restarts == 1 else RestartMean(blend, restarts, n)
-            joint = restore_joint(self.chain, samples, s, assembler, seeds, s.batch, progress)
+            joint = restore_joint(
+                self.chain, samples, s, assembler, seeds, s.batch, progress, self.early_guard(layout, unit)
+            )
             parts = mean_restarts(joint.parts, restarts, n)
             stops, reasons, history = [joint.stop_iteration], [joint.stop_reason], joint.history
             iters = joint.iterations_run * len(samples)
@@ -154,6 +160,15 @@ class Restorer:
             peak_rss_mb=round(peak_rss_bytes() / 2**20, 1),
             device_memory_mb=round(sum(device) / 2**20, 1) if device else None,
         )
+
+    def early_guard(self, layout: ImageLayout, unit: Sequence[int]) -> Optional[Callable[[np.ndarray], bool]]:
+        """The joint loop's early question (``guard_at``): would the guard revert this
+        region's blended reconstruction as it stands?  None where there is no question."""
+        s = self.settings
+        if not s.guard_at or s.guard_at >= s.max_iters or keeps_restoration(1.0, s.residual_guard):
+            return None
+        damaged = layout.blend(list(unit), lambda i: layout.tiles[i])
+        return lambda image: not judge([(image, lambda: damaged)], s.residual_guard)[0][1]
 
     def guard(
         self,

@@ -1,9 +1,11 @@
 """Pick a backend, decide what runs on it, and open a manifest's graphs there.
 
-``auto`` tries TensorRT engines, then ONNX Runtime with CUDA, then ONNX Runtime on the
-CPU, and says why it skipped each one it did not take.  What depends on the backend is
-decided here and nowhere else: which backends are GPUs, the default batch, and whether
-the loop keeps its state on the device (``device_loop_graph``).
+``auto`` tries TensorRT engines, then ONNX Runtime with CUDA, then the CPU, and says why
+it skipped each one it did not take.  On the CPU it times one UNet call of each variant
+the manifest verified (``cpu_variants.py``) and takes the fastest.  What depends on the
+backend is decided here and nowhere else: which backends are GPUs, the precision a run
+gets, the default batch, and whether the loop keeps its state on the device
+(``device_loop_graph``).
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from ...settings import RestoreSettings, choices
 from ..optimise.chain import GraphChain
 from ..optimise.samples import iteration_graph_fits
 from .base import BackendUnavailable, Runner
+from .cpu_variants import check_precision, fastest_cpu_variant, resolve_precision
 from .onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
 
-BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "ort-cpu")
-AUTO_ORDER = ("tensorrt", "ort-cuda", "ort-cpu")
+BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "openvino", "ort-cpu")
+AUTO_ORDER = ("tensorrt", "ort-cuda")  # then the fastest verified CPU variant
 GPU_BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda")
 ORT_GPU_BACKENDS = tuple(b for b in GPU_BACKENDS if b in ORT_PROVIDERS)  # where a device loop pays (docs/method.md)
 PRECISIONS = choices("precision")
@@ -40,16 +43,24 @@ def default_batch(backend: str, tile: int) -> int:
 @dataclass
 class Selection:
     backend: str
+    precision: str = "fp32"
     skipped: Dict[str, str] = field(default_factory=dict)
+    timed: Dict[str, float] = field(default_factory=dict)  # CPU variant -> seconds per UNet call, where auto timed
 
     def describe(self) -> str:
         why = "; ".join(f"{b}: {r}" for b, r in self.skipped.items())
-        return f"backend {self.backend}" + (f" (skipped {why})" if why else "")
+        timed = ", ".join(f"{v} {s * 1000:.0f} ms" for v, s in self.timed.items())
+        return (
+            f"backend {self.backend} ({self.precision})"
+            + (f" (skipped {why})" if why else "")
+            + (f" (one UNet call: {timed})" if timed else "")
+        )
 
 
 def graph_at(manifest: Manifest, role: str, precision: str) -> str:
-    """The manifest's graph that plays ``role`` (unet, unet_vjp, chain_*) at a precision."""
-    if precision == "fp32":
+    """The manifest's graph that plays ``role`` (unet, unet_vjp, chain_*) at a precision
+    (bf16 is a hint OpenVINO applies to the fp32 graph)."""
+    if precision in ("fp32", "bf16"):
         return role
     name = fp16_name(role)
     if not manifest.has_graph(name):
@@ -121,6 +132,10 @@ def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str
         from . import tensorrt as trt_backend
 
         return trt_backend.unavailable_reason(manifest)
+    if backend == "openvino":
+        from .openvino import unavailable_reason
+
+        return unavailable_reason()
     if backend in ORT_PROVIDERS:
         provider = ORT_PROVIDERS[backend][0]
         if provider not in available_providers():
@@ -129,19 +144,25 @@ def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str
     return f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})"
 
 
-def select_backend(manifest: Manifest, requested: str = "auto") -> Selection:
+def select_backend(
+    manifest: Manifest, requested: str = "auto", precision: str = "auto", threads: Optional[int] = None
+) -> Selection:
+    """The backend and precision a run gets.  ``precision`` auto: fp32, or on OpenVINO
+    bf16 where the manifest verified it; on the CPU, ``auto`` takes the fastest verified
+    variant here."""
     if requested != "auto":
         reason = backend_unavailable_reason(manifest, requested)
         if reason:
             raise BackendUnavailable(f"{requested}: {reason}")
-        return Selection(requested)
+        return Selection(requested, resolve_precision(manifest, requested, precision))
     skipped: Dict[str, str] = {}
     for b in AUTO_ORDER:
         reason = backend_unavailable_reason(manifest, b)
         if reason is None:
-            return Selection(b, skipped)
+            return Selection(b, resolve_precision(manifest, b, precision), skipped)
         skipped[b] = reason
-    raise BackendUnavailable("no backend can run here: " + "; ".join(f"{b}: {r}" for b, r in skipped.items()))
+    backend, chosen, timed = fastest_cpu_variant(manifest, precision, threads, skipped, CPU_BATCH)
+    return Selection(backend, chosen, skipped, timed)
 
 
 def make_runner(
@@ -152,11 +173,16 @@ def make_runner(
     io_binding: bool = False,
     cuda_graph: bool = False,
     trt_fp16: bool = False,
+    precision: str = "fp32",
 ) -> Runner:
     if backend == "tensorrt":
         from .tensorrt import TensorRTRunner
 
         return TensorRTRunner(manifest, graph)
+    if backend == "openvino":
+        from .openvino import OpenVinoRunner
+
+        return OpenVinoRunner(manifest.graph_path(graph), precision, threads)
     options = {}
     if backend == "ort-tensorrt":
         cache = manifest.root / "ort_trt_cache"
@@ -192,8 +218,9 @@ def open_chain(
     Runtime backends; TensorRT engines carry the precision they were built with);
     ``io_binding`` / ``cuda_graph``: see ``OrtRunner`` (unmeasured on a GPU so far, so off
     by default); ``loop_graph``: also open this iteration graph (``device_loop_graph``)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS or precision == "auto":
+        raise ValueError(f"--precision must be one of {', '.join(p for p in PRECISIONS if p != 'auto')}")
+    check_precision(manifest, backend, precision, must_be_verified=False)  # the Selection checked a run's
     if precision != "fp32" and backend == "tensorrt":
         raise ValueError(
             "--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
@@ -211,6 +238,7 @@ def open_chain(
             io_binding,
             cuda_graph and not trt_ep,
             trt_fp16=trt_ep and precision == "fp16",
+            precision=precision,
         ).activate()
         for n in names
     }

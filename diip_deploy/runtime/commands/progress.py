@@ -29,6 +29,42 @@ def _eta(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+class WorkClock:
+    """Tile-iterations done and left, for an ETA that counts work, not tiles (a region of
+    many tiles finishes all at once).  A running tile may go on to the cap, so the ETA is
+    an upper bound, exact where the stop comes at the cap or the guard's early decision."""
+
+    def __init__(self, tiles: int, max_iters: int):
+        self.tiles, self.max_iters = tiles, max_iters
+        self.work = 0
+        self.done = 0
+        self.running: Dict[int, int] = {}  # sample of the current unit -> iterations it has run
+        self.unit: Any = None
+        self.t0 = time.perf_counter()
+
+    def __call__(self, info: Dict[str, Any]) -> None:
+        finished = info["done"] > self.done
+        if finished or info.get("unit") != self.unit:
+            self.running.clear()  # samples finished, or a new unit: the next call lists who still runs
+            self.unit, self.done = info.get("unit"), info["done"]
+        if not finished:
+            self.running.update((int(i), int(k) + 1) for i, k in zip(info["index"], info["k"]))
+        self.work += len(info["k"])
+
+    def left(self) -> int:
+        return max(0, (self.tiles - self.done) * self.max_iters - sum(self.running.values()))
+
+    @property
+    def fraction(self) -> float:
+        return self.work / max(1, self.work + self.left())
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def eta(self) -> float:
+        return self.elapsed() / max(1, self.work) * self.left()
+
+
 class ProgressBar:
     """The loop's listener: for one tile, iterations with loss and both criteria; for
     many, tiles done / total with the iteration, loss and an ETA.  A tqdm bar on a
@@ -53,22 +89,24 @@ class ProgressBar:
         )
         self.n = 0
         self.calls = 0
-        self.t0 = time.perf_counter()
+        self.clock = WorkClock(tiles, max_iters)
 
     def __call__(self, info: Dict[str, Any]) -> None:
         self.calls += 1
+        self.clock(info)
         self.n = info["k"][0] + 1 if self.single else info["done"]
         if self.calls % self.every and self.calls != 1:
             return
         text = format_step(info) if self.single else format_batch(info)
         if self.tty:
+            if not self.single:
+                text += f" work={self.clock.fraction:.0%} eta<={_eta(self.clock.eta())}"
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(self.n - self.bar.n)
         elif self.single:
             print(f"{self.desc}: iteration {self.n - 1}/{self.total} {text}", file=sys.stderr, flush=True)
         else:
-            elapsed = time.perf_counter() - self.t0
-            eta = f", ETA {_eta(elapsed / self.n * (self.total - self.n))}" if self.n else ""
+            eta = f", {self.clock.fraction:.0%} of the work, ETA at most {_eta(self.clock.eta())}"
             print(f"{self.desc}: tiles {self.n}/{self.total} {text}{eta}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

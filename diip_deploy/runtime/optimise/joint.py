@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 from ...settings import RestoreSettings
 from .loop import Callback, check_run
 from .samples import LossAndGrad, Sample, Samples, Seed, StepInfo, device_call, device_runner, graph_call, load_batch
-from .stopping import Stopper, laplacian_variance
+from .stopping import StopDecision, Stopper, laplacian_variance
+
+# Judges a region's blended reconstruction early (``guard_at``): True returns the input.
+GiveUp = Callable[[np.ndarray], bool]
+
+
+def balanced_chunks(items: Sequence, batch: int) -> List[Sequence]:
+    """``items`` in as few calls of at most ``batch`` as possible, of near-equal sizes
+    (9 tiles at batch 8: 5 + 4, not 8 + 1, whose lone tile costs a third of a full call)."""
+    calls = -(-len(items) // batch)
+    bounds = [round(i * len(items) / calls) for i in range(calls + 1)]
+    return [items[lo:hi] for lo, hi in zip(bounds, bounds[1:])]
 
 
 class Assembler(Protocol):
@@ -60,13 +71,16 @@ def restore_joint(
     seeds: Optional[Sequence[Seed]] = None,
     batch: Optional[int] = None,
     callback: Callback = None,
+    give_up: Optional[GiveUp] = None,
 ) -> JointResult:
-    """All samples (the tiles of one image or region) in lockstep, ``batch`` per graph
-    call, under one stop; returns the assembled reconstruction the stop chose."""
+    """All samples (the tiles of one image or region) in lockstep, at most ``batch`` per
+    graph call, under one stop; returns the assembled reconstruction the stop chose.
+    ``give_up``, asked once at iteration ``settings.guard_at``, ends a run that the guard
+    will revert anyway (stop reason "guard")."""
     n = len(ys)
     seeds, batch = check_run(n, settings, seeds, batch)
     samples = [Sample(i, ys[i], seeds[i], settings) for i in range(n)]
-    chunks = [samples[lo : lo + batch] for lo in range(0, n, batch)]
+    chunks = balanced_chunks(samples, batch)
     device = device_runner(chain, settings)
     on_device = [load_batch(device, part, ys, settings.lr) for part in chunks] if device is not None else []
     stopper = Stopper(settings)
@@ -92,6 +106,8 @@ def restore_joint(
         image = assembler.result()
         lap = float(laplacian_variance(image[None])[0])
         decision = stopper.update(float(np.sum(losses_k)), lap)
+        if decision is None and give_up is not None and k + 1 == settings.guard_at and give_up(image):
+            decision = StopDecision(iteration=k, reason="guard", detected_at=k)
         recent = {k: (image, parts), **({k - 1: recent[k - 1]} if k - 1 in recent else {})}
         if callback is not None:
             last = decision is not None or k + 1 == settings.max_iters

@@ -1,0 +1,129 @@
+"""The CPU variants an export may run, which of them the manifest verified, and which is
+fastest on this machine.
+
+A variant is a backend and a precision.  fp32 on ONNX Runtime is the reference; a
+reduced-precision variant runs only where ``diip-variants`` restored validation crops
+with it within tolerance of fp32 and wrote ``variants.<name>.passed`` into the manifest,
+so no run is silently less accurate than the export says.  Which verified variant is
+fastest depends on the CPU (bf16 pays only with native bf16), so ``--backend auto`` times
+one UNet call of each here, once per process, rather than trusting a number measured
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ...manifest import Manifest, ManifestError
+from .base import Runner
+
+REFERENCE = ("ort-cpu", "fp32")
+REDUCED = {"openvino-bf16": ("openvino", "bf16")}  # what diip-variants verifies
+_TIMED: Dict[Tuple[str, str, str, Optional[int], int], float] = {}
+
+
+def variant_name(backend: str, precision: str) -> str:
+    return f"{'ort' if backend == 'ort-cpu' else backend}-{precision}"
+
+
+def verified(manifest: Manifest, name: str) -> bool:
+    """Whether the manifest records that variant ``name`` passed its restoration check."""
+    record = manifest.data.get("variants", {}).get(name)
+    return isinstance(record, dict) and record.get("passed") is True
+
+
+def check_precision(manifest: Manifest, backend: str, precision: str, must_be_verified: bool = True) -> None:
+    """A precision the backend runs and, if reduced on the CPU, the manifest verified
+    (``must_be_verified=False``: what ``diip-variants`` opens to verify it)."""
+    if backend == "openvino" and precision not in ("fp32", "bf16"):
+        raise ValueError(f"--backend openvino runs fp32 or bf16, not {precision}")
+    if precision == "bf16":
+        if backend != "openvino":
+            raise ValueError("--precision bf16 runs on --backend openvino")
+        if must_be_verified and not verified(manifest, variant_name(backend, precision)):
+            raise ManifestError(
+                f"{manifest.root}: bf16 is not verified for this export (run diip-variants {manifest.root})"
+            )
+
+
+def resolve_precision(manifest: Manifest, backend: str, precision: str) -> str:
+    """``auto``: bf16 on OpenVINO where verified and native here, else fp32."""
+    if precision != "auto":
+        check_precision(manifest, backend, precision)
+        return precision
+    if backend == "openvino" and verified(manifest, "openvino-bf16"):
+        from .openvino import cpu_has_bf16
+
+        if cpu_has_bf16():
+            return "bf16"
+    return "fp32"
+
+
+def _runner(manifest: Manifest, backend: str, precision: str, threads: Optional[int]) -> Runner:
+    path = manifest.graph_path("unet")
+    if backend == "openvino":
+        from .openvino import OpenVinoRunner
+
+        return OpenVinoRunner(path, precision, threads)
+    from .onnxruntime import OrtRunner
+
+    return OrtRunner(manifest.graph_path("unet_fp16") if precision == "fp16" else path, backend, threads)
+
+
+def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Optional[int], batch: int) -> float:
+    """The best of two timed UNet calls on ``batch`` tiles, after one warm-up call."""
+    key = (str(manifest.root.resolve()), backend, precision, threads, batch)
+    if key not in _TIMED:
+        t, c = manifest.tile_size, manifest.channels
+        feed = {
+            "sample": np.random.default_rng(0).standard_normal((batch, c, t, t)).astype(np.float32),
+            "timestep": np.full((batch,), manifest.chain_spec.timesteps[0], dtype=np.int64),
+        }
+        with _runner(manifest, backend, precision, threads) as runner:
+            runner.infer(feed)
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                runner.infer(feed)
+                times.append(time.perf_counter() - t0)
+        _TIMED[key] = min(times)
+    return _TIMED[key]
+
+
+def cpu_candidates(manifest: Manifest, precision: str, skipped: Dict[str, str]) -> List[Tuple[str, str]]:
+    """The (backend, precision) pairs ``auto`` may take on the CPU; why others are out goes
+    into ``skipped``."""
+    if precision not in ("auto", "bf16"):
+        return [("ort-cpu", precision)]
+    out = [REFERENCE] if precision == "auto" else []
+    for name, (backend, prec) in REDUCED.items():
+        from .openvino import cpu_has_bf16, unavailable_reason
+
+        why = (
+            unavailable_reason()
+            or (None if verified(manifest, name) else "not verified for this export (diip-variants)")
+            or (None if cpu_has_bf16() else "this CPU has no native bf16")
+        )
+        if why:
+            skipped[name] = why
+        else:
+            out.append((backend, prec))
+    if not out:
+        raise ManifestError(f"{manifest.root}: --precision bf16: {skipped.get('openvino-bf16')}")
+    return out
+
+
+def fastest_cpu_variant(
+    manifest: Manifest, precision: str, threads: Optional[int], skipped: Dict[str, str], batch: int
+) -> Tuple[str, str, Dict[str, float]]:
+    """(backend, precision, seconds per UNet call of each timed variant): the fastest of
+    the candidates here; a lone candidate is taken untimed."""
+    found = cpu_candidates(manifest, precision, skipped)
+    if len(found) == 1:
+        return found[0][0], found[0][1], {}
+    timed = {variant_name(b, p): unet_seconds(manifest, b, p, threads, batch) for b, p in found}
+    best = min(found, key=lambda bp: timed[variant_name(*bp)])
+    return best[0], best[1], timed
