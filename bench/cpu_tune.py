@@ -85,9 +85,94 @@ def record(args) -> dict:
     return {"iters": args.iters, "crop": args.crop, "runs": runs}
 
 
+def choose(args) -> dict:
+    """The overlap, the early guard iteration and the iteration cap, each by its rule,
+    with the scores that chose them (training photos only)."""
+    from diip_deploy.bench.tune import score
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.images.tiling import plan_tiles
+    from diip_deploy.runtime.optimise.guard import keeps_restoration
+
+    manifest = load_manifest(args.export)
+    rule = manifest.settings()
+    runs = [r for r in json.loads(args.histories.read_text())["runs"] if r["lr"] == rule.lr]
+    out: dict = {"lr": rule.lr, "split": "training photos only", "runs": len(runs)}
+
+    # 1. iteration cap, on diip-tune's crop histories (64 crops a task, run to 150)
+    crops = json.loads(args.crop_histories.read_text())
+    caps = {}
+    for cap in (60, 80, 90, 100, 110, 120, 150):
+        cut = dict(
+            crops,
+            samples=[{**s, **{k: s[k][:cap] for k in ("loss", "laplacian_var", "psnr")}} for s in crops["samples"]],
+        )
+        caps[cap] = {t: v["auto"] for t, v in score(cut, {**manifest.defaults, "max_iters": cap}).items()}
+    full = caps[150]["noise25"]
+    cap = min(c for c, sc in caps.items() if sc["noise25"] >= full - args.max_loss_db / 2)
+    out["max_iters"] = {
+        "chosen": cap,
+        "noise25_auto_psnr_by_cap": {c: sc["noise25"] for c, sc in caps.items()},
+        "rule": f"smallest cap whose crop auto-stop PSNR on noise25 is within {args.max_loss_db / 2} dB of 150's",
+    }
+
+    # 2. overlap: fewest tiles whose regions restore as well (PSNR at the cap) with seams no worse
+    k = min(cap, min(len(r["psnr"]) for r in runs)) - 1
+    by_overlap = {}
+    for o in sorted({r["overlap"] for r in runs}):
+        noise = [r for r in runs if r["overlap"] == o and r["task"] == "noise25"]
+        seams = [[x for x in r["seam"] if x is not None][-1] / r["clean_seam"] for r in noise]
+        by_overlap[o] = {
+            "noise25_psnr": round(float(np.mean([r["psnr"][k] for r in noise])), 3),
+            "seam_ratio_vs_clean": round(float(np.mean(seams)), 3),
+            "tiles_512x384": len(plan_tiles(384, 512, manifest.tile_size, o)),
+        }
+    widest = max(by_overlap)
+    ok = [
+        o
+        for o, v in by_overlap.items()
+        if v["noise25_psnr"] >= by_overlap[widest]["noise25_psnr"] - args.max_loss_db
+        and v["seam_ratio_vs_clean"] <= by_overlap[widest]["seam_ratio_vs_clean"] + 0.05
+    ]
+    overlap = min(ok, key=lambda o: by_overlap[o]["tiles_512x384"])
+    out["tile_overlap"] = {
+        "chosen": overlap,
+        "at_iteration": k,
+        "scores": by_overlap,
+        "rule": f"fewest tiles within {args.max_loss_db} dB of overlap {widest}, seams within 0.05",
+    }
+
+    # 3. early guard: the first iteration whose decision matches the final one on every run
+    limit = rule.residual_guard
+
+    def decision(r, i):
+        return keeps_restoration(r["corr"][i], limit)
+
+    agree = {}
+    for g in (8, 12, 16, 20, 24, 32, 40):
+        agree[g] = {
+            "agrees": all(decision(r, g - 1) == decision(r, -1) for r in runs),
+            "noise25_max_corr": round(max(r["corr"][g - 1] for r in runs if r["task"] == "noise25"), 3),
+            "jpeg10_min_corr": round(min(r["corr"][g - 1] for r in runs if r["task"] == "jpeg10"), 3),
+        }
+    margin = 0.8 * limit  # a kept region must be clearly kept: its correlation still falls
+    good = [g for g, v in agree.items() if v["agrees"] and v["noise25_max_corr"] <= margin]
+    out["guard_at"] = {
+        "chosen": min(good) if good else 0,
+        "residual_guard": limit,
+        "scores": agree,
+        "rule": f"first iteration where every run's early decision is its final one, noise below {margin:.2f}",
+    }
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("record",))
+    ap.add_argument("mode", choices=("record", "choose"))
+    ap.add_argument("--histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
+    ap.add_argument("--crop-histories", type=Path, default=REPO / "bench" / "results" / "tune_histories.json")
+    ap.add_argument("--max-loss-db", type=float, default=0.1)
+    ap.add_argument("--write", action="store_true", help="write the choice into the export's manifest")
     ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
     ap.add_argument("--photos", default="skimage/astronaut,skimage/motorcycle_left")
     ap.add_argument("--tasks", default="noise25,jpeg10")
@@ -97,8 +182,22 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
     args = ap.parse_args()
-    record(args)
-    print(f"wrote {args.out}", file=sys.stderr)
+    if args.mode == "record":
+        record(args)
+        print(f"wrote {args.out}", file=sys.stderr)
+        return
+    choice = choose(args)
+    out = args.out.with_name("cpu_tune_choice.json") if args.out.name.endswith("histories.json") else args.out
+    out.write_text(json.dumps(choice, indent=1) + "\n")
+    if args.write:
+        from diip_deploy.manifest import read_data, set_defaults, write_manifest
+
+        data = read_data(args.export)
+        chosen = {k: choice[k]["chosen"] for k in ("max_iters", "tile_overlap", "guard_at")}
+        set_defaults(data, {**data["defaults"], **chosen})
+        data.setdefault("validation", {})["cpu_speed"] = {"tool": "bench/cpu_tune.py choose", **choice}
+        write_manifest(args.export, data)
+        print(f"wrote {chosen} into {args.export}/manifest.json", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -235,7 +235,7 @@ class RestoreSettings:
         manifest=False,
     )
     tile_overlap: Optional[int] = option(
-        None, "tiles", "Overlap between tiles. Default: a quarter of the tile.", min=0, manifest=False
+        None, "tiles", "Overlap between tiles, in pixels. Default: the export's, else a quarter of the tile.", min=0
     )
     batch: Optional[int] = option(
         None,

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# --backend auto keeps its CPU variant timings per machine; the tests keep theirs apart
+os.environ["DIIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="diip-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_STEPS = 2

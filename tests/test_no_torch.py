@@ -12,7 +12,9 @@ RUNTIME_MODULES = (
     "diip_deploy.settings, diip_deploy.manifest, diip_deploy.cli_common, "
     "diip_deploy.runtime, diip_deploy.runtime.commands.cli, diip_deploy.runtime.restorer, "
     "diip_deploy.runtime.commands.ray_runner, diip_deploy.runtime.optimise.joint, "
-    "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling"
+    "diip_deploy.runtime.backends.tensorrt, diip_deploy.runtime.images.outputs, diip_deploy.runtime.images.tiling, "
+    "diip_deploy.runtime.backends.openvino, diip_deploy.runtime.backends.cpu_variants, "
+    "diip_deploy.runtime.commands.progress"
 )
 
 # A meta-path finder that records every attempt to import torch or diffusers and refuses it.

@@ -17,7 +17,7 @@ import click
 
 from ..cli_common import CommandError, OneLineErrors
 from ..manifest import ManifestError, load_manifest, read_data, write_manifest
-from ..runtime.backends.cpu_variants import REDUCED, unet_seconds, variant_name
+from ..runtime.backends.cpu_variants import REDUCED, machine_name, unet_seconds, variant_name
 from ..runtime.backends.select import CPU_BATCH, backend_unavailable_reason
 from .degrade import TASKS
 from .tune import record, score
@@ -80,23 +80,11 @@ def verify(
             "stop_rule": "the manifest's defaults",
             "speed_vs_ort_fp32": round(ref_s / var_s, 3),
             "unet_call_ms": {"ort-fp32": round(ref_s * 1000, 1), name: round(var_s * 1000, 1)},
-            "measured_on": _cpu_name(),
+            "measured_on": machine_name(),
         }
         verdict = "passed" if out[name]["passed"] else "FAILED (not shipped)"
         log(f"{name}: worst |delta| {worst:.3f} dB, {ref_s / var_s:.2f}x fp32's speed: {verdict}")
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def write_variants(export_dir: Path, records: Dict[str, Any]) -> None:

@@ -6,13 +6,18 @@ reduced-precision variant runs only where ``diip-variants`` restored validation 
 with it within tolerance of fp32 and wrote ``variants.<name>.passed`` into the manifest,
 so no run is silently less accurate than the export says.  Which verified variant is
 fastest depends on the CPU (bf16 pays only with native bf16), so ``--backend auto`` times
-one UNet call of each here, once per process, rather than trusting a number measured
-elsewhere.
+one UNet call of each here rather than trusting a number measured elsewhere, once per
+machine: the timings are kept in a cache file (``DIIP_CACHE_DIR``, else
+``~/.cache/diip-deploy``), so the same machine makes the same choice run after run and
+the same inputs and options give the same outputs.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -73,6 +78,47 @@ def _runner(manifest: Manifest, backend: str, precision: str, threads: Optional[
     return OrtRunner(manifest.graph_path("unet_fp16") if precision == "fp16" else path, backend, threads)
 
 
+def _cache_file() -> Path:
+    return Path(os.environ.get("DIIP_CACHE_DIR") or Path.home() / ".cache" / "diip-deploy") / "cpu_variants.json"
+
+
+def machine_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def timed_on_this_machine(
+    manifest: Manifest, backend: str, precision: str, threads: Optional[int], batch: int
+) -> float:
+    """``unet_seconds``, measured once per machine, model, variant, threads and batch and
+    kept in the cache file (a cache that cannot be read or written is only slower)."""
+    model = manifest.graphs["unet"]["sha256"][:16]
+    key = "|".join([model, machine_name(), variant_name(backend, precision), str(threads), str(batch)])
+    path = _cache_file()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict) or not isinstance(cache.get(key), (int, float)):
+        cache = cache if isinstance(cache, dict) else {}
+        cache[key] = unet_seconds(manifest, backend, precision, threads, batch)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return float(cache[key])
+
+
 def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Optional[int], batch: int) -> float:
     """The best of two timed UNet calls on ``batch`` tiles, after one warm-up call."""
     key = (str(manifest.root.resolve()), backend, precision, threads, batch)
@@ -124,6 +170,6 @@ def fastest_cpu_variant(
     found = cpu_candidates(manifest, precision, skipped)
     if len(found) == 1:
         return found[0][0], found[0][1], {}
-    timed = {variant_name(b, p): unet_seconds(manifest, b, p, threads, batch) for b, p in found}
+    timed = {variant_name(b, p): timed_on_this_machine(manifest, b, p, threads, batch) for b, p in found}
     best = min(found, key=lambda bp: timed[variant_name(*bp)])
     return best[0], best[1], timed

@@ -16,12 +16,12 @@ is an optional extra (``pip install '.[ray]'``); nothing else imports this modul
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ...manifest import load_manifest
-from ..backends.select import GPU_BACKENDS
+from ..backends.select import GPU_BACKENDS, select_backend
 from ..images.layout import ImageAssembly, ImageLayout, ImageTiling
 from ..images.outputs import Job
 from ..restorer import OpenRestorers, Restorer
@@ -169,6 +169,16 @@ def _tasks(
             yield UnitTask(n, k)
 
 
+def same_variant_everywhere(on: RunOn, manifest: Any, precision: str, ray: Any) -> RunOn:
+    """On a CPU cluster, ``auto`` resolved once, here, and sent to every actor: actors on
+    other CPUs would otherwise time and pick variants of their own, and the outputs would
+    depend on which machine restored what."""
+    if on.backend != "auto" or precision != "auto" or ray.cluster_resources().get("GPU", 0):
+        return on
+    sel = select_backend(manifest, "auto", "auto", on.threads)
+    return replace(on, backend=sel.backend, options={**on.options, "precision": sel.precision})
+
+
 def run_jobs(
     jobs: List[Job],
     on: RunOn,
@@ -187,6 +197,7 @@ def run_jobs(
 
     ray = connect(address, None)
     manifest, settings = Restorer.check(on.model_dir, load_manifest(on.model_dir), **on.options)
+    on = same_variant_everywhere(on, manifest, settings.precision, ray)
     tiling = ImageTiling(manifest, settings)
     steps = len(manifest.chain_spec.timesteps)
     gpu = on.backend in GPU_BACKENDS
