@@ -69,3 +69,20 @@ def test_restores_a_noisy_held_out_photo(tmp_path):
     before, after = psnr(clean, load_image(noisy)), psnr(clean, load_image(tmp_path / "chelsea_noise25.png"))
     rep = json.loads((tmp_path / "chelsea_noise25.json").read_text())
     assert after > before + 2.0, (before, after, rep["stop_iteration"], rep["stop_reason"])
+
+
+def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
+    """Every default the CPU work changed is in the manifest with the scores that chose it,
+    and a reduced-precision variant it lists as passed is within its tolerance."""
+    from diip_deploy.runtime import load_manifest
+    from diip_deploy.runtime.images.tiling import plan_tiles
+
+    m = load_manifest(EXPORT)
+    chosen = m.data["validation"]["cpu_speed"]
+    for name in ("max_iters", "tile_overlap", "guard_at"):
+        assert m.defaults[name] == chosen[name]["chosen"], name
+    assert "training photos" in chosen["split"]
+    assert len(plan_tiles(384, 512, m.tile_size, m.defaults["tile_overlap"])) == 63
+    for name, record in m.data.get("variants", {}).items():
+        assert record["passed"] == (record["worst_delta_db"] <= record["tolerance_db"]), name
+        assert "training photos" in record["split"] and record["crops_per_task"] >= 8
