@@ -217,3 +217,18 @@ def test_run_help_lists_openvino_and_guard_at():
     p = subprocess.run([sys.executable, "-m", "diip_deploy.runtime.commands.cli", "-h"], text=True, capture_output=True)
     assert p.returncode == 0 and "openvino" in p.stdout and "--guard-at" in p.stdout and "bf16" in p.stdout
     json.dumps(p.stdout)
+
+
+def test_photo_row_restores_and_checks_its_eta(tiny_export):
+    """The benchmark's whole-photo row: PSNR in and out, the stop, and the ETA read at 10%
+    of the work against the time the run really took from there (run to the cap, the ETA
+    counts the same work that is left)."""
+    from diip_deploy.bench.cpu_speed import photo_row
+
+    clean = np.random.default_rng(0).uniform(0, 1, (40, 40, 3))
+    damaged = np.clip(clean + np.random.default_rng(1).normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)
+    row = photo_row(str(tiny_export), clean, damaged, "ort-cpu", 1, {"max_iters": 20, "stop": "none"})
+    assert row["tiles"] > 1 and row["stop"] == 19 and row["stop_reason"] == "max_iters"
+    assert row["input_psnr"] > 0 and row["output_psnr"] > 0 and row["seconds"] > 0
+    assert row["eta_at_10pct_s"] is not None and row["actual_remaining_s"] is not None
+    assert row["settings"] == {"max_iters": 20, "stop": "none"}

@@ -197,7 +197,7 @@ def photo_row(
 
     with Restorer(export_dir, backend, threads, **options) as r:
         layout = r.layout(damaged)
-        clock = WorkClock(layout, r.settings.max_iters)
+        clock = WorkClock(len(layout.plan), r.settings.max_iters)
         seen: Dict[str, Optional[float]] = {"eta": None, "at": None}
 
         def listen(info: Dict[str, Any]) -> None:
