@@ -191,9 +191,32 @@ def choose(args) -> dict:
     return out
 
 
+def heldout(args) -> dict:
+    """diip-tune's held-out crop scores (recorded to 150 in fp32) under the defaults this
+    issue started from and under the shipped ones: a report, never a choice.  Crops are
+    one tile each, so the overlap does not enter, and diip-tune's score has no guard."""
+    from diip_deploy.bench.tune import score
+    from diip_deploy.manifest import load_manifest
+
+    h = json.loads(args.heldout_histories.read_text())
+    shipped = load_manifest(args.export).defaults
+    crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
+    out = {"histories": str(args.heldout_histories.relative_to(REPO)), "crops_per_task": h["n_per_task"]}
+    for name, cap in (("before", 150), ("shipped", shipped["max_iters"])):
+        cut = dict(
+            h, samples=[{**s, **{k: s[k][:cap] for k in ("loss", "laplacian_var", "psnr")}} for s in h["samples"]]
+        )
+        out[name] = {"max_iters": cap, "scores": score(cut, {**crop_rule, "max_iters": cap})}
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("record", "choose"))
+    ap.add_argument("mode", choices=("record", "choose", "heldout"))
+    ap.add_argument(
+        "--heldout-histories", type=Path, default=REPO / "bench" / "results" / "tune_heldout_histories.json"
+    )
     ap.add_argument("--histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
     ap.add_argument("--crop-histories", type=Path, default=REPO / "bench" / "results" / "tune_histories.json")
     ap.add_argument("--max-loss-db", type=float, default=0.1)
@@ -210,6 +233,9 @@ def main() -> None:
     if args.mode == "record":
         record(args)
         print(f"wrote {args.out}", file=sys.stderr)
+        return
+    if args.mode == "heldout":
+        (REPO / "bench" / "results" / "cpu_heldout_scores.json").write_text(json.dumps(heldout(args), indent=1) + "\n")
         return
     choice = choose(args)
     out = args.out.with_name("cpu_tune_choice.json") if args.out.name.endswith("histories.json") else args.out
