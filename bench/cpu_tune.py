@@ -85,6 +85,12 @@ def record(args) -> dict:
     return {"iters": args.iters, "crop": args.crop, "runs": runs}
 
 
+def up_to(histories: dict, cap: int) -> dict:
+    """Recorded crop histories as if the run had stopped at ``cap`` iterations."""
+    keys = ("loss", "laplacian_var", "psnr")
+    return dict(histories, samples=[{**s, **{k: s[k][:cap] for k in keys}} for s in histories["samples"]])
+
+
 def choose(args) -> dict:
     """The overlap, the early guard iteration and the iteration cap, each by its rule,
     with the scores that chose them (training photos only)."""
@@ -102,10 +108,7 @@ def choose(args) -> dict:
     crops = json.loads(args.crop_histories.read_text())
     caps = {}
     for cap in (60, 80, 90, 100, 110, 120, 150):
-        cut = dict(
-            crops,
-            samples=[{**s, **{k: s[k][:cap] for k in ("loss", "laplacian_var", "psnr")}} for s in crops["samples"]],
-        )
+        cut = up_to(crops, cap)
         caps[cap] = {t: v["auto"] for t, v in score(cut, {**manifest.defaults, "max_iters": cap}).items()}
     full = caps[150]["noise25"]
     cap = min(c for c, sc in caps.items() if sc["noise25"] >= full - args.max_loss_db / 2)
@@ -203,9 +206,7 @@ def heldout(args) -> dict:
     crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
     out = {"histories": str(args.heldout_histories.relative_to(REPO)), "crops_per_task": h["n_per_task"]}
     for name, cap in (("before", 150), ("shipped", shipped["max_iters"])):
-        cut = dict(
-            h, samples=[{**s, **{k: s[k][:cap] for k in ("loss", "laplacian_var", "psnr")}} for s in h["samples"]]
-        )
+        cut = up_to(h, cap)
         out[name] = {"max_iters": cap, "scores": score(cut, {**crop_rule, "max_iters": cap})}
     print(json.dumps(out, indent=1))
     return out
