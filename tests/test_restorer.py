@@ -149,6 +149,7 @@ def test_progress_shows_tiles_iterations_and_eta(tiny_export, tmp_path):
         [png, "--model", tiny_export, "--out", tmp_path / "o2", "--tile", 16, "--max-iters", 3, "--steps-per-report", 1]
     )
     assert "(9 tiles): iteration 2/3" in r.output
+    assert "iteration 1/3" in r.output and "ETA at most" in r.output  # one region: iterations, with an ETA
 
 
 def test_regions_bound_the_joint_stop_and_do_not_depend_on_batch(tiny_export):

@@ -31,7 +31,7 @@ def restore_job(
         tiles = len(layout.plan)
         by_tile = restorer.settings.stop_scope == "tile" or len(layout.units) > 1  # count tiles, not iterations
         desc = job.source.name if tiles == 1 else f"{job.source.name} ({tiles} tiles)"
-        bar = ProgressBar(tiles if by_tile else 1, restorer.settings.max_iters, desc, progress_every)
+        bar = ProgressBar(tiles if by_tile else 1, restorer.settings.max_iters, desc, progress_every, tiles)
     try:
         restored, report = restorer.restore_layout(layout, callback=bar)
     finally:

@@ -70,7 +70,9 @@ class ProgressBar:
     many, tiles done / total with the iteration, loss and an ETA.  A tqdm bar on a
     terminal; elsewhere (logs, CI) one plain line every ``every`` iterations."""
 
-    def __init__(self, tiles: int, max_iters: int, desc: str, every: int = 10):
+    def __init__(self, tiles: int, max_iters: int, desc: str, every: int = 10, work_tiles: Optional[int] = None):
+        """``tiles``: 1 to count iterations (one region), else tiles; ``work_tiles``: the
+        image's tiles, which the ETA counts (default ``tiles``)."""
         from tqdm import tqdm
 
         self.single = tiles == 1
@@ -89,7 +91,7 @@ class ProgressBar:
         )
         self.n = 0
         self.calls = 0
-        self.clock = WorkClock(tiles, max_iters)
+        self.clock = WorkClock(work_tiles or tiles, max_iters)
 
     def __call__(self, info: Dict[str, Any]) -> None:
         self.calls += 1
@@ -104,7 +106,8 @@ class ProgressBar:
             self.bar.set_postfix_str(text, refresh=False)
             self.bar.update(self.n - self.bar.n)
         elif self.single:
-            print(f"{self.desc}: iteration {self.n - 1}/{self.total} {text}", file=sys.stderr, flush=True)
+            eta = f", ETA at most {_eta(self.clock.eta())}" if self.n > 1 else ""
+            print(f"{self.desc}: iteration {self.n - 1}/{self.total} {text}{eta}", file=sys.stderr, flush=True)
         else:
             eta = f", {self.clock.fraction:.0%} of the work, ETA at most {_eta(self.clock.eta())}"
             print(f"{self.desc}: tiles {self.n}/{self.total} {text}{eta}", file=sys.stderr, flush=True)
