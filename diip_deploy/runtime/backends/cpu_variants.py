@@ -124,7 +124,7 @@ def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Opti
     key = (str(manifest.root.resolve()), backend, precision, threads, batch)
     if key not in _TIMED:
         t, c = manifest.tile_size, manifest.channels
-        feed = {
+        feed: Dict[str, np.ndarray] = {
             "sample": np.random.default_rng(0).standard_normal((batch, c, t, t)).astype(np.float32),
             "timestep": np.full((batch,), manifest.chain_spec.timesteps[0], dtype=np.int64),
         }

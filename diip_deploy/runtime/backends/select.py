@@ -51,8 +51,9 @@ class Selection:
         why = "; ".join(f"{b}: {r}" for b, r in self.skipped.items())
         timed = ", ".join(f"{v} {s * 1000:.0f} ms" for v, s in self.timed.items())
         return (
-            f"backend {self.backend} ({self.precision})"
+            f"backend {self.backend}"
             + (f" (skipped {why})" if why else "")
+            + f", precision {self.precision}"
             + (f" (one UNet call: {timed})" if timed else "")
         )
 

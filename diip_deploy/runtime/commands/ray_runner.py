@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ...manifest import load_manifest
+from ..backends.cpu_variants import resolve_precision
 from ..backends.select import GPU_BACKENDS, select_backend
 from ..images.layout import ImageAssembly, ImageLayout, ImageTiling
 from ..images.outputs import Job
@@ -170,13 +171,19 @@ def _tasks(
 
 
 def same_variant_everywhere(on: RunOn, manifest: Any, precision: str, ray: Any) -> RunOn:
-    """On a CPU cluster, ``auto`` resolved once, here, and sent to every actor: actors on
-    other CPUs would otherwise time and pick variants of their own, and the outputs would
-    depend on which machine restored what."""
-    if on.backend != "auto" or precision != "auto" or ray.cluster_resources().get("GPU", 0):
+    """The precision (and on a CPU cluster the backend) resolved once, here, and sent to
+    every actor: actors on other CPUs would otherwise time and pick variants of their
+    own, the outputs would depend on which machine restored what, and the driver's
+    report of a split photo would not say what ran.  GPU backends run fp32 unless asked."""
+    if precision != "auto":
         return on
-    sel = select_backend(manifest, "auto", "auto", on.threads)
-    return replace(on, backend=sel.backend, options={**on.options, "precision": sel.precision})
+    backend = on.backend
+    if backend == "auto" and not ray.cluster_resources().get("GPU", 0):
+        sel = select_backend(manifest, "auto", "auto", on.threads)
+        backend, precision = sel.backend, sel.precision
+    else:
+        precision = resolve_precision(manifest, backend, "auto") if backend != "auto" else "fp32"
+    return replace(on, backend=backend, options={**on.options, "precision": precision})
 
 
 def run_jobs(
@@ -198,6 +205,7 @@ def run_jobs(
     ray = connect(address, None)
     manifest, settings = Restorer.check(on.model_dir, load_manifest(on.model_dir), **on.options)
     on = same_variant_everywhere(on, manifest, settings.precision, ray)
+    manifest, settings = Restorer.check(on.model_dir, manifest, **on.options)  # the precision every actor runs
     tiling = ImageTiling(manifest, settings)
     steps = len(manifest.chain_spec.timesteps)
     gpu = on.backend in GPU_BACKENDS
