@@ -72,20 +72,13 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def unet_feed(manifest: Any, batch: int) -> Dict[str, np.ndarray]:
-    t, c = manifest.tile_size, manifest.channels
-    return {
-        "sample": np.random.default_rng(0).standard_normal((batch, c, t, t)).astype(np.float32),
-        "timestep": np.full((batch,), manifest.chain_spec.timesteps[0], dtype=np.int64),
-    }
-
-
 def unet_rows(
     manifest: Any, variants: Sequence[str], threads: int, batch: int, rounds: int, peak: float
 ) -> Dict[str, Dict[str, Any]]:
     """One UNet call of ``batch`` tiles per variant: ms, GFLOP/s, share of the sgemm peak,
     speed against ort-fp32 and the relative error of its output against ort-fp32's; the
     variants take turns, round after round."""
+    from ..runtime.backends.cpu_variants import unet_feed
     from ..runtime.backends.select import make_runner
 
     feed = unet_feed(manifest, batch)

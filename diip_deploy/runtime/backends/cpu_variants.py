@@ -23,7 +23,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...manifest import Manifest, ManifestError
-from .base import Runner
 
 REFERENCE = ("ort-cpu", "fp32")
 REDUCED = {"openvino-bf16": ("openvino", "bf16")}  # what diip-variants verifies
@@ -67,15 +66,14 @@ def resolve_precision(manifest: Manifest, backend: str, precision: str) -> str:
     return "fp32"
 
 
-def _runner(manifest: Manifest, backend: str, precision: str, threads: Optional[int]) -> Runner:
-    path = manifest.graph_path("unet")
-    if backend == "openvino":
-        from .openvino import OpenVinoRunner
-
-        return OpenVinoRunner(path, precision, threads)
-    from .onnxruntime import OrtRunner
-
-    return OrtRunner(manifest.graph_path("unet_fp16") if precision == "fp16" else path, backend, threads)
+def unet_feed(manifest: Manifest, batch: int) -> Dict[str, np.ndarray]:
+    """``batch`` seeded random tiles of the model's tile size at its first timestep: what a
+    UNet call is timed on, here and in the CPU benchmark."""
+    t, c = manifest.tile_size, manifest.channels
+    return {
+        "sample": np.random.default_rng(0).standard_normal((batch, c, t, t)).astype(np.float32),
+        "timestep": np.full((batch,), manifest.chain_spec.timesteps[0], dtype=np.int64),
+    }
 
 
 def _cache_file() -> Path:
@@ -123,12 +121,12 @@ def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Opti
     """The best of two timed UNet calls on ``batch`` tiles, after one warm-up call."""
     key = (str(manifest.root.resolve()), backend, precision, threads, batch)
     if key not in _TIMED:
-        t, c = manifest.tile_size, manifest.channels
-        feed: Dict[str, np.ndarray] = {
-            "sample": np.random.default_rng(0).standard_normal((batch, c, t, t)).astype(np.float32),
-            "timestep": np.full((batch,), manifest.chain_spec.timesteps[0], dtype=np.int64),
-        }
-        with _runner(manifest, backend, precision, threads) as runner:
+        from .select import graph_at, make_runner  # select imports this module
+
+        feed = unet_feed(manifest, batch)
+        with make_runner(
+            manifest, backend, graph_at(manifest, "unet", precision), threads, precision=precision
+        ) as runner:
             runner.infer(feed)
             times = []
             for _ in range(2):
