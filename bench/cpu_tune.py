@@ -41,7 +41,14 @@ def record(args) -> dict:
     runs = []
     for lr, overlap in [(float(a), int(b)) for a, b in (c.split("@") for c in args.configs.split(","))]:
         r = Restorer(
-            args.export, "ort-cpu", args.threads, stop="none", max_iters=args.iters, lr=lr, tile_overlap=overlap
+            args.export,
+            "ort-cpu",
+            args.threads,
+            stop="none",
+            max_iters=args.iters,
+            lr=lr,
+            tile_overlap=overlap,
+            guard_at=0,  # whole histories: the early guard is what they choose
         )
         for task in args.tasks.split(","):
             for i, name in enumerate(names):
@@ -66,6 +73,8 @@ def record(args) -> dict:
                     "task": task,
                     "photo": name,
                     "lr": lr,
+                    "adam_beta1": r.settings.adam_beta1,
+                    "adam_beta2": r.settings.adam_beta2,
                     "overlap": overlap,
                     "tiles": len(layout.plan),
                     "input_psnr": round(psnr(clean, damaged), 4),
@@ -91,6 +100,18 @@ def up_to(histories: dict, cap: int) -> dict:
     return dict(histories, samples=[{**s, **{k: s[k][:cap] for k in keys}} for s in histories["samples"]])
 
 
+def _same_optimiser(run: dict, rule) -> bool:
+    """Whether recorded runs (or a choice) used the rule's learning rate and Adam betas
+    (runs recorded before the betas were a setting used torch's, 0.9 and 0.999); ``rule``
+    is settings or a dict of them."""
+
+    def get(obj, name, default=None):
+        return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name)
+
+    ours = (get(run, "lr"), get(run, "adam_beta1", 0.9), get(run, "adam_beta2", 0.999))
+    return ours == (get(rule, "lr"), get(rule, "adam_beta1", 0.9), get(rule, "adam_beta2", 0.999))
+
+
 def choose(args) -> dict:
     """The overlap, the early guard iteration and the iteration cap, each by its rule,
     with the scores that chose them (training photos only)."""
@@ -101,48 +122,93 @@ def choose(args) -> dict:
 
     manifest = load_manifest(args.export)
     rule = manifest.settings()
-    runs = [r for r in json.loads(args.histories.read_text())["runs"] if r["lr"] == rule.lr]
+    runs = [r for r in json.loads(args.histories.read_text())["runs"] if _same_optimiser(r, rule)]
     out: dict = {"lr": rule.lr, "split": "training photos only", "runs": len(runs)}
 
-    # 1. iteration cap, on diip-tune's crop histories (64 crops a task, run to 150)
-    crops = json.loads(args.crop_histories.read_text())
-    caps = {}
-    for cap in (60, 80, 90, 100, 110, 120, 150):
-        cut = up_to(crops, cap)
-        caps[cap] = {t: v["auto"] for t, v in score(cut, {**manifest.defaults, "max_iters": cap}).items()}
-    full = caps[150]["noise25"]
-    cap = min(c for c, sc in caps.items() if sc["noise25"] >= full - args.max_loss_db / 2)
-    out["max_iters"] = {
-        "chosen": cap,
-        "noise25_auto_psnr_by_cap": {c: sc["noise25"] for c, sc in caps.items()},
-        "rule": f"smallest cap whose crop auto-stop PSNR on noise25 is within {args.max_loss_db / 2} dB of 150's",
-    }
-
-    # 2. overlap: fewest tiles whose regions restore as well (PSNR at the cap) with seams no worse
-    k = min(cap, min(len(r["psnr"]) for r in runs)) - 1
-    by_overlap = {}
-    for o in sorted({r["overlap"] for r in runs}):
-        noise = [r for r in runs if r["overlap"] == o and r["task"] == "noise25"]
-        seams = [[x for x in r["seam"] if x is not None][-1] / r["clean_seam"] for r in noise]
-        by_overlap[o] = {
-            "noise25_psnr": round(float(np.mean([r["psnr"][k] for r in noise])), 3),
-            "seam_ratio_vs_clean": round(float(np.mean(seams)), 3),
-            "tiles_512x384": len(plan_tiles(384, 512, manifest.tile_size, o)),
+    # 1. iteration cap: the optimiser's choice where it chose the shipped optimiser, else on
+    # diip-tune's crop histories (64 crops a task, run to 150)
+    picked = json.loads(args.optimiser_choice.read_text()) if args.optimiser_choice.exists() else None
+    from_optimiser = picked is not None and _same_optimiser(picked["chosen"], rule)
+    if from_optimiser:
+        out["max_iters"] = {
+            "chosen": picked["chosen"]["max_iters"],
+            "from": "bench/cpu_tune.py optimiser (validation.cpu_speed.optimiser)",
+            "rule": picked["rule"],
         }
-    widest = max(by_overlap)
-    ok = [
-        o
-        for o, v in by_overlap.items()
-        if v["noise25_psnr"] >= by_overlap[widest]["noise25_psnr"] - args.max_loss_db
-        and v["seam_ratio_vs_clean"] <= by_overlap[widest]["seam_ratio_vs_clean"] + 0.05
-    ]
-    overlap = min(ok, key=lambda o: by_overlap[o]["tiles_512x384"])
-    out["tile_overlap"] = {
-        "chosen": overlap,
-        "at_iteration": k,
-        "scores": by_overlap,
-        "rule": f"fewest tiles within {args.max_loss_db} dB of overlap {widest}, seams within 0.05",
-    }
+        cap = picked["chosen"]["max_iters"]
+    else:
+        crops = json.loads(args.crop_histories.read_text())
+        caps = {}
+        for cap in (60, 80, 90, 100, 110, 120, 150):
+            cut = up_to(crops, cap)
+            caps[cap] = {t: v["auto"] for t, v in score(cut, {**manifest.defaults, "max_iters": cap}).items()}
+        full = caps[150]["noise25"]
+        cap = min(c for c, sc in caps.items() if sc["noise25"] >= full - args.max_loss_db / 2)
+        out["max_iters"] = {
+            "chosen": cap,
+            "noise25_auto_psnr_by_cap": {c: sc["noise25"] for c, sc in caps.items()},
+            "rule": f"smallest cap whose crop auto-stop PSNR on noise25 is within {args.max_loss_db / 2} dB of 150's",
+        }
+
+    # 2. overlap: fewest tiles whose regions restore as well (PSNR at the cap) with seams no
+    # worse; with one overlap recorded, the earlier choice stands
+    overlaps = sorted({r["overlap"] for r in runs})
+    earlier = manifest.data.get("validation", {}).get("cpu_speed", {}).get("tile_overlap")
+    if len(overlaps) == 1 and earlier is not None:
+        out["tile_overlap"] = {**earlier, "note": "chosen on the region histories of the optimiser before"}
+        overlap = earlier["chosen"]
+    else:
+        k = min(cap, min(len(r["psnr"]) for r in runs)) - 1
+        by_overlap = {}
+        for o in sorted({r["overlap"] for r in runs}):
+            noise = [r for r in runs if r["overlap"] == o and r["task"] == "noise25"]
+            seams = [[x for x in r["seam"] if x is not None][-1] / r["clean_seam"] for r in noise]
+            by_overlap[o] = {
+                "noise25_psnr": round(float(np.mean([r["psnr"][k] for r in noise])), 3),
+                "seam_ratio_vs_clean": round(float(np.mean(seams)), 3),
+                "tiles_512x384": len(plan_tiles(384, 512, manifest.tile_size, o)),
+            }
+        widest = max(by_overlap)
+        ok = [
+            o
+            for o, v in by_overlap.items()
+            if v["noise25_psnr"] >= by_overlap[widest]["noise25_psnr"] - args.max_loss_db
+            and v["seam_ratio_vs_clean"] <= by_overlap[widest]["seam_ratio_vs_clean"] + 0.05
+        ]
+        overlap = min(ok, key=lambda o: by_overlap[o]["tiles_512x384"])
+        out["tile_overlap"] = {
+            "chosen": overlap,
+            "at_iteration": k,
+            "scores": by_overlap,
+            "rule": f"fewest tiles within {args.max_loss_db} dB of overlap {widest}, seams within 0.05",
+        }
+
+    # 2b. the cap on regions too: a photo's region runs to the cap (its summed loss is smoother
+    # than a crop's), so the cap must restore the training regions' noise as well as the
+    # shipped optimiser did at its longest recorded run (--reference-histories)
+    if from_optimiser and args.reference_histories.exists():
+        ref_runs = [
+            r
+            for r in json.loads(args.reference_histories.read_text())["runs"]
+            if r["task"] == "noise25" and r["overlap"] == overlap and _same_optimiser(r, picked["reference"])
+        ]
+        new_runs = [r for r in runs if r["task"] == "noise25" and r["overlap"] == overlap]
+        ref_k = min(len(r["psnr"]) for r in ref_runs)
+        ref_psnr = float(np.mean([r["psnr"][ref_k - 1] for r in ref_runs]))
+        longest = min(len(r["psnr"]) for r in new_runs)
+        by_cap = {
+            c: round(float(np.mean([r["psnr"][c - 1] for r in new_runs])), 3) for c in range(cap, longest + 1, 10)
+        }
+        fits = [c for c, v in by_cap.items() if v >= ref_psnr - args.max_loss_db]
+        cap = min(fits) if fits else longest
+        out["max_iters"] = {
+            "chosen": cap,
+            "crop_cap": out["max_iters"],
+            "regions_noise25_psnr_by_cap": by_cap,
+            "reference_regions_noise25_psnr": {"iteration": ref_k, "psnr": round(ref_psnr, 3)},
+            "rule": f"the crop cap, raised in steps of 10 until the training regions' noise PSNR at the cap is "
+            f"within {args.max_loss_db} dB of the shipped optimiser's at its longest recorded run",
+        }
 
     # 3. early guard: the first iteration whose decision matches the final one on every run
     limit = rule.residual_guard
@@ -194,29 +260,140 @@ def choose(args) -> dict:
     return out
 
 
-def heldout(args) -> dict:
-    """diip-tune's held-out crop scores (recorded to 150 in fp32) under the defaults this
-    issue started from and under the shipped ones: a report, never a choice.  Crops are
-    one tile each, so the overlap does not enter, and diip-tune's score has no guard."""
+def candidate_settings(text: str) -> dict:
+    """'lr/beta1/beta2' -> the settings it names."""
+    lr, b1, b2 = (float(x) for x in text.split("/"))
+    return {"lr": lr, "adam_beta1": b1, "adam_beta2": b2}
+
+
+def optimiser(args) -> dict:
+    """Adam's learning rate and betas, chosen on diip-tune's training crops (fp32, run to
+    ``--iters`` with no stop), judged by the manifest's auto-stop PSNR at each cap: the
+    (candidate, cap) with the fewest iterations that restores noise as well as the shipped
+    optimiser at its cap, and JPEG no worse.  The first candidate is the shipped one."""
+    from diip_deploy.bench.tune import record as record_crops
     from diip_deploy.bench.tune import score
     from diip_deploy.manifest import load_manifest
 
-    h = json.loads(args.heldout_histories.read_text())
     shipped = load_manifest(args.export).defaults
     crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
-    out = {"histories": str(args.heldout_histories.relative_to(REPO)), "crops_per_task": h["n_per_task"]}
-    for name, cap in (("before", 150), ("shipped", shipped["max_iters"])):
-        cut = up_to(h, cap)
-        out[name] = {"max_iters": cap, "scores": score(cut, {**crop_rule, "max_iters": cap})}
+    path = args.optimiser_histories
+    kept = json.loads(path.read_text()) if path.exists() else {"histories": {}}
+    for text in args.candidates.split(","):
+        if text in kept["histories"]:
+            continue
+        given = candidate_settings(text)
+        h = record_crops(
+            args.export,
+            args.crops,
+            64,
+            args.tasks.split(","),
+            given["lr"],
+            args.iters,
+            8,
+            args.threads,
+            overrides={k: v for k, v in given.items() if k != "lr"},
+            log=lambda m: print(m, file=sys.stderr),
+        )
+        kept["histories"][text] = h
+        path.write_text(json.dumps(kept) + "\n")
+        print(f"{text}: {h['seconds']} s", file=sys.stderr)
+    first = args.candidates.split(",")[0]
+    caps = [c for c in (30, 40, 45, 50, 60, 70, 80, 100) if c <= args.iters]
+    scores = {
+        text: {cap: score(up_to(h, cap), {**crop_rule, "max_iters": cap}) for cap in caps}
+        for text, h in kept["histories"].items()
+    }
+    ref = scores[first][shipped["max_iters"]]
+    # noise as good as the shipped optimiser at its cap; JPEG no worse than the shipped
+    # optimiser at the same cap (a photo's JPEG is the guard's: it returns the input)
+    ok = [
+        (cap, -sc["noise25"]["auto"], text)
+        for text, by_cap in scores.items()
+        for cap, sc in by_cap.items()
+        if sc["noise25"]["auto"] >= ref["noise25"]["auto"] - args.max_loss_db / 2
+        and sc["jpeg10"]["auto"] >= scores[first][cap]["jpeg10"]["auto"] - args.max_loss_db
+    ]
+    cap, _, text = min(ok)
+    return {
+        "tool": "bench/cpu_tune.py optimiser",
+        "split": "training photos only",
+        "crops_per_task": args.crops,
+        "precision": "fp32",
+        "chosen": {**candidate_settings(text), "max_iters": cap},
+        "reference": {**candidate_settings(first), "max_iters": shipped["max_iters"]},
+        "auto_psnr": {
+            text: {cap: {t: v["auto"] for t, v in sc.items()} for cap, sc in by_cap.items()}
+            for text, by_cap in scores.items()
+        },
+        "rule": f"fewest iterations whose crop auto-stop PSNR on noise25 is within {args.max_loss_db / 2} dB "
+        f"of the reference's at its cap, and on jpeg10 within {args.max_loss_db} dB of the reference's at the "
+        "same cap",
+    }
+
+
+def heldout(args) -> dict:
+    """diip-tune's held-out crop scores under the defaults this issue started from (fp32
+    histories recorded to 150) and under the shipped ones (their own histories, recorded
+    with the shipped optimiser where ``--shipped-heldout-histories`` exists): a report,
+    never a choice.  Crops are one tile each, so the overlap does not enter, and
+    diip-tune's score has no guard."""
+    from diip_deploy.bench.tune import score
+    from diip_deploy.manifest import load_manifest
+
+    before = json.loads(args.heldout_histories.read_text())
+    path = args.shipped_heldout_histories
+    after = json.loads(path.read_text()) if path.exists() else before
+    shipped = load_manifest(args.export).defaults
+    crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
+    out = {"crops_per_task": before["n_per_task"]}
+    for name, h, cap in (("before", before, 150), ("shipped", after, shipped["max_iters"])):
+        out[name] = {
+            "histories": str((args.heldout_histories if h is before else path).relative_to(REPO)),
+            "optimiser": h["settings"],
+            "max_iters": cap,
+            "scores": score(up_to(h, cap), {**crop_rule, "max_iters": cap}),
+        }
+    study = args.optimiser_choice
+    studied = REPO / "bench" / "results" / "tune_heldout_histories_betas_0.7_0.99.json"
+    if study.exists() and studied.exists():  # the optimiser study's crop pick, not adopted
+        pick = json.loads(study.read_text())["chosen"]
+        h = json.loads(studied.read_text())
+        out["optimiser_study"] = {
+            "histories": str(studied.relative_to(REPO)),
+            "optimiser": h["settings"],
+            "max_iters": pick["max_iters"],
+            "scores": score(up_to(h, pick["max_iters"]), {**crop_rule, "max_iters": pick["max_iters"]}),
+        }
     print(json.dumps(out, indent=1))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("record", "choose", "heldout"))
+    ap.add_argument("mode", choices=("record", "choose", "heldout", "optimiser"))
+    ap.add_argument("--candidates", default="0.03/0.9/0.999,0.03/0.8/0.99", help="lr/beta1/beta2, comma separated")
+    ap.add_argument("--crops", type=int, default=12, help="optimiser: training crops a task")
+    ap.add_argument(
+        "--optimiser-choice", type=Path, default=REPO / "bench" / "results" / "cpu_tune_optimiser_choice.json"
+    )
+    ap.add_argument(
+        "--optimiser-histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_optimiser_histories.json"
+    )
     ap.add_argument(
         "--heldout-histories", type=Path, default=REPO / "bench" / "results" / "tune_heldout_histories.json"
+    )
+    ap.add_argument(
+        "--shipped-heldout-histories",
+        type=Path,
+        default=REPO / "bench" / "results" / "tune_heldout_histories_shipped.json",
+        help="held-out crops recorded with the shipped optimiser (diip-tune record --held-out)",
+    )
+    ap.add_argument(
+        "--reference-histories",
+        type=Path,
+        default=REPO / "bench" / "results" / "cpu_tune_histories.json",
+        help="choose: region histories of the optimiser the optimiser step started from",
     )
     ap.add_argument("--histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
     ap.add_argument("--crop-histories", type=Path, default=REPO / "bench" / "results" / "tune_histories.json")
@@ -235,6 +412,21 @@ def main() -> None:
         record(args)
         print(f"wrote {args.out}", file=sys.stderr)
         return
+    if args.mode == "optimiser":
+        choice = optimiser(args)
+        print(json.dumps(choice, indent=1))
+        args.optimiser_choice.write_text(json.dumps(choice, indent=1) + "\n")
+        if args.write:
+            from diip_deploy.manifest import read_data, set_defaults, write_manifest
+
+            data = read_data(args.export)
+            set_defaults(data, {**data["defaults"], **choice["chosen"]})
+            data.setdefault("validation", {}).setdefault("cpu_speed", {})["optimiser"] = {
+                k: v for k, v in choice.items() if k != "tool"
+            } | {"tool": choice["tool"]}
+            write_manifest(args.export, data)
+            print(f"wrote {choice['chosen']} into {args.export}/manifest.json", file=sys.stderr)
+        return
     if args.mode == "heldout":
         (REPO / "bench" / "results" / "cpu_heldout_scores.json").write_text(json.dumps(heldout(args), indent=1) + "\n")
         return
@@ -247,7 +439,12 @@ def main() -> None:
         data = read_data(args.export)
         chosen = {k: choice[k]["chosen"] for k in ("max_iters", "tile_overlap", "guard_at")}
         set_defaults(data, {**data["defaults"], **chosen})
-        data.setdefault("validation", {})["cpu_speed"] = {"tool": "bench/cpu_tune.py choose", **choice}
+        earlier = data.setdefault("validation", {}).get("cpu_speed", {})
+        data["validation"]["cpu_speed"] = {
+            "tool": "bench/cpu_tune.py choose",
+            **choice,
+            **({"optimiser": earlier["optimiser"]} if "optimiser" in earlier else {}),
+        }
         write_manifest(args.export, data)
         print(f"wrote {chosen} into {args.export}/manifest.json", file=sys.stderr)
 

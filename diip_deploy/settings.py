@@ -183,6 +183,10 @@ class RestoreSettings:
     )
     optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
     lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)
+    adam_beta1: float = option(0.9, "optimisation", "Adam's beta1: memory of the gradient's mean.", min=0, max=0.9999)
+    adam_beta2: float = option(
+        0.999, "optimisation", "Adam's beta2: memory of the squared gradient's mean.", min=0, max=0.9999
+    )
     max_iters: int = option(300, "optimisation", "Iteration cap.", min=1)
     restarts: int = option(
         1, "optimisation", "Restore K times from different seeds, batched, and average (K times the work).", min=1

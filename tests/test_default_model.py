@@ -82,7 +82,19 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
     for name in ("max_iters", "tile_overlap", "guard_at"):
         assert m.defaults[name] == chosen[name]["chosen"], name
     assert "training photos" in chosen["split"]
+    # the optimiser study (lr, Adam's betas, cap): its crop pick, and whether it was adopted
+    optimiser = chosen["optimiser"]
+    assert "training photos" in optimiser["split"]
+    pick = optimiser["crop_choice"]
+    name = f"{pick['lr']:g}/{pick['adam_beta1']:g}/{pick['adam_beta2']:g}"
+    scores = optimiser["auto_psnr"][name][str(pick["max_iters"])]
+    reference = optimiser["auto_psnr"]["0.03/0.9/0.999"][str(optimiser["reference"]["max_iters"])]
+    assert scores["noise25"] >= reference["noise25"] - 0.05
+    shipped = pick if optimiser["adopted"] else optimiser["reference"]
+    for key in ("lr", "adam_beta1", "adam_beta2"):
+        assert m.defaults[key] == shipped[key], key
     assert len(plan_tiles(384, 512, m.tile_size, m.defaults["tile_overlap"])) == 63
     for name, record in m.data.get("variants", {}).items():
-        assert record["passed"] == (record["worst_delta_db"] <= record["tolerance_db"]), name
+        assert record["passed"] == (record["worst_loss_db"] <= record["tolerance_db"]), name
+        assert all(t["delta_db"] >= -record["tolerance_db"] for t in record["tasks"].values()) == record["passed"]
         assert "training photos" in record["split"] and record["crops_per_task"] >= 8

@@ -143,8 +143,11 @@ def test_restorer_loop_choice(tiny_export, tmp_path):
     np.testing.assert_allclose(outs["device"], outs["host"], atol=1e-4)
     with Restorer(tiny_export, "ort-cpu", 1, batch=4) as r:
         assert r.loop == "host"  # auto: the device loop is for GPU backends
-    with pytest.raises(ValueError, match="Adam with the projection"):
+    with pytest.raises(ValueError, match="Adam .* with the projection"):
         Restorer(tiny_export, "ort-cpu", 1, loop="device", optimizer="gd")
+    with pytest.raises(ValueError, match="betas 0.9, 0.999"):  # the betas traced into the graph
+        Restorer(tiny_export, "ort-cpu", 1, loop="device", adam_beta1=0.7)
+
     bare = copy_export(tiny_export, tmp_path / "bare")
     man = json.loads((bare / "manifest.json").read_text())
     man["graphs"] = {k: v for k, v in man["graphs"].items() if not k.startswith("iterate_")}

@@ -59,15 +59,18 @@ def test_surrogate_differs_from_exact(tiny_export):
     assert rel_l2(g_sur, g_exact) > 1e-3
 
 
-@pytest.mark.parametrize("gradient", ["exact", "surrogate"])
-def test_twenty_iterations_match_torch_adam(tiny_export, tiny_torch, gradient):
+@pytest.mark.parametrize(
+    "gradient,betas", [("exact", (0.9, 0.999)), ("surrogate", (0.9, 0.999)), ("surrogate", (0.7, 0.99))]
+)
+def test_twenty_iterations_match_torch_adam(tiny_export, tiny_torch, gradient, betas):
     eps_model, spec = tiny_torch
     _, y = _inputs(16, seed=5)
-    cfg = RestoreSettings(lr=0.05, gradient=gradient, max_iters=20, stop="none", seed=11)
+    b1, b2 = betas
+    cfg = RestoreSettings(lr=0.05, gradient=gradient, max_iters=20, stop="none", seed=11, adam_beta1=b1, adam_beta2=b2)
     c = open_chain(load_manifest(tiny_export), "ort-cpu", gradient, prefer_fused=False)
     (result,) = restore(c, y, cfg)
     z0 = torch.from_numpy(initial_latent(y.shape, cfg.seed))
-    x0_ref, losses_ref = reference_restore(eps_model, torch.from_numpy(y), z0, spec, 20, cfg.lr, gradient)
+    x0_ref, losses_ref = reference_restore(eps_model, torch.from_numpy(y), z0, spec, 20, cfg.lr, gradient, betas=betas)
     assert result.iterations_run == 20 and result.stop_iteration == 19
     assert rel_l2(result.x0[None], x0_ref.numpy()) <= 1e-3
     assert rel_l2(np.array(result.history["loss"]), np.array(losses_ref)) <= 1e-3

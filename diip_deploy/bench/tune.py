@@ -82,15 +82,18 @@ def record(
     held_out: bool = False,
     backend: str = "ort-cpu",
     precision: str = "fp32",
+    overrides: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Every crop of every task run to the cap; histories (no images) kept per crop.
-    ``backend`` / ``precision``: the variant to run (diip-variants records each)."""
+    ``backend`` / ``precision``: the variant to run (diip-variants records each);
+    ``overrides``: other settings over the export's (e.g. Adam's betas)."""
     from ..manifest import load_manifest
     from ..runtime.backends.select import open_chain
     from ..runtime.optimise.loop import restore_iter
 
     manifest = load_manifest(export_dir)
-    cfg = replace(manifest.settings(batch=batch, lr=lr, max_iters=max_iters, precision=precision), stop="none")
+    given = dict(batch=batch, lr=lr, max_iters=max_iters, precision=precision, **(overrides or {}))
+    cfg = replace(manifest.settings(**given), stop="none")
     chain = open_chain(manifest, backend, cfg.gradient, threads, precision=precision)
     crops = validation_crops(n_per_task, size, seed, held_out=held_out)
     samples: List[Dict[str, Any]] = []
@@ -132,6 +135,7 @@ def record(
         "n_per_task": n_per_task,
         "settings": {
             "lr": cfg.lr,
+            "adam_betas": [cfg.adam_beta1, cfg.adam_beta2],
             "max_iters": cfg.max_iters,
             "gradient": cfg.gradient,
             "steps": len(manifest.chain_spec.timesteps),

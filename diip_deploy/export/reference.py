@@ -6,7 +6,7 @@ and the module the fused-chain graphs are traced from.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
@@ -125,13 +125,15 @@ def reference_restore(
     lr: float,
     gradient: str = "surrogate",
     project: bool = True,
+    betas: Tuple[float, float] = (0.9, 0.999),
 ) -> tuple:
-    """The DIIP loop with torch.optim.Adam, no early stop: the oracle for the runtime's loop.
+    """The DIIP loop with torch.optim.Adam (at ``betas``), no early stop: the oracle for the
+    runtime's loop.
 
     Returns (x0 of the last iteration, list of losses).
     """
     z = z0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    opt = torch.optim.Adam([z], lr=lr, betas=betas)
     radius = sphere_radius(z.shape[1:])
     losses = []
     x0 = None

@@ -72,9 +72,9 @@ class GradientDescent:
         return (z - self.lr * grad).astype(z.dtype)
 
 
-def make_optimizer(name: str, lr: float):
+def make_optimizer(name: str, lr: float, betas: Tuple[float, float] = ADAM_BETAS):
     if name == "adam":
-        return Adam(lr=lr)
+        return Adam(lr=lr, beta1=betas[0], beta2=betas[1])
     if name == "gd":
         return GradientDescent(lr=lr)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")

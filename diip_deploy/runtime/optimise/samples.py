@@ -15,7 +15,7 @@ import numpy as np
 
 from ...settings import RestoreSettings
 from .device_loop import DeviceBatch
-from .optim import make_optimizer, project_to_sphere
+from .optim import ADAM_BETAS, make_optimizer, project_to_sphere
 from .stopping import Stopper
 
 
@@ -68,7 +68,7 @@ class Sample:
         if not np.all(np.isfinite(y)):
             raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
         self.z = initial_latent(y.shape, seed, settings.project)[None]
-        self.opt = make_optimizer(settings.optimizer, settings.lr)
+        self.opt = make_optimizer(settings.optimizer, settings.lr, (settings.adam_beta1, settings.adam_beta2))
         self.stopper = Stopper(settings)
         self.recent: Dict[int, Tuple[Any, int]] = {}  # iteration -> (that iteration's x0 rows, row)
         self.result: Optional[RestoreResult] = None
@@ -169,8 +169,10 @@ class StepInfo(dict):
 
 
 def iteration_graph_fits(settings: RestoreSettings) -> bool:
-    """Whether an iteration graph computes this run's update: Adam with the projection."""
-    return settings.optimizer == "adam" and settings.project
+    """Whether an iteration graph computes this run's update: Adam with the projection, at
+    the betas traced into it (torch's defaults)."""
+    betas = (settings.adam_beta1, settings.adam_beta2)
+    return settings.optimizer == "adam" and settings.project and betas == ADAM_BETAS
 
 
 def device_runner(chain: Any, settings: RestoreSettings) -> Any:
