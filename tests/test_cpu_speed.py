@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,27 @@ def test_photo_row_restores_and_checks_its_eta(tiny_export):
     assert row["input_psnr"] > 0 and row["output_psnr"] > 0 and row["seconds"] > 0
     assert row["eta_at_10pct_s"] is not None and row["actual_remaining_s"] is not None
     assert row["settings"] == {"max_iters": 20, "stop": "none"}
+
+
+def test_cpu_steps_restores_with_another_chain_from_the_same_graphs(tiny_export, tmp_path):
+    """bench/cpu_steps.py: a copy of the export with a shorter chain is a valid manifest the
+    runtime restores with (the UNet graph takes the timestep), at the scheduler's alphas."""
+    import importlib.util
+
+    from diip_deploy.runtime.restorer import Restorer
+    from diip_deploy.schedule import linear_alphas_cumprod
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "cpu_steps.py"
+    spec = importlib.util.spec_from_file_location("cpu_steps", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    short = mod.export_with_chain(Path(tiny_export), [500, 0], tmp_path)
+    m = load_manifest(short)
+    assert m.chain_spec.timesteps == (500, 0)
+    np.testing.assert_allclose(m.chain_spec.alphas, linear_alphas_cumprod()[[500, 0]])
+    img = np.random.default_rng(0).uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+    outs = {}
+    for name, export in (("short", short), ("shipped", tiny_export)):
+        with Restorer(export, "ort-cpu", 1, max_iters=2, stop="none") as r:
+            outs[name], _ = r.restore_array(img)
+    assert np.all(np.isfinite(outs["short"])) and not np.allclose(outs["short"], outs["shipped"])
