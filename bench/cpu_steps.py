@@ -59,13 +59,10 @@ def main() -> None:
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
-    from diip_deploy.train.photos import load_photos, split
+    from diip_deploy.train.photos import training_photos
 
-    train, _ = split(load_photos())
     names = args.photos.split(",")
-    for n in names:
-        if n not in train:
-            raise SystemExit(f"{n} is not a training photo: choose on training photos only")
+    train = training_photos(names)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.chains.split(","):

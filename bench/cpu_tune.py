@@ -31,13 +31,10 @@ def record(args) -> dict:
     from diip_deploy.bench.tiled import seam_ratio
     from diip_deploy.runtime.optimise.guard import residual_correlation
     from diip_deploy.runtime.restorer import Restorer
-    from diip_deploy.train.photos import load_photos, split
+    from diip_deploy.train.photos import training_photos
 
-    train, _ = split(load_photos())
     names = args.photos.split(",")
-    for n in names:
-        if n not in train:
-            raise SystemExit(f"{n} is not a training photo: choose on training photos only")
+    train = training_photos(names)
     runs = []
     for lr, overlap in [(float(a), int(b)) for a, b in (c.split("@") for c in args.configs.split(","))]:
         r = Restorer(

@@ -158,6 +158,16 @@ def split(photos: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Dict[st
     return train, held
 
 
+def training_photos(names: List[str]) -> Dict[str, np.ndarray]:
+    """The training photos called ``names``; a held-out or unknown name is an error,
+    since benchmarks that choose defaults must choose on training photos only."""
+    train, _ = split(load_photos())
+    for n in names:
+        if n not in train:
+            raise SystemExit(f"{n} is not a training photo: choose on training photos only")
+    return {n: train[n] for n in names}
+
+
 def center_crop(img: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
     """Downscale by ``scale`` (area) then take the centre size x size crop."""
     if scale != 1.0:
