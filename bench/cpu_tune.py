@@ -296,7 +296,11 @@ def optimiser(args) -> dict:
         path.write_text(json.dumps(kept) + "\n")
         print(f"{text}: {h['seconds']} s", file=sys.stderr)
     first = args.candidates.split(",")[0]
-    caps = [c for c in (30, 40, 45, 50, 60, 70, 80, 100) if c <= args.iters]
+    if shipped["max_iters"] > args.iters:
+        raise SystemExit(
+            f"--iters {args.iters} is below the shipped cap {shipped['max_iters']}: the reference needs it"
+        )
+    caps = sorted({c for c in (30, 40, 45, 50, 60, 70, 80, 100) if c <= args.iters} | {shipped["max_iters"]})
     scores = {
         text: {cap: score(up_to(h, cap), {**crop_rule, "max_iters": cap}) for cap in caps}
         for text, h in kept["histories"].items()
@@ -344,23 +348,17 @@ def heldout(args) -> dict:
     shipped = load_manifest(args.export).defaults
     crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
     out = {"crops_per_task": before["n_per_task"]}
-    for name, h, cap in (("before", before, 150), ("shipped", after, shipped["max_iters"])):
+    entries = [("before", args.heldout_histories, before, 150), ("shipped", path, after, shipped["max_iters"])]
+    study = args.study_heldout_histories
+    if args.optimiser_choice.exists() and study.exists():  # the optimiser study's crop pick, not adopted
+        pick = json.loads(args.optimiser_choice.read_text())["chosen"]
+        entries.append(("optimiser_study", study, json.loads(study.read_text()), pick["max_iters"]))
+    for name, where, h, cap in entries:
         out[name] = {
-            "histories": str((args.heldout_histories if h is before else path).relative_to(REPO)),
+            "histories": str((where if h is not before else args.heldout_histories).relative_to(REPO)),
             "optimiser": h["settings"],
             "max_iters": cap,
             "scores": score(up_to(h, cap), {**crop_rule, "max_iters": cap}),
-        }
-    study = args.optimiser_choice
-    studied = REPO / "bench" / "results" / "tune_heldout_histories_betas_0.7_0.99.json"
-    if study.exists() and studied.exists():  # the optimiser study's crop pick, not adopted
-        pick = json.loads(study.read_text())["chosen"]
-        h = json.loads(studied.read_text())
-        out["optimiser_study"] = {
-            "histories": str(studied.relative_to(REPO)),
-            "optimiser": h["settings"],
-            "max_iters": pick["max_iters"],
-            "scores": score(up_to(h, pick["max_iters"]), {**crop_rule, "max_iters": pick["max_iters"]}),
         }
     print(json.dumps(out, indent=1))
     return out
@@ -385,6 +383,12 @@ def main() -> None:
         type=Path,
         default=REPO / "bench" / "results" / "tune_heldout_histories_shipped.json",
         help="held-out crops recorded with the shipped optimiser (diip-tune record --held-out)",
+    )
+    ap.add_argument(
+        "--study-heldout-histories",
+        type=Path,
+        default=REPO / "bench" / "results" / "tune_heldout_histories_betas_0.7_0.99.json",
+        help="held-out crops recorded with the optimiser study's pick",
     )
     ap.add_argument(
         "--reference-histories",
@@ -418,9 +422,9 @@ def main() -> None:
 
             data = read_data(args.export)
             set_defaults(data, {**data["defaults"], **choice["chosen"]})
-            data.setdefault("validation", {}).setdefault("cpu_speed", {})["optimiser"] = {
-                k: v for k, v in choice.items() if k != "tool"
-            } | {"tool": choice["tool"]}
+            study = {k: v for k, v in choice.items() if k != "chosen"}
+            study.update(crop_choice=choice["chosen"], adopted=True)  # the manifest's shape of the study
+            data.setdefault("validation", {}).setdefault("cpu_speed", {})["optimiser"] = study
             write_manifest(args.export, data)
             print(f"wrote {choice['chosen']} into {args.export}/manifest.json", file=sys.stderr)
         return
