@@ -93,8 +93,8 @@ def record(args) -> dict:
 
 def up_to(histories: dict, cap: int) -> dict:
     """Recorded crop histories as if the run had stopped at ``cap`` iterations."""
-    keys = ("loss", "laplacian_var", "psnr")
-    return dict(histories, samples=[{**s, **{k: s[k][:cap] for k in keys}} for s in histories["samples"]])
+    keys = ("loss", "laplacian_var", "psnr", "correlation")
+    return dict(histories, samples=[{**s, **{k: s[k][:cap] for k in keys if k in s}} for s in histories["samples"]])
 
 
 def _same_optimiser(run: dict, rule) -> bool:
@@ -335,10 +335,15 @@ def optimiser(args) -> dict:
 
 def heldout(args) -> dict:
     """diip-tune's held-out crop scores under the defaults this issue started from (fp32
-    histories recorded to 150) and under the shipped ones (their own histories, recorded
-    with the shipped optimiser where ``--shipped-heldout-histories`` exists): a report,
-    never a choice.  Crops are one tile each, so the overlap does not enter, and
-    diip-tune's score has no guard."""
+    histories recorded to 150, the guard judging only the final result) and under the
+    shipped ones (their own histories, recorded with the shipped optimiser where
+    ``--shipped-heldout-histories`` exists): a report, never a choice.  Crops are one tile
+    each, so the overlap does not enter.  ``auto`` is the stop rule's result; where the
+    histories hold residual correlations, ``returned`` is what diip-run hands back after
+    the guard (early at ``guard_at``, then on the stop's result)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from cpu import OLD
+
     from diip_deploy.bench.tune import score
     from diip_deploy.manifest import load_manifest
 
@@ -346,19 +351,21 @@ def heldout(args) -> dict:
     path = args.shipped_heldout_histories
     after = json.loads(path.read_text()) if path.exists() else before
     shipped = load_manifest(args.export).defaults
-    crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
+    crop_rule = {k: v for k, v in shipped.items() if k != "tile_overlap"}
+    old_rule = {**crop_rule, **{k: v for k, v in OLD["options"].items() if k in crop_rule}}
     out = {"crops_per_task": before["n_per_task"]}
-    entries = [("before", args.heldout_histories, before, 150), ("shipped", path, after, shipped["max_iters"])]
+    entries = [("before", args.heldout_histories, before, old_rule), ("shipped", path, after, crop_rule)]
     study = args.study_heldout_histories
     if args.optimiser_choice.exists() and study.exists():  # the optimiser study's crop pick, not adopted
         pick = json.loads(args.optimiser_choice.read_text())["chosen"]
-        entries.append(("optimiser_study", study, json.loads(study.read_text()), pick["max_iters"]))
-    for name, where, h, cap in entries:
+        entries.append(("optimiser_study", study, json.loads(study.read_text()), {**crop_rule, **pick}))
+    for name, where, h, rule in entries:
         out[name] = {
             "histories": str((where if h is not before else args.heldout_histories).relative_to(REPO)),
             "optimiser": h["settings"],
-            "max_iters": cap,
-            "scores": score(up_to(h, cap), {**crop_rule, "max_iters": cap}),
+            "max_iters": rule["max_iters"],
+            "guard_at": rule["guard_at"],
+            "scores": score(up_to(h, rule["max_iters"]), rule),
         }
     print(json.dumps(out, indent=1))
     return out

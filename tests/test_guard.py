@@ -80,3 +80,35 @@ def test_guard_in_the_report_and_off_by_default(tiny_export, tmp_path):
     restored = np.asarray(Image.open(tmp_path / "on" / "a.png"), dtype=int)
     assert np.abs(restored - np.asarray(Image.open(png), dtype=int)).max() <= 1
     assert "kept the input for 1 of 1 regions" in reports["on"][1]
+
+
+def test_replay_follows_the_loop_order():
+    """The early guard asks only while no stop has been detected; else the stop's result is judged."""
+    from diip_deploy.runtime.optimise.guard import replay
+
+    corr = [0.9] * 10 + [0.2] * 10  # structured early, white later
+    assert replay(corr, 19, 19, 0.5, guard_at=5) == (4, False, 5)  # early guard ends the run
+    assert replay(corr, 3, 4, 0.5, guard_at=5) == (3, False, 5)  # stop detected first, then judged
+    assert replay(corr, 15, 16, 0.5, guard_at=0) == (15, True, 17)  # no early question
+    assert replay(corr, 15, 16, 1.0, guard_at=5) == (15, True, 17)  # guard off
+
+
+def test_replay_from_recorded_correlations_is_what_the_restorer_did(tiny_export):
+    """Correlations recorded on an unguarded run, replayed, give the guarded run's stop,
+    verdict and iterations: what lets diip-tune score what diip-run returns."""
+    from diip_deploy.runtime.optimise.guard import replay
+    from diip_deploy.runtime.restorer import Restorer
+
+    img = (smooth_image(16, 16, 3) + np.random.default_rng(2).normal(0, 0.08, (16, 16, 3))).clip(0, 1)
+    common = dict(tile=16, stop="none", max_iters=6)
+    with Restorer(tiny_export, "ort-cpu", residual_guard=1.0, **common) as r:
+        layout = r.layout(img.astype(np.float32), 0)
+        corrs = []
+        r.restore_unit(layout, 0, lambda info: corrs.append(residual_correlation(info["image"][0], layout.tiles[0])))
+    assert len(corrs) == 6
+    for guard, guard_at in ((0.0, 3), (0.0, 0), (0.999, 3)):
+        with Restorer(tiny_export, "ort-cpu", residual_guard=guard, guard_at=guard_at, **common) as r:
+            got = r.restore_unit(r.layout(img.astype(np.float32), 0), 0)
+        judged, kept, run = replay(corrs, 5, 5, guard, guard_at, 6)
+        assert (got.stops[0], got.reverted == 0, got.iterations_run) == (judged, kept, run), (guard, guard_at)
+    assert replay(corrs, 5, 5, 0.0, 3, 6) == (2, False, 3)  # the early guard did fire in that run

@@ -177,9 +177,32 @@ def test_paper_auto_is_scored_with_the_papers_thresholds(tiny_export, tmp_path):
     h = {**_synthetic(), "samples": [_hist("noise25", 20.0, 20 + k / 20, loss, np.linspace(0, 1, 120))]}
     path = tmp_path / "h.json"
     path.write_text(json.dumps(h))
-    r = CliRunner().invoke(tune_main, ["score", "--histories", str(path), "--export", str(tiny_export)])
+    from diip_deploy.manifest import read_data, set_defaults, write_manifest
+
+    export = copy_export(tiny_export, tmp_path / "export")
+    data = read_data(export)
+    set_defaults(data, {"max_iters": 120})  # the cap ends a scored run too: the tiny export's 12 would
+    write_manifest(export, data)
+    r = CliRunner().invoke(tune_main, ["score", "--histories", str(path), "--export", str(export)])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
-    assert out["paper_auto"] == score(h, {"stop": "paper-auto", "eps": 1e-3, "k_min": 100})
+    assert out["paper_auto"] == score(h, {"stop": "paper-auto", "eps": 1e-3, "k_min": 100, "max_iters": 120})
     assert out["paper_auto"]["noise25"]["stop"] == 60  # eps 1e-3: the first slope under it
+    assert score(h, {"stop": "paper-auto", "eps": 1e-3, "k_min": 100, "max_iters": 12})["noise25"]["stop"] == 11
     assert out["manifest_defaults"] != out["paper_auto"]
+
+
+def test_score_returns_the_input_where_the_guard_reverts():
+    """With recorded residual correlations, ``returned`` is what diip-run hands back: the
+    input where the guard reverts (after the stop, or early at guard_at), the stop's PSNR
+    elsewhere."""
+    h = _synthetic()
+    for s in h["samples"]:
+        s["correlation"] = [0.9 if s["task"] == "sr4" else 0.1] * len(s["psnr"])
+    rule = {"stop": "slope", "eps": 1e-3, "slope_window": 5, "k_min": 50, "residual_guard": 0.5, "guard_at": 20}
+    sc = score(h, rule)
+    assert sc["sr4"]["returned"] == sc["sr4"]["input"] == 24.0 and sc["sr4"]["reverted"] == 2
+    assert (sc["sr4"]["stop"], sc["sr4"]["cost"]) == (15, 16)  # its stop came first: judged there
+    assert score(h, {**rule, "guard_at": 10})["sr4"]["cost"] == 10  # the early guard ends it at 10
+    assert sc["noise25"]["returned"] == sc["noise25"]["auto"] and sc["noise25"]["reverted"] == 0
+    assert "returned" not in score(_synthetic(), rule)["noise25"]  # older histories: no guard column

@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..runtime.optimise.guard import replay, residual_correlation
 from ..runtime.optimise.stopping import decide
 from ..settings import RestoreSettings
 from .degrade import TASKS
@@ -102,7 +103,15 @@ def record(
         for i, (name, clean) in enumerate(crops):
             y = TASKS[task](clean, seed=seed + i)
             samples.append(
-                {"task": task, "crop": name, "input_psnr": psnr(clean, y), "psnr": [], "loss": [], "laplacian_var": []}
+                {
+                    "task": task,
+                    "crop": name,
+                    "input_psnr": psnr(clean, y),
+                    "psnr": [],
+                    "correlation": [],
+                    "loss": [],
+                    "laplacian_var": [],
+                }
             )
             ys.append((y.transpose(2, 0, 1) * 2 - 1).astype(np.float32))
             cleans.append(clean)
@@ -113,6 +122,7 @@ def record(
         for j, i in enumerate(info["index"]):
             x = np.clip((info["x0"][j].transpose(1, 2, 0) + 1) / 2, 0, 1)
             samples[i]["psnr"].append(round(psnr(cleans[i], x), 4))
+            samples[i]["correlation"].append(round(residual_correlation(info["x0"][j], ys[i]), 4))
         if info["done"] >= logged[0] + 32:
             logged[0] = info["done"]
             log(f"  {info['done']}/{info['total']} crops, {time.perf_counter() - t0:.0f} s")
@@ -178,19 +188,35 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
 
 def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR and stop iteration for one setting."""
+    """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR (up to the setting's cap) and
+    stop iteration for one setting.  Where the histories hold each iteration's residual correlation (recorded
+    since the early guard), also ``returned``: the PSNR of what diip-run hands back once the
+    residual guard (``residual_guard``, ``guard_at``) has judged the run, and how many
+    crops it ``reverted`` to their input; ``cost`` then counts the early guard's stops."""
     per: Dict[str, Dict[str, List[float]]] = {}
     rule = RestoreSettings(**settings)
     for s in scored_samples(histories):
+        s = {k: v[: rule.max_iters] if isinstance(v, list) else v for k, v in s.items()}  # the cap ends a run
         d = decide(s["loss"], s["laplacian_var"], rule)
         k = d.iteration if d else len(s["psnr"]) - 1
+        detected = d.detected_at if d else k
         t = per.setdefault(s["task"], {"input": [], "auto": [], "oracle": [], "stop": [], "cost": []})
         t["input"].append(s["input_psnr"])
         t["auto"].append(s["psnr"][k])
         t["oracle"].append(max(s["psnr"]))
         t["stop"].append(k)
-        t["cost"].append((d.detected_at if d else k) + 1)
-    return {task: {k: round(float(np.mean(v)), 3) for k, v in t.items()} for task, t in per.items()}
+        if s.get("correlation"):
+            judged, kept, run = replay(s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters)
+            t.setdefault("returned", []).append(s["psnr"][judged] if kept else s["input_psnr"])
+            t.setdefault("reverted", []).append(0 if kept else 1)
+            t["cost"].append(run)
+        else:
+            t["cost"].append(detected + 1)
+    out = {task: {k: round(float(np.mean(v)), 3) for k, v in t.items() if k != "reverted"} for task, t in per.items()}
+    for task, t in per.items():
+        if "reverted" in t:
+            out[task]["reverted"] = int(sum(t["reverted"]))
+    return out
 
 
 def candidates(grid: Dict[str, Sequence[Any]] = GRID) -> Iterable[Dict[str, Any]]:

@@ -11,7 +11,7 @@ Pure functions over arrays, like the stopping rules.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,3 +47,26 @@ def judge(
         corr = round(residual_correlation(restored, damaged()), 4)
         out.append((corr, keeps_restoration(corr, max_correlation)))
     return out
+
+
+def replay(
+    correlations: Sequence[float],
+    stop_iteration: int,
+    detected_at: int,
+    max_correlation: float,
+    guard_at: int = 0,
+    max_iters: Optional[int] = None,
+) -> Tuple[int, bool, int]:
+    """What the loop and the guard make of one run, from its recorded per-iteration
+    residual correlations: (the iteration whose result is judged, kept?, iterations run).
+
+    The same order as the runtime: at iteration ``guard_at - 1``, if no stop has been
+    detected yet, a result the guard would revert ends the run there (the early guard);
+    otherwise the run ends where the stop rule detected its stop (or at the cap) and the
+    guard judges that stop's result.  Lets a benchmark score what ``diip-run`` returns
+    from histories alone."""
+    cap = len(correlations) if max_iters is None else max_iters
+    early = 0 < guard_at < cap and max_correlation < 1.0
+    if early and detected_at >= guard_at and not keeps_restoration(round(correlations[guard_at - 1], 4), max_correlation):
+        return guard_at - 1, False, guard_at
+    return stop_iteration, keeps_restoration(round(correlations[stop_iteration], 4), max_correlation), detected_at + 1
