@@ -187,7 +187,15 @@ class RestoreSettings:
     adam_beta2: float = option(
         0.999, "optimisation", "Adam's beta2: memory of the squared gradient's mean.", min=0, max=0.9999
     )
-    max_iters: int = option(300, "optimisation", "Iteration cap.", min=1)
+    steps_per_eval: int = option(
+        1,
+        "optimisation",
+        "Adam steps per evaluation of the chain (one UNet call a DDIM step): the steps after the first run the "
+        "chain on that evaluation's eps, which the surrogate gradient already holds constant, so they call no "
+        "graph. An iteration (and --max-iters) counts evaluations.",
+        min=1,
+    )
+    max_iters: int = option(300, "optimisation", "Iteration cap (evaluations of the chain).", min=1)
     restarts: int = option(
         1, "optimisation", "Restore K times from different seeds, batched, and average (K times the work).", min=1
     )
@@ -269,6 +277,10 @@ class RestoreSettings:
     def __post_init__(self) -> None:
         for name, spec in specs(type(self)).items():
             object.__setattr__(self, name, spec.check(getattr(self, name)))
+        if self.steps_per_eval > 1 and self.gradient != "surrogate":
+            raise ValueError(
+                "--steps-per-eval above 1 reuses the UNet's eps, which only --gradient surrogate holds constant"
+            )
 
     @classmethod
     def resolve(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> RestoreSettings:

@@ -78,3 +78,26 @@ def test_nonfinite_input_sample_named(tiny_export):
     ys[2, 0, 0, 0] = np.nan
     with pytest.raises(NonFiniteError, match="sample 2"):
         restore(chain, ys, CFG, batch=2)
+
+
+@pytest.mark.parametrize("n,batch", [(7, 3), (7, 7)])
+def test_steps_on_reused_eps_keep_samples_independent(tiny_export, n, batch):
+    """Each sample reuses its own rows of an evaluation's eps, whoever shares the batch and
+    whenever the others leave it; the joint loop likewise whatever the batch."""
+    chain = open_chain(load_manifest(tiny_export), "ort-cpu", "surrogate", prefer_fused=False)
+    ys = _ys(n)
+    seeds = [(5, i) for i in range(n)]
+    cfg = replace(MIXED, steps_per_eval=2)
+    together = restore(chain, ys, cfg, seeds=seeds, batch=batch)
+    alone = [restore(chain, ys[i : i + 1], cfg, seeds=[seeds[i]])[0] for i in range(n)]
+    for t, a in zip(together, alone):
+        assert (t.stop_iteration, t.iterations_run) == (a.stop_iteration, a.iterations_run)
+        np.testing.assert_allclose(t.x0, a.x0, atol=1e-6)
+    assert len({r.iterations_run for r in together}) > 1
+    img = (smooth_image(40, 40) * 2 - 1).transpose(2, 0, 1).astype(np.float32)
+    plan = plan_tiles(40, 40, 16, 4)
+    tiles, tile_seeds = cut(img, plan.tiles), [tile_seed(0, t) for t in plan.tiles]
+    cfg = replace(CFG, steps_per_eval=2)
+    runs = [restore_joint(chain, tiles, cfg, Blender(plan, 3), tile_seeds, b) for b in (1, batch)]
+    assert runs[0].stop_iteration == runs[1].stop_iteration
+    np.testing.assert_allclose(runs[1].x0, runs[0].x0, atol=1e-6)

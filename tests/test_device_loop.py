@@ -147,6 +147,10 @@ def test_restorer_loop_choice(tiny_export, tmp_path):
         Restorer(tiny_export, "ort-cpu", 1, loop="device", optimizer="gd")
     with pytest.raises(ValueError, match="betas 0.9, 0.999"):  # the betas traced into the graph
         Restorer(tiny_export, "ort-cpu", 1, loop="device", adam_beta1=0.7)
+    with pytest.raises(ValueError, match="--steps-per-eval 1"):  # one step per call, traced
+        Restorer(tiny_export, "ort-cpu", 1, loop="device", steps_per_eval=2)
+    with Restorer(tiny_export, "ort-cpu", 1, loop="auto", steps_per_eval=2) as r:
+        assert r.loop == "host" and "unet" in r.chain.runners and not r.chain.uses_fused
 
     bare = copy_export(tiny_export, tmp_path / "bare")
     man = json.loads((bare / "manifest.json").read_text())

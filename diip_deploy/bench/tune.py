@@ -95,7 +95,7 @@ def record(
     manifest = load_manifest(export_dir)
     given = dict(batch=batch, lr=lr, max_iters=max_iters, precision=precision, **(overrides or {}))
     cfg = replace(manifest.settings(**given), stop="none")
-    chain = open_chain(manifest, backend, cfg.gradient, threads, precision=precision)
+    chain = open_chain(manifest, backend, cfg.gradient, threads, cfg.steps_per_eval == 1, precision=precision)
     crops = validation_crops(n_per_task, size, seed, held_out=held_out)
     samples: List[Dict[str, Any]] = []
     ys, cleans = [], []
@@ -146,6 +146,7 @@ def record(
         "settings": {
             "lr": cfg.lr,
             "adam_betas": [cfg.adam_beta1, cfg.adam_beta2],
+            "steps_per_eval": cfg.steps_per_eval,
             "max_iters": cfg.max_iters,
             "gradient": cfg.gradient,
             "steps": len(manifest.chain_spec.timesteps),
@@ -206,7 +207,9 @@ def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict
         t["oracle"].append(max(s["psnr"]))
         t["stop"].append(k)
         if s.get("correlation"):
-            judged, kept, run = replay(s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters)
+            judged, kept, run = replay(
+                s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters
+            )
             t.setdefault("returned", []).append(s["psnr"][judged] if kept else s["input_psnr"])
             t.setdefault("reverted", []).append(0 if kept else 1)
             t["cost"].append(run)

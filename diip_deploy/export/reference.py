@@ -6,7 +6,7 @@ and the module the fused-chain graphs are traced from.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -116,6 +116,23 @@ def eps_and_vjp(
     return eps.detach(), vjp
 
 
+class _Recorded(torch.nn.Module):
+    """An eps model that keeps what it answers (``replay=False``) or answers each chain
+    step with what was kept at that step (``replay=True``): steps on reused eps."""
+
+    def __init__(self, eps_model: Optional[torch.nn.Module], kept: List[torch.Tensor]):
+        super().__init__()
+        self.eps_model, self.kept, self.i = eps_model, kept, 0
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        if self.eps_model is None:
+            self.i += 1
+            return self.kept[self.i - 1]
+        eps = self.eps_model(sample, timestep)
+        self.kept.append(eps.detach())
+        return eps
+
+
 def reference_restore(
     eps_model: torch.nn.Module,
     y: torch.Tensor,
@@ -126,9 +143,11 @@ def reference_restore(
     gradient: str = "surrogate",
     project: bool = True,
     betas: Tuple[float, float] = (0.9, 0.999),
+    steps_per_eval: int = 1,
 ) -> tuple:
     """The DIIP loop with torch.optim.Adam (at ``betas``), no early stop: the oracle for the
-    runtime's loop.
+    runtime's loop.  ``steps_per_eval`` > 1 (surrogate only): after each evaluation's step,
+    more steps through the chain on that evaluation's eps.
 
     Returns (x0 of the last iteration, list of losses).
     """
@@ -138,13 +157,17 @@ def reference_restore(
     losses = []
     x0 = None
     for k in range(iterations):
-        x0, loss, grad = loss_and_grad(eps_model, z.detach(), y, spec, gradient)
+        kept: List[torch.Tensor] = []
+        x0, loss, grad = loss_and_grad(_Recorded(eps_model, kept), z.detach(), y, spec, gradient)
         losses.append(float(loss[0]))
         if k + 1 == iterations:
             break
-        z.grad = grad
-        opt.step()
-        if project:
-            with torch.no_grad():
-                z.mul_(radius / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        for extra in range(steps_per_eval):
+            if extra:
+                grad = loss_and_grad(_Recorded(None, kept), z.detach(), y, spec, "surrogate")[2]
+            z.grad = grad
+            opt.step()
+            if project:
+                with torch.no_grad():
+                    z.mul_(radius / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
     return x0, losses

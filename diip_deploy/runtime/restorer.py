@@ -67,6 +67,7 @@ class Restorer:
             self.selection.backend,
             self.settings.gradient,
             threads,
+            prefer_fused=self.settings.steps_per_eval == 1,  # reusing eps needs the per-step graph
             precision=self.settings.precision,
             loop_graph=loop_graph,
         )
@@ -93,6 +94,8 @@ class Restorer:
             settings = replace(settings, precision=self.selection.precision)
         if any(getattr(settings, f) != getattr(self.settings, f) for f in self.CHAIN_FIELDS):
             return None
+        if settings.steps_per_eval > 1 and "unet" not in self.chain.runners:
+            return None  # this chain opened only a fused graph: no eps to reuse
         twin = copy.copy(self)
         twin._configure(settings)
         twin.close = lambda: None  # type: ignore[method-assign]

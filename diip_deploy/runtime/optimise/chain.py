@@ -9,7 +9,7 @@ gradient mode, one call does the whole iteration instead.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,6 +45,18 @@ def chain_backward(
         through_eps = vjp_fn(x_t, c.t, (E * gbar).astype(np.float32)) if vjp_fn is not None else 0.0
         gbar = (D * gbar + through_eps).astype(np.float32)
     return gbar
+
+
+def loss_and_grad_with_eps(
+    spec: ChainSpec, eps: Sequence[np.ndarray], z: np.ndarray, y: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x0, per-image loss, surrogate gradient) of the chain at ``z`` with each step's eps
+    given (an earlier evaluation's, at a nearby z) instead of asked of the UNet: numpy
+    only.  The surrogate gradient holds eps constant; these steps hold it fixed."""
+    steps = iter(eps)
+    x0, states = chain_forward(lambda x, t: next(steps), z, spec)
+    loss, gbar = mse_loss_grad(x0, y)
+    return x0, loss.astype(np.float32), chain_backward(None, states, spec, gbar.astype(np.float32))
 
 
 class GraphChain:
@@ -96,12 +108,29 @@ class GraphChain:
         if self.fused is not None:
             out = self.fused.infer({"z": z, "y": y})
             return out["x0"], out["loss"], out["grad"]
-        x0, states = chain_forward(self.eps, z, self.spec)
+        return self.loss_grad_and_eps(z, y)[:3]
+
+    def loss_grad_and_eps(
+        self, z: np.ndarray, y: np.ndarray
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[np.ndarray]]:
+        """``loss_and_grad`` through the per-step UNet graph, with each step's eps kept for
+        ``loss_and_grad_with_eps`` (a fused graph keeps none)."""
+        if "unet" not in self.runners:
+            raise ValueError("reusing eps needs the per-step unet graph; this chain opened only the fused one")
+        z = z.astype(np.float32, copy=False)
+        y = y.astype(np.float32, copy=False)
+        kept: List[np.ndarray] = []
+
+        def eps_fn(x: np.ndarray, t: int) -> np.ndarray:
+            kept.append(self.eps(x, t))
+            return kept[-1]
+
+        x0, states = chain_forward(eps_fn, z, self.spec)
         loss, gbar = mse_loss_grad(x0, y)
         grad = chain_backward(
             self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32)
         )
-        return x0, loss.astype(np.float32), grad
+        return x0, loss.astype(np.float32), grad, kept
 
     def close(self) -> None:
         for r in self.runners.values():

@@ -67,6 +67,10 @@ def replay(
     from histories alone."""
     cap = len(correlations) if max_iters is None else max_iters
     early = 0 < guard_at < cap and max_correlation < 1.0
-    if early and detected_at >= guard_at and not keeps_restoration(round(correlations[guard_at - 1], 4), max_correlation):
+    if (
+        early
+        and detected_at >= guard_at
+        and not keeps_restoration(round(correlations[guard_at - 1], 4), max_correlation)
+    ):
         return guard_at - 1, False, guard_at
     return stop_iteration, keeps_restoration(round(correlations[stop_iteration], 4), max_correlation), detected_at + 1

@@ -17,7 +17,18 @@ import numpy as np
 
 from ...settings import RestoreSettings
 from .loop import Callback, check_run
-from .samples import LossAndGrad, Sample, Samples, Seed, StepInfo, device_call, device_runner, graph_call, load_batch
+from .samples import (
+    LossAndGrad,
+    Sample,
+    Samples,
+    Seed,
+    StepInfo,
+    device_call,
+    device_runner,
+    evaluate,
+    load_batch,
+    step_evaluated,
+)
 from .stopping import StopDecision, Stopper, laplacian_variance
 
 # Judges a region's blended reconstruction early (``guard_at``): True returns the input.
@@ -96,13 +107,13 @@ def restore_joint(
                 rows, losses, _ = device_call(on_device[c], [k] * len(part))
                 x0s = rows.host()
             else:
-                x0s, losses, grads = graph_call(chain, part, ys, [k] * len(part))
+                x0s, losses, grads, eps = evaluate(chain, part, ys, [k] * len(part), settings)
             for j, s in enumerate(part):
                 assembler.add(s.index, x0s[j])
                 parts.append(x0s[j].copy())
                 losses_k.append(float(losses[j]))
-                if device is None and k + 1 < settings.max_iters:
-                    s.step(grads[j : j + 1], settings.project)
+            if device is None and k + 1 < settings.max_iters:
+                step_evaluated(chain, part, range(len(part)), ys, grads, eps, settings)
         image = assembler.result()
         lap = float(laplacian_variance(image[None])[0])
         decision = stopper.update(float(np.sum(losses_k)), lap)

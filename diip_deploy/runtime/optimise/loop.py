@@ -28,8 +28,9 @@ from .samples import (
     StepInfo,
     device_call,
     device_runner,
-    graph_call,
+    evaluate,
     load_batch,
+    step_evaluated,
     unload_batch,
 )
 from .stopping import laplacian_variance
@@ -83,10 +84,11 @@ def restore_iter(
                 on_device = load_batch(device, active, ys, settings.lr)
             rows, losses, laps = device_call(on_device, ks)
         else:
-            x0s, losses, grads = graph_call(chain, active, ys, ks)
+            x0s, losses, grads, eps = evaluate(chain, active, ys, ks, settings)
             laps = laplacian_variance(x0s)
             rows = HostRows(x0s)
         finished: List[Sample] = []
+        stepping: List[int] = []
         for j, s in enumerate(active):
             k = s.k
             decision = s.stopper.update(float(losses[j]), float(laps[j]))
@@ -104,7 +106,9 @@ def restore_iter(
                     history=s.stopper.history(),
                 )
             elif device is None:
-                s.step(grads[j : j + 1], settings.project)
+                stepping.append(j)
+        if device is None:
+            step_evaluated(chain, active, stepping, ys, grads, eps, settings)
         if on_device is not None and finished:  # the set changes: the others' state comes home
             unload_batch(on_device, active)
             on_device = None

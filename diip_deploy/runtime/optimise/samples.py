@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...settings import RestoreSettings
+from .chain import loss_and_grad_with_eps
 from .device_loop import DeviceBatch
 from .optim import ADAM_BETAS, make_optimizer, project_to_sphere
 from .stopping import Stopper
@@ -100,6 +101,47 @@ def graph_call(chain: LossAndGrad, part: Sequence[Sample], ys: Samples, iteratio
     return x0s, losses, grads
 
 
+def evaluate(chain: Any, part: Sequence[Sample], ys: Samples, iterations: Sequence[int], settings: RestoreSettings):
+    """One evaluation of the chain for ``part``: (x0s, losses, grads, eps per step, or None
+    where each evaluation takes a single step)."""
+    if settings.steps_per_eval == 1:
+        return (*graph_call(chain, part, ys, iterations), None)
+    x0s, losses, grads, eps = chain.loss_grad_and_eps(
+        np.concatenate([s.z for s in part]), np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
+    )
+    check_finite(losses, [bool(np.all(np.isfinite(g))) for g in grads], iterations)
+    return x0s, losses, grads, eps
+
+
+def step_evaluated(
+    chain: Any,
+    part: Sequence[Sample],
+    rows: Sequence[int],
+    ys: Samples,
+    grads: np.ndarray,
+    eps: Optional[List[np.ndarray]],
+    settings: RestoreSettings,
+) -> None:
+    """The Adam steps of one evaluation for the samples of ``part`` (their ``rows`` in it):
+    the first on its gradient, then ``steps_per_eval - 1`` more on the chain run again
+    with that evaluation's eps (numpy, no graph call)."""
+    for j in rows:
+        part[j].step(grads[j : j + 1], settings.project)
+    if eps is None or not rows:
+        return
+    stepping = [part[j] for j in rows]
+    kept = [e[list(rows)] for e in eps]
+    y = np.stack([ys[s.index] for s in stepping]).astype(np.float32, copy=False)
+    for extra in range(1, settings.steps_per_eval):
+        _, losses, more = loss_and_grad_with_eps(chain.spec, kept, np.concatenate([s.z for s in stepping]), y)
+        if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(more))):
+            raise NonFiniteError(
+                f"loss or gradient became non-finite on reused eps (step {extra + 1}); try a lower --lr"
+            )
+        for j, s in enumerate(stepping):
+            s.step(more[j : j + 1], settings.project)
+
+
 def load_batch(runner: Any, part: Sequence[Sample], ys: Samples, lr: float) -> DeviceBatch:
     """The samples' z, moments and y copied into a DeviceBatch."""
     z = np.concatenate([s.z for s in part])
@@ -169,10 +211,10 @@ class StepInfo(dict):
 
 
 def iteration_graph_fits(settings: RestoreSettings) -> bool:
-    """Whether an iteration graph computes this run's update: Adam with the projection, at
-    the betas traced into it (torch's defaults)."""
+    """Whether an iteration graph computes this run's update: one Adam step (with the
+    projection) per evaluation, at the betas traced into it (torch's defaults)."""
     betas = (settings.adam_beta1, settings.adam_beta2)
-    return settings.optimizer == "adam" and settings.project and betas == ADAM_BETAS
+    return settings.optimizer == "adam" and settings.project and betas == ADAM_BETAS and settings.steps_per_eval == 1
 
 
 def device_runner(chain: Any, settings: RestoreSettings) -> Any:
