@@ -35,6 +35,7 @@ OLD = {
         "lr": 0.03,
         "adam_beta1": 0.9,
         "adam_beta2": 0.999,
+        "steps_per_eval": 1,
         "max_iters": 150,
         "stop": "slope",
         "eps": 1e-4,

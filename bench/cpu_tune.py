@@ -46,6 +46,7 @@ def record(args) -> dict:
             lr=lr,
             tile_overlap=overlap,
             guard_at=0,  # whole histories: the early guard is what they choose
+            steps_per_eval=args.steps_per_eval,
         )
         for task in args.tasks.split(","):
             for i, name in enumerate(names):
@@ -72,6 +73,7 @@ def record(args) -> dict:
                     "lr": lr,
                     "adam_beta1": r.settings.adam_beta1,
                     "adam_beta2": r.settings.adam_beta2,
+                    "steps_per_eval": r.settings.steps_per_eval,
                     "overlap": overlap,
                     "tiles": len(layout.plan),
                     "input_psnr": round(psnr(clean, damaged), 4),
@@ -257,6 +259,79 @@ def choose(args) -> dict:
     return out
 
 
+def steps(args) -> dict:
+    """Adam steps per evaluation of the chain, on the training regions: the fewest
+    evaluations (a cap in steps of 10) at which ``--histories`` (recorded with
+    ``--steps-per-eval``) restore the noise regions within ``--max-loss-db`` of
+    ``--reference-histories`` (one step per evaluation) at the shipped cap; then the early
+    guard's iteration by ``choose``'s rule (every run's early decision is its final one,
+    noise well under the threshold), and the JPEG regions' result at the new cap."""
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.optimise.guard import keeps_restoration
+
+    shipped = load_manifest(args.export).settings()
+    new = [r for r in json.loads(args.histories.read_text())["runs"] if r.get("steps_per_eval", 1) > 1]
+    ref = [
+        r
+        for r in json.loads(args.reference_histories.read_text())["runs"]
+        if r.get("steps_per_eval", 1) == 1 and _same_optimiser(r, shipped)
+    ]
+    if not new or not ref:
+        raise SystemExit("steps: need region histories with --steps-per-eval above 1 and a reference at 1")
+    per_eval = new[0]["steps_per_eval"]
+    ref_k = min(shipped.max_iters, min(len(r["psnr"]) for r in ref))
+
+    def mean_at(runs, task, k):
+        return round(float(np.mean([r["psnr"][k - 1] for r in runs if r["task"] == task])), 3)
+
+    target = mean_at(ref, "noise25", ref_k)
+    longest = min(len(r["psnr"]) for r in new)
+    by_cap = {c: mean_at(new, "noise25", c) for c in range(10, longest + 1, 10)}
+    fits = [c for c, v in by_cap.items() if v >= target - args.max_loss_db]
+    cap = min(fits) if fits else longest
+    limit = shipped.residual_guard
+    agree = {}
+    for g in (8, 10, 12, 16, 20):
+        if g >= cap:
+            continue
+        agree[g] = {
+            "agrees": all(
+                keeps_restoration(r["corr"][g - 1], limit) == keeps_restoration(r["corr"][cap - 1], limit) for r in new
+            ),
+            "noise25_max_corr": round(max(r["corr"][g - 1] for r in new if r["task"] == "noise25"), 3),
+            "jpeg10_min_corr": round(min((r["corr"][g - 1] for r in new if r["task"] == "jpeg10"), default=1.0), 3),
+        }
+    good = [g for g, v in agree.items() if v["agrees"] and v["noise25_max_corr"] <= 0.8 * limit]
+    out = {
+        "split": "training photos only",
+        "regions": sorted({r["photo"] for r in new}),
+        "steps_per_eval": per_eval,
+        "reference": {"steps_per_eval": 1, "max_iters": ref_k, "noise25_psnr": target},
+        "max_iters": {
+            "chosen": cap,
+            "noise25_psnr_by_cap": by_cap,
+            "rule": f"fewest evaluations (steps of 10) whose noise regions are within {args.max_loss_db} dB of one "
+            f"step per evaluation at {ref_k}",
+        },
+        "jpeg10_psnr_at_cap": {
+            "input": round(float(np.mean([r["input_psnr"] for r in new if r["task"] == "jpeg10"])), 3),
+            "restored": mean_at(new, "jpeg10", cap),
+            "reference_restored": mean_at(ref, "jpeg10", ref_k) if any(r["task"] == "jpeg10" for r in ref) else None,
+        },
+        "guard_at": {
+            "chosen": min(good) if good else shipped.guard_at,
+            "scores": agree,
+            "rule": f"first iteration where every run's early decision is its final one, noise below {0.8 * limit:.2f}",
+        },
+        "evaluation_seconds": {
+            "steps": round(float(np.mean([r["seconds"] / len(r["psnr"]) for r in new])), 3),
+            "reference": round(float(np.mean([r["seconds"] / len(r["psnr"]) for r in ref])), 3),
+        },
+    }
+    print(json.dumps(out, indent=1))
+    return out
+
+
 def candidate_settings(text: str) -> dict:
     """'lr/beta1/beta2' -> the settings it names."""
     lr, b1, b2 = (float(x) for x in text.split("/"))
@@ -373,7 +448,8 @@ def heldout(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("record", "choose", "heldout", "optimiser"))
+    ap.add_argument("mode", choices=("record", "choose", "heldout", "optimiser", "steps"))
+    ap.add_argument("--steps-per-eval", type=int, default=1, help="record: Adam steps per evaluation of the chain")
     ap.add_argument("--candidates", default="0.03/0.9/0.999,0.03/0.8/0.99", help="lr/beta1/beta2, comma separated")
     ap.add_argument("--crops", type=int, default=12, help="optimiser: training crops a task")
     ap.add_argument(
@@ -434,6 +510,26 @@ def main() -> None:
             data.setdefault("validation", {}).setdefault("cpu_speed", {})["optimiser"] = study
             write_manifest(args.export, data)
             print(f"wrote {choice['chosen']} into {args.export}/manifest.json", file=sys.stderr)
+        return
+    if args.mode == "steps":
+        choice = steps(args)
+        out = REPO / "bench" / "results" / "cpu_tune_steps_choice.json"
+        out.write_text(json.dumps(choice, indent=1) + "\n")
+        if args.write:
+            from diip_deploy.manifest import read_data, set_defaults, write_manifest
+
+            data = read_data(args.export)
+            set_defaults(
+                data,
+                {
+                    "steps_per_eval": choice["steps_per_eval"],
+                    "max_iters": choice["max_iters"]["chosen"],
+                    "guard_at": choice["guard_at"]["chosen"],
+                },
+            )
+            data.setdefault("validation", {}).setdefault("cpu_speed", {})["steps_per_eval"] = choice
+            write_manifest(args.export, data)
+            print(f"wrote {args.export}/manifest.json", file=sys.stderr)
         return
     if args.mode == "heldout":
         (REPO / "bench" / "results" / "cpu_heldout_scores.json").write_text(json.dumps(heldout(args), indent=1) + "\n")
