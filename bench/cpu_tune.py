@@ -279,7 +279,10 @@ def steps(args) -> dict:
     if not new or not ref:
         raise SystemExit("steps: need region histories with --steps-per-eval above 1 and a reference at 1")
     per_eval = new[0]["steps_per_eval"]
-    ref_k = min(shipped.max_iters, min(len(r["psnr"]) for r in ref))
+    # the reference's cap: the one the shipped optimiser chose at one step per evaluation
+    earlier = load_manifest(args.export).data["validation"]["cpu_speed"]["max_iters"]
+    one_step_cap = earlier.get("one_step_choice", earlier)["chosen"]
+    ref_k = min(one_step_cap, min(len(r["psnr"]) for r in ref))
 
     def mean_at(runs, task, k):
         return round(float(np.mean([r["psnr"][k - 1] for r in runs if r["task"] == task])), 3)
@@ -527,7 +530,16 @@ def main() -> None:
                     "guard_at": choice["guard_at"]["chosen"],
                 },
             )
-            data.setdefault("validation", {}).setdefault("cpu_speed", {})["steps_per_eval"] = choice
+            speed = data.setdefault("validation", {}).setdefault("cpu_speed", {})
+            speed["steps_per_eval"] = choice
+            for name in ("max_iters", "guard_at"):  # now chosen in evaluations; the one-step choice kept
+                earlier = speed.get(name, {})
+                earlier = earlier.get("one_step_choice", earlier) if isinstance(earlier, dict) else earlier
+                speed[name] = {
+                    "chosen": choice[name]["chosen"],
+                    "from": "validation.cpu_speed.steps_per_eval",
+                    "one_step_choice": earlier,
+                }
             write_manifest(args.export, data)
             print(f"wrote {args.export}/manifest.json", file=sys.stderr)
         return

@@ -94,6 +94,11 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
     for key in ("lr", "adam_beta1", "adam_beta2"):
         assert m.defaults[key] == shipped[key], key
     assert len(plan_tiles(384, 512, m.tile_size, m.defaults["tile_overlap"])) == 63
+    # Adam steps per evaluation, and the cap in evaluations its region rule chose
+    steps = chosen["steps_per_eval"]
+    assert m.defaults["steps_per_eval"] == steps["steps_per_eval"] and "training photos" in steps["split"]
+    cap = steps["max_iters"]["chosen"]
+    assert steps["max_iters"]["noise25_psnr_by_cap"][str(cap)] >= steps["reference"]["noise25_psnr"] - 0.1
     for name, record in m.data.get("variants", {}).items():
         assert record["passed"] == (record["worst_loss_db"] <= record["tolerance_db"]), name
         assert all(t["delta_db"] >= -record["tolerance_db"] for t in record["tasks"].values()) == record["passed"]
