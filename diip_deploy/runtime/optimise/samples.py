@@ -91,24 +91,21 @@ def check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Se
             raise NonFiniteError(f"loss or gradient became non-finite at iteration {k} (loss {loss}); try a lower --lr")
 
 
-def graph_call(chain: LossAndGrad, part: Sequence[Sample], ys: Samples, iterations: Sequence[int]) -> tuple:
-    """One batched loss-and-gradient call over some samples; a non-finite loss or gradient
-    is an error that names the iteration."""
-    x0s, losses, grads = chain.loss_and_grad(
-        np.concatenate([s.z for s in part]), np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
-    )
-    check_finite(losses, [bool(np.all(np.isfinite(g))) for g in grads], iterations)
-    return x0s, losses, grads
+def targets(ys: Samples, part: Sequence[Sample]) -> np.ndarray:
+    """The damaged inputs of ``part``, stacked as one batch (cut from the source per call)."""
+    return np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
 
 
 def evaluate(chain: Any, part: Sequence[Sample], ys: Samples, iterations: Sequence[int], settings: RestoreSettings):
-    """One evaluation of the chain for ``part``: (x0s, losses, grads, eps per step, or None
-    where each evaluation takes a single step)."""
+    """One batched evaluation of the chain for some samples: (x0s, losses, grads, each
+    step's eps where the run takes more than one step per evaluation, else None).  A
+    non-finite loss or gradient is an error that names the iteration."""
+    z = np.concatenate([s.z for s in part])
+    y = targets(ys, part)
     if settings.steps_per_eval == 1:
-        return (*graph_call(chain, part, ys, iterations), None)
-    x0s, losses, grads, eps = chain.loss_grad_and_eps(
-        np.concatenate([s.z for s in part]), np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
-    )
+        (x0s, losses, grads), eps = chain.loss_and_grad(z, y), None
+    else:
+        x0s, losses, grads, eps = chain.loss_grad_and_eps(z, y)
     check_finite(losses, [bool(np.all(np.isfinite(g))) for g in grads], iterations)
     return x0s, losses, grads, eps
 
@@ -131,7 +128,7 @@ def step_evaluated(
         return
     stepping = [part[j] for j in rows]
     kept = [e[list(rows)] for e in eps]
-    y = np.stack([ys[s.index] for s in stepping]).astype(np.float32, copy=False)
+    y = targets(ys, stepping)
     for extra in range(1, settings.steps_per_eval):
         _, losses, more = loss_and_grad_with_eps(chain.spec, kept, np.concatenate([s.z for s in stepping]), y)
         if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(more))):
@@ -147,7 +144,7 @@ def load_batch(runner: Any, part: Sequence[Sample], ys: Samples, lr: float) -> D
     z = np.concatenate([s.z for s in part])
     m = np.concatenate([s.opt.m if s.opt.m is not None else np.zeros_like(s.z) for s in part])
     v = np.concatenate([s.opt.v if s.opt.v is not None else np.zeros_like(s.z) for s in part])
-    y = np.stack([ys[s.index] for s in part]).astype(np.float32, copy=False)
+    y = targets(ys, part)
     return DeviceBatch(runner, z, m, v, y, np.array([s.opt.step_count for s in part]), lr)
 
 
