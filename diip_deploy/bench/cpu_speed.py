@@ -165,6 +165,7 @@ def iteration_rows(
                 "tiles": len(layout.plan),
                 "iterations": iters,
                 "batch": r.settings.batch,
+                "steps_per_eval": r.settings.steps_per_eval,  # the host does the extra steps
                 "ms_per_tile_iteration": round(total / n * 1000, 2),
                 "unet_ms": round(graph / n * 1000, 2),
                 "host_ms": round((total - graph) / n * 1000, 2),
