@@ -10,6 +10,16 @@ those histories for each candidate and writes the scores beside the choice.
 
     python bench/cpu_tune.py record --out bench/results/cpu_tune_histories.json
     python bench/cpu_tune.py choose --histories bench/results/cpu_tune_histories.json
+
+``steps`` chooses Adam steps per evaluation of the chain and the cap in evaluations from
+region histories recorded with ``record --steps-per-eval N`` against one step:
+
+    python bench/cpu_tune.py record --configs 0.03@8 --tasks noise25 --iters 100 \
+        --out bench/results/cpu_tune_region_histories_steps1.json
+    python bench/cpu_tune.py record --configs 0.03@8 --iters 60 --steps-per-eval 2 \
+        --out bench/results/cpu_tune_region_histories_steps2.json
+    python bench/cpu_tune.py steps --histories bench/results/cpu_tune_region_histories_steps2.json \
+        --reference-histories bench/results/cpu_tune_region_histories_steps1.json [--write]
 """
 
 from __future__ import annotations
@@ -436,7 +446,8 @@ def heldout(args) -> dict:
     study = args.study_heldout_histories
     if args.optimiser_choice.exists() and study.exists():  # the optimiser study's crop pick, not adopted
         pick = json.loads(args.optimiser_choice.read_text())["chosen"]
-        entries.append(("optimiser_study", study, json.loads(study.read_text()), {**crop_rule, **pick}))
+        one_step = {"steps_per_eval": 1, "guard_at": 20}  # the study ran at one step per evaluation
+        entries.append(("optimiser_study", study, json.loads(study.read_text()), {**crop_rule, **pick, **one_step}))
     for name, where, h, rule in entries:
         out[name] = {
             "histories": str((where if h is not before else args.heldout_histories).relative_to(REPO)),
