@@ -114,7 +114,7 @@ def restore(args) -> dict:
     from diip_deploy.train.photos import load_photos
 
     photos = load_photos()
-    r = Restorer(args.export, "ort-cpu", args.threads, batch=args.batch)
+    r = Restorer(args.export, args.backend, args.threads, batch=args.batch)
     rows = []
     for task in args.tasks.split(","):
         for i, name in enumerate(args.photos.split(",")):
@@ -130,12 +130,13 @@ def restore(args) -> dict:
                 "input_psnr": round(psnr(clean, degraded), 3),
                 "output_psnr": round(psnr(clean, out), 3),
                 "gain_db": round(psnr(clean, out) - psnr(clean, degraded), 3),
-                "seam_ratio": round(seam_ratio(out, r.plan(*clean.shape[:2])), 3),
-                "clean_seam_ratio": round(seam_ratio(clean, r.plan(*clean.shape[:2])), 3),
+                "seam_ratio": round(seam_ratio(out, r.tiling.plan(*clean.shape[:2])), 3),
+                "clean_seam_ratio": round(seam_ratio(clean, r.tiling.plan(*clean.shape[:2])), 3),
                 "stop": rep["stop_iteration"],
                 "stop_reason": rep["stop_reason"],
                 "guard": rep.get("guard"),
                 "defaults": r.manifest.defaults,
+                "backend": f"{r.backend} {r.settings.precision}",
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             rows.append(row)
@@ -227,6 +228,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="noise25")
     ap.add_argument("--crop", default=None, help="HxW centre crop of each photo (default: full size)")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--backend", default="auto", help="restore: the backend a user's diip-run would pick")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pictures", action="store_true", help="save degraded | per-tile | per-image | clean strips")
     ap.add_argument("--save-histories", type=Path, default=None, help="folder for each run's recorded tiles (npz)")
