@@ -103,10 +103,38 @@ def record(args) -> dict:
     return {"iters": args.iters, "crop": args.crop, "runs": runs}
 
 
-def up_to(histories: dict, cap: int) -> dict:
-    """Recorded crop histories as if the run had stopped at ``cap`` iterations."""
-    keys = ("loss", "laplacian_var", "psnr", "correlation")
-    return dict(histories, samples=[{**s, **{k: s[k][:cap] for k in keys if k in s}} for s in histories["samples"]])
+def cap_on_regions(noise_runs: list, target: float, first: int, max_loss_db: float) -> tuple:
+    """(cap, mean noise PSNR by cap): the first cap, from ``first`` in steps of 10 up to the
+    shortest recorded run, whose region runs restore noise within ``max_loss_db`` of
+    ``target``; the longest recorded where none does."""
+    longest = min(len(r["psnr"]) for r in noise_runs)
+    by_cap = {
+        c: round(float(np.mean([r["psnr"][c - 1] for r in noise_runs])), 3) for c in range(first, longest + 1, 10)
+    }
+    fits = [c for c, v in by_cap.items() if v >= target - max_loss_db]
+    return (min(fits) if fits else longest), by_cap
+
+
+def early_guard_scores(runs: list, limit: float, candidates, final: int) -> tuple:
+    """Per candidate iteration g: whether every run's guard decision at g is the one at index
+    ``final`` of its history, and the noise / JPEG correlations there; then the first g
+    that agrees with every noise run clearly kept (at most 0.8 of ``limit``), or None."""
+    from diip_deploy.runtime.optimise.guard import keeps_restoration
+
+    scores = {
+        g: {
+            "agrees": all(
+                keeps_restoration(r["corr"][g - 1], limit) == keeps_restoration(r["corr"][final], limit) for r in runs
+            ),
+            "noise25_max_corr": round(max(r["corr"][g - 1] for r in runs if r["task"] == "noise25"), 3),
+            "jpeg10_min_corr": round(min((r["corr"][g - 1] for r in runs if r["task"] == "jpeg10"), default=1.0), 3),
+        }
+        for g in candidates
+    }
+    margin = 0.8 * limit  # a kept region must be clearly kept: its correlation still falls
+    good = [g for g, v in scores.items() if v["agrees"] and v["noise25_max_corr"] <= margin]
+    rule = f"first iteration where every run's early decision is its final one, noise below {margin:.2f}"
+    return scores, (min(good) if good else None), rule
 
 
 def _same_optimiser(run: dict, rule) -> bool:
@@ -127,7 +155,6 @@ def choose(args) -> dict:
     from diip_deploy.bench.tune import score
     from diip_deploy.manifest import load_manifest
     from diip_deploy.runtime.images.tiling import plan_tiles
-    from diip_deploy.runtime.optimise.guard import keeps_restoration
 
     manifest = load_manifest(args.export)
     rule = manifest.settings()
@@ -149,8 +176,7 @@ def choose(args) -> dict:
         crops = json.loads(args.crop_histories.read_text())
         caps = {}
         for cap in (60, 80, 90, 100, 110, 120, 150):
-            cut = up_to(crops, cap)
-            caps[cap] = {t: v["auto"] for t, v in score(cut, {**manifest.defaults, "max_iters": cap}).items()}
+            caps[cap] = {t: v["auto"] for t, v in score(crops, {**manifest.defaults, "max_iters": cap}).items()}
         full = caps[150]["noise25"]
         cap = min(c for c, sc in caps.items() if sc["noise25"] >= full - args.max_loss_db / 2)
         out["max_iters"] = {
@@ -204,12 +230,7 @@ def choose(args) -> dict:
         new_runs = [r for r in runs if r["task"] == "noise25" and r["overlap"] == overlap]
         ref_k = min(len(r["psnr"]) for r in ref_runs)
         ref_psnr = float(np.mean([r["psnr"][ref_k - 1] for r in ref_runs]))
-        longest = min(len(r["psnr"]) for r in new_runs)
-        by_cap = {
-            c: round(float(np.mean([r["psnr"][c - 1] for r in new_runs])), 3) for c in range(cap, longest + 1, 10)
-        }
-        fits = [c for c, v in by_cap.items() if v >= ref_psnr - args.max_loss_db]
-        cap = min(fits) if fits else longest
+        cap, by_cap = cap_on_regions(new_runs, ref_psnr, cap, args.max_loss_db)
         out["max_iters"] = {
             "chosen": cap,
             "crop_cap": out["max_iters"],
@@ -220,25 +241,12 @@ def choose(args) -> dict:
         }
 
     # 3. early guard: the first iteration whose decision matches the final one on every run
-    limit = rule.residual_guard
-
-    def decision(r, i):
-        return keeps_restoration(r["corr"][i], limit)
-
-    agree = {}
-    for g in (8, 12, 16, 20, 24, 32, 40):
-        agree[g] = {
-            "agrees": all(decision(r, g - 1) == decision(r, -1) for r in runs),
-            "noise25_max_corr": round(max(r["corr"][g - 1] for r in runs if r["task"] == "noise25"), 3),
-            "jpeg10_min_corr": round(min(r["corr"][g - 1] for r in runs if r["task"] == "jpeg10"), 3),
-        }
-    margin = 0.8 * limit  # a kept region must be clearly kept: its correlation still falls
-    good = [g for g, v in agree.items() if v["agrees"] and v["noise25_max_corr"] <= margin]
+    agree, first_agreeing, guard_rule = early_guard_scores(runs, rule.residual_guard, (8, 12, 16, 20, 24, 32, 40), -1)
     out["guard_at"] = {
-        "chosen": min(good) if good else 0,
-        "residual_guard": limit,
+        "chosen": first_agreeing or 0,
+        "residual_guard": rule.residual_guard,
         "scores": agree,
-        "rule": f"first iteration where every run's early decision is its final one, noise below {margin:.2f}",
+        "rule": guard_rule,
     }
     # 4. the stop on region histories: where each slope threshold would stop a region, and
     # what that costs against running on to the last recorded iteration
@@ -277,9 +285,9 @@ def steps(args) -> dict:
     guard's iteration by ``choose``'s rule (every run's early decision is its final one,
     noise well under the threshold), and the JPEG regions' result at the new cap."""
     from diip_deploy.manifest import load_manifest
-    from diip_deploy.runtime.optimise.guard import keeps_restoration
 
-    shipped = load_manifest(args.export).settings()
+    manifest = load_manifest(args.export)
+    shipped = manifest.settings()
     new = [r for r in json.loads(args.histories.read_text())["runs"] if r.get("steps_per_eval", 1) > 1]
     ref = [
         r
@@ -290,7 +298,7 @@ def steps(args) -> dict:
         raise SystemExit("steps: need region histories with --steps-per-eval above 1 and a reference at 1")
     per_eval = new[0]["steps_per_eval"]
     # the reference's cap: the one the shipped optimiser chose at one step per evaluation
-    earlier = load_manifest(args.export).data["validation"]["cpu_speed"]["max_iters"]
+    earlier = manifest.data["validation"]["cpu_speed"]["max_iters"]
     one_step_cap = earlier.get("one_step_choice", earlier)["chosen"]
     ref_k = min(one_step_cap, min(len(r["psnr"]) for r in ref))
 
@@ -298,23 +306,9 @@ def steps(args) -> dict:
         return round(float(np.mean([r["psnr"][k - 1] for r in runs if r["task"] == task])), 3)
 
     target = mean_at(ref, "noise25", ref_k)
-    longest = min(len(r["psnr"]) for r in new)
-    by_cap = {c: mean_at(new, "noise25", c) for c in range(10, longest + 1, 10)}
-    fits = [c for c, v in by_cap.items() if v >= target - args.max_loss_db]
-    cap = min(fits) if fits else longest
-    limit = shipped.residual_guard
-    agree = {}
-    for g in (8, 10, 12, 16, 20):
-        if g >= cap:
-            continue
-        agree[g] = {
-            "agrees": all(
-                keeps_restoration(r["corr"][g - 1], limit) == keeps_restoration(r["corr"][cap - 1], limit) for r in new
-            ),
-            "noise25_max_corr": round(max(r["corr"][g - 1] for r in new if r["task"] == "noise25"), 3),
-            "jpeg10_min_corr": round(min((r["corr"][g - 1] for r in new if r["task"] == "jpeg10"), default=1.0), 3),
-        }
-    good = [g for g, v in agree.items() if v["agrees"] and v["noise25_max_corr"] <= 0.8 * limit]
+    cap, by_cap = cap_on_regions([r for r in new if r["task"] == "noise25"], target, 10, args.max_loss_db)
+    candidates = [g for g in (8, 10, 12, 16, 20) if g < cap]
+    agree, first_agreeing, guard_rule = early_guard_scores(new, shipped.residual_guard, candidates, cap - 1)
     out = {
         "split": "training photos only",
         "regions": sorted({r["photo"] for r in new}),
@@ -332,9 +326,9 @@ def steps(args) -> dict:
             "reference_restored": mean_at(ref, "jpeg10", ref_k) if any(r["task"] == "jpeg10" for r in ref) else None,
         },
         "guard_at": {
-            "chosen": min(good) if good else shipped.guard_at,
+            "chosen": first_agreeing or shipped.guard_at,
             "scores": agree,
-            "rule": f"first iteration where every run's early decision is its final one, noise below {0.8 * limit:.2f}",
+            "rule": guard_rule,
         },
         "evaluation_seconds": {
             "steps": round(float(np.mean([r["seconds"] / len(r["psnr"]) for r in new])), 3),
@@ -390,8 +384,7 @@ def optimiser(args) -> dict:
         )
     caps = sorted({c for c in (30, 40, 45, 50, 60, 70, 80, 100) if c <= args.iters} | {shipped["max_iters"]})
     scores = {
-        text: {cap: score(up_to(h, cap), {**crop_rule, "max_iters": cap}) for cap in caps}
-        for text, h in kept["histories"].items()
+        text: {cap: score(h, {**crop_rule, "max_iters": cap}) for cap in caps} for text, h in kept["histories"].items()
     }
     ref = scores[first][shipped["max_iters"]]
     # noise as good as the shipped optimiser at its cap; JPEG no worse than the shipped
@@ -454,7 +447,7 @@ def heldout(args) -> dict:
             "optimiser": h["settings"],
             "max_iters": rule["max_iters"],
             "guard_at": rule["guard_at"],
-            "scores": score(up_to(h, rule["max_iters"]), rule),
+            "scores": score(h, rule),  # score ends each run at the rule's cap
         }
     print(json.dumps(out, indent=1))
     return out
