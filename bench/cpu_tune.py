@@ -20,6 +20,13 @@ region histories recorded with ``record --steps-per-eval N`` against one step:
         --out bench/results/cpu_tune_region_histories_steps2.json
     python bench/cpu_tune.py steps --histories bench/results/cpu_tune_region_histories_steps2.json \
         --reference-histories bench/results/cpu_tune_region_histories_steps1.json [--write]
+
+``jpeg-cap`` asks what the JPEG crops' stop-rule score would cost: training crops run with
+the shipped optimiser to twice its cap, scored at each cap against the starting defaults:
+
+    diip-tune record --export models/default-export --n 12 --task noise25 --task jpeg10 \
+        --max-iters 80 --threads 2 --out bench/results/cpu_tune_crop_histories_steps2.json
+    python bench/cpu_tune.py jpeg-cap
 """
 
 from __future__ import annotations
@@ -414,6 +421,62 @@ def optimiser(args) -> dict:
     }
 
 
+def crop_rules(export: Path) -> tuple:
+    """The shipped settings as diip-tune scores a crop (one tile: no overlap), and the same
+    with the defaults this issue started from (bench/cpu.py's OLD) over them."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from cpu import OLD
+
+    from diip_deploy.manifest import load_manifest
+
+    crop_rule = {k: v for k, v in load_manifest(export).defaults.items() if k != "tile_overlap"}
+    return crop_rule, {**crop_rule, **{k: v for k, v in OLD["options"].items() if k in crop_rule}}
+
+
+def jpeg_cap(args) -> dict:
+    """What the JPEG crops' stop-rule score would cost in speed, on *training* crops: the
+    shipped rule's scores at caps from the shipped one up to the length of
+    ``--crop-histories-steps`` (recorded with the shipped optimiser), against the defaults
+    this issue started from on the same crops (``--crop-histories``, one step per
+    evaluation, cap 150).  Each cap's noise-photo speed-up is cpu.json's shipped noise row
+    scaled by the cap (that photo runs to the cap): an estimate, not a timing."""
+    from diip_deploy.bench.tune import score
+
+    crop_rule, old_rule = crop_rules(args.export)
+    new = json.loads(args.crop_histories_steps.read_text())
+    if new["settings"].get("steps_per_eval", 1) != crop_rule["steps_per_eval"]:
+        raise SystemExit("jpeg-cap: --crop-histories-steps were not recorded with the shipped steps per evaluation")
+    names = {(s["task"], s["crop"]) for s in new["samples"]}
+    ref = json.loads(args.crop_histories.read_text())
+    same_crops = [s for s in ref["samples"] if (s["task"], s["crop"]) in names]
+    ref = {**ref, "n_per_task": new["n_per_task"], "samples": same_crops}
+    tasks = sorted({s["task"] for s in new["samples"]})
+    before = score(ref, old_rule)
+    noise = next(r for r in json.loads(args.cpu_results.read_text())["photo"]["rows"] if r["task"] == "noise25")
+    shipped_cap = crop_rule["max_iters"]
+    noise_old_s, noise_new_s = noise["old"]["seconds"], noise["new"]["seconds"]
+    by_cap = {}
+    for cap in range(shipped_cap, new["settings"]["max_iters"] + 1, 10):
+        scores = score(new, {**crop_rule, "max_iters": cap})
+        by_cap[cap] = {
+            **{t: {"auto": scores[t]["auto"], "returned": scores[t]["returned"]} for t in tasks},
+            "noise_photo_speedup_estimate": round(noise_old_s / (noise_new_s * cap / shipped_cap), 2),
+        }
+    reached = [c for c, row in by_cap.items() if row["jpeg10"]["auto"] >= before["jpeg10"]["auto"]]
+    return {
+        "split": "training photos only",
+        "crops_per_task": new["n_per_task"],
+        "histories": str(args.crop_histories_steps.relative_to(REPO)),
+        "before": {
+            "rule": {k: old_rule[k] for k in ("steps_per_eval", "max_iters", "guard_at")},
+            **{t: {"auto": before[t]["auto"], "stop": before[t]["stop"]} for t in tasks},
+        },
+        "shipped_by_cap": by_cap,
+        "jpeg10_auto_no_worse_from_cap": reached[0] if reached else None,
+        "noise_photo_speedup_basis": f"bench/results/cpu.json noise25 row ({noise['measured']}), scaled by the cap",
+    }
+
+
 def heldout(args) -> dict:
     """diip-tune's held-out crop scores under the defaults this issue started from (fp32
     histories recorded to 150, the guard judging only the final result) and under the
@@ -422,18 +485,12 @@ def heldout(args) -> dict:
     each, so the overlap does not enter.  ``auto`` is the stop rule's result; where the
     histories hold residual correlations, ``returned`` is what diip-run hands back after
     the guard (early at ``guard_at``, then on the stop's result)."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from cpu import OLD
-
     from diip_deploy.bench.tune import score
-    from diip_deploy.manifest import load_manifest
 
     before = json.loads(args.heldout_histories.read_text())
     path = args.shipped_heldout_histories
     after = json.loads(path.read_text()) if path.exists() else before
-    shipped = load_manifest(args.export).defaults
-    crop_rule = {k: v for k, v in shipped.items() if k != "tile_overlap"}
-    old_rule = {**crop_rule, **{k: v for k, v in OLD["options"].items() if k in crop_rule}}
+    crop_rule, old_rule = crop_rules(args.export)
     out = {"crops_per_task": before["n_per_task"]}
     entries = [("before", args.heldout_histories, before, old_rule), ("shipped", path, after, crop_rule)]
     study = args.study_heldout_histories
@@ -455,7 +512,7 @@ def heldout(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("record", "choose", "heldout", "optimiser", "steps"))
+    ap.add_argument("mode", choices=("record", "choose", "heldout", "optimiser", "steps", "jpeg-cap"))
     ap.add_argument("--steps-per-eval", type=int, default=1, help="record: Adam steps per evaluation of the chain")
     ap.add_argument("--candidates", default="0.03/0.9/0.999,0.03/0.8/0.99", help="lr/beta1/beta2, comma separated")
     ap.add_argument("--crops", type=int, default=12, help="optimiser: training crops a task")
@@ -488,6 +545,13 @@ def main() -> None:
     )
     ap.add_argument("--histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
     ap.add_argument("--crop-histories", type=Path, default=REPO / "bench" / "results" / "tune_histories.json")
+    ap.add_argument(
+        "--crop-histories-steps",
+        type=Path,
+        default=REPO / "bench" / "results" / "cpu_tune_crop_histories_steps2.json",
+        help="jpeg-cap: training crops recorded with the shipped optimiser past its cap (diip-tune record)",
+    )
+    ap.add_argument("--cpu-results", type=Path, default=REPO / "bench" / "results" / "cpu.json")
     ap.add_argument("--max-loss-db", type=float, default=0.1)
     ap.add_argument("--write", action="store_true", help="write the choice into the export's manifest")
     ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
@@ -546,6 +610,11 @@ def main() -> None:
                 }
             write_manifest(args.export, data)
             print(f"wrote {args.export}/manifest.json", file=sys.stderr)
+        return
+    if args.mode == "jpeg-cap":
+        out = jpeg_cap(args)
+        print(json.dumps(out, indent=1))
+        (REPO / "bench" / "results" / "cpu_jpeg_cap.json").write_text(json.dumps(out, indent=1) + "\n")
         return
     if args.mode == "heldout":
         (REPO / "bench" / "results" / "cpu_heldout_scores.json").write_text(json.dumps(heldout(args), indent=1) + "\n")

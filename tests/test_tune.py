@@ -129,6 +129,27 @@ def test_written_defaults_are_what_diip_run_uses(tiny_export, tmp_path):
     assert json.loads((tmp_path / "o2" / "a.json").read_text())["settings"]["patience"] == 4
 
 
+def test_record_takes_steps_per_eval_from_the_command_line(tiny_export, tmp_path):
+    """--steps-per-eval reaches the recorded runs (their settings and their trajectory), and
+    a value the setting's own rule refuses is a usage error."""
+    runs = {}
+    for n in (1, 3):
+        hist = tmp_path / f"h{n}.json"
+        args = ["record", "--export", str(tiny_export), "--n", "1", "--size", "16", "--task", "noise25"]
+        r = CliRunner().invoke(
+            tune_main,
+            [*args, "--max-iters", "4", "--steps-per-eval", str(n), "--out", str(hist)],
+            catch_exceptions=False,
+        )
+        assert r.exit_code == 0, r.output
+        runs[n] = json.loads(hist.read_text())
+    assert runs[1]["settings"]["steps_per_eval"] == 1 and runs[3]["settings"]["steps_per_eval"] == 3
+    one, three = runs[1]["samples"][0]["loss"], runs[3]["samples"][0]["loss"]
+    assert one[0] == pytest.approx(three[0]) and three[-1] != pytest.approx(one[-1])  # same start, other steps
+    r = CliRunner().invoke(tune_main, [*args, "--steps-per-eval", "0", "--out", str(tmp_path / "x.json")])
+    assert r.exit_code == 2 and "steps-per-eval" in r.output and not (tmp_path / "x.json").exists()
+
+
 def test_choose_refuses_held_out_histories(tmp_path):
     h = {**_synthetic(), "split": "HELD-OUT photos: for reporting only, never for choosing"}
     f = tmp_path / "held.json"

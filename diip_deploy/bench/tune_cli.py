@@ -9,8 +9,9 @@ from typing import Any, Dict
 import click
 
 from ..cli_common import OneLineErrors, OneLineGroup
+from ..runtime.commands.options import click_type
 from ..runtime.optimise.stopping import PAPER_SETTINGS
-from ..settings import RestoreSettings
+from ..settings import RestoreSettings, specs
 from .degrade import TASKS
 from .tune import TUNE_TASKS, best_run, classic_scores, record, score, scored_samples, write_defaults
 
@@ -27,12 +28,18 @@ def main() -> None:
 @click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=TUNE_TASKS, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--max-iters", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--steps-per-eval",
+    type=click_type(specs(RestoreSettings)["steps_per_eval"]),
+    default=None,
+    help="Adam steps per evaluation of the chain (default: the export's).",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--held-out", is_flag=True, help="Crops of the held-out photos instead: to report scores, not to choose.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
-def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, threads, seed, held_out, out):
+def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, steps_per_eval, batch, threads, seed, held_out, out):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
     from ..manifest import load_manifest
     from ..runtime.images.codec import save_json
@@ -50,6 +57,7 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, batch, thread
         seed,
         log=lambda m: click.echo(m, err=True),
         held_out=held_out,
+        overrides={} if steps_per_eval is None else {"steps_per_eval": steps_per_eval},
     )
     save_json(out, h)
     click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")
