@@ -144,6 +144,21 @@ def early_guard_scores(runs: list, limit: float, candidates, final: int) -> tupl
     return scores, (min(good) if good else None), rule
 
 
+def early_losses_on_crops(samples: list, limit: float, candidates, cap: int) -> dict:
+    """Per candidate iteration g and task: how many crops the early guard at g hands back
+    although the guard at the cap would keep their restoration.  A crop is one tile, the
+    smallest region a photo can have, so its correlation is the noisiest: what a region's
+    margin hides shows here."""
+    from diip_deploy.runtime.optimise.guard import keeps_restoration
+
+    def lost(s, g):
+        c = s["correlation"]
+        return not keeps_restoration(c[g - 1], limit) and keeps_restoration(c[min(cap, len(c)) - 1], limit)
+
+    tasks = sorted({s["task"] for s in samples})
+    return {g: {t: sum(lost(s, g) for s in samples if s["task"] == t) for t in tasks} for g in candidates}
+
+
 def _same_optimiser(run: dict, rule) -> bool:
     """Whether recorded runs (or a choice) used the rule's learning rate and Adam betas
     (runs recorded before the betas were a setting used torch's, 0.9 and 0.999); ``rule``
@@ -290,7 +305,9 @@ def steps(args) -> dict:
     ``--steps-per-eval``) restore the noise regions within ``--max-loss-db`` of
     ``--reference-histories`` (one step per evaluation) at the shipped cap; then the early
     guard's iteration by ``choose``'s rule (every run's early decision is its final one,
-    noise well under the threshold), and the JPEG regions' result at the new cap."""
+    noise well under the threshold) and, where ``--crop-guard-histories`` exist, no
+    training crop's noise restoration handed back early; and the JPEG regions' result at
+    the new cap."""
     from diip_deploy.manifest import load_manifest
 
     manifest = load_manifest(args.export)
@@ -314,8 +331,19 @@ def steps(args) -> dict:
 
     target = mean_at(ref, "noise25", ref_k)
     cap, by_cap = cap_on_regions([r for r in new if r["task"] == "noise25"], target, 10, args.max_loss_db)
-    candidates = [g for g in (8, 10, 12, 16, 20) if g < cap]
+    candidates = [g for g in (8, 10, 12, 14, 16, 20) if g < cap]
     agree, first_agreeing, guard_rule = early_guard_scores(new, shipped.residual_guard, candidates, cap - 1)
+    crop_losses = None
+    if args.crop_guard_histories.exists():  # single-tile crops too: no noise restoration lost early
+        crops = json.loads(args.crop_guard_histories.read_text())
+        if not crops["split"].startswith("training") or crops["settings"].get("steps_per_eval") != per_eval:
+            raise SystemExit("steps: --crop-guard-histories must be training crops recorded with --steps-per-eval")
+        crop_losses = early_losses_on_crops(crops["samples"], shipped.residual_guard, candidates, cap)
+        good = [g for g in candidates if g >= (first_agreeing or cap) and crop_losses[g].get("noise25", 0) == 0]
+        first_agreeing = min(good) if good else None
+        guard_rule += (
+            f"; and no noise crop of {args.crop_guard_histories.name} handed back early that the guard at the cap keeps"
+        )
     out = {
         "split": "training photos only",
         "regions": sorted({r["photo"] for r in new}),
@@ -335,6 +363,7 @@ def steps(args) -> dict:
         "guard_at": {
             "chosen": first_agreeing or shipped.guard_at,
             "scores": agree,
+            **({"crops_lost_early": crop_losses} if crop_losses else {}),
             "rule": guard_rule,
         },
         "evaluation_seconds": {
@@ -550,6 +579,12 @@ def main() -> None:
         type=Path,
         default=REPO / "bench" / "results" / "cpu_tune_crop_histories_steps2.json",
         help="jpeg-cap: training crops recorded with the shipped optimiser past its cap (diip-tune record)",
+    )
+    ap.add_argument(
+        "--crop-guard-histories",
+        type=Path,
+        default=REPO / "bench" / "results" / "cpu_tune_crop_histories_guard.json",
+        help="steps: training crops recorded with the shipped optimiser (diip-tune record), for the early guard",
     )
     ap.add_argument("--cpu-results", type=Path, default=REPO / "bench" / "results" / "cpu.json")
     ap.add_argument("--max-loss-db", type=float, default=0.1)
