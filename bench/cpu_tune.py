@@ -159,6 +159,13 @@ def early_losses_on_crops(samples: list, limit: float, candidates, cap: int) -> 
     return {g: {t: sum(lost(s, g) for s in samples if s["task"] == t) for t in tasks} for g in candidates}
 
 
+def one_step_cap(manifest) -> int:
+    """The iteration cap chosen at one Adam step per evaluation (kept beside the cap in
+    evaluations since two steps are shipped)."""
+    earlier = manifest.data["validation"]["cpu_speed"]["max_iters"]
+    return earlier.get("one_step_choice", earlier)["chosen"]
+
+
 def _same_optimiser(run: dict, rule) -> bool:
     """Whether recorded runs (or a choice) used the rule's learning rate and Adam betas
     (runs recorded before the betas were a setting used torch's, 0.9 and 0.999); ``rule``
@@ -321,10 +328,7 @@ def steps(args) -> dict:
     if not new or not ref:
         raise SystemExit("steps: need region histories with --steps-per-eval above 1 and a reference at 1")
     per_eval = new[0]["steps_per_eval"]
-    # the reference's cap: the one the shipped optimiser chose at one step per evaluation
-    earlier = manifest.data["validation"]["cpu_speed"]["max_iters"]
-    one_step_cap = earlier.get("one_step_choice", earlier)["chosen"]
-    ref_k = min(one_step_cap, min(len(r["psnr"]) for r in ref))
+    ref_k = min(one_step_cap(manifest), min(len(r["psnr"]) for r in ref))
 
     def mean_at(runs, task, k):
         return round(float(np.mean([r["psnr"][k - 1] for r in runs if r["task"] == task])), 3)
@@ -390,7 +394,9 @@ def optimiser(args) -> dict:
     from diip_deploy.bench.tune import score
     from diip_deploy.manifest import load_manifest
 
-    shipped = load_manifest(args.export).defaults
+    manifest = load_manifest(args.export)
+    # the study runs at one Adam step per evaluation, against the cap chosen for it
+    shipped = {**manifest.defaults, "steps_per_eval": 1, "max_iters": one_step_cap(manifest)}
     crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
     path = args.optimiser_histories
     kept = json.loads(path.read_text()) if path.exists() else {"histories": {}}
@@ -407,7 +413,7 @@ def optimiser(args) -> dict:
             args.iters,
             8,
             args.threads,
-            overrides={k: v for k, v in given.items() if k != "lr"},
+            overrides={**{k: v for k, v in given.items() if k != "lr"}, "steps_per_eval": 1},
             log=lambda m: print(m, file=sys.stderr),
         )
         kept["histories"][text] = h
@@ -589,6 +595,12 @@ def main() -> None:
     ap.add_argument("--cpu-results", type=Path, default=REPO / "bench" / "results" / "cpu.json")
     ap.add_argument("--max-loss-db", type=float, default=0.1)
     ap.add_argument("--write", action="store_true", help="write the choice into the export's manifest")
+    ap.add_argument(
+        "--not-adopted",
+        metavar="WHY",
+        default=None,
+        help="optimiser --write: record the study in the manifest, defaults unchanged, with why",
+    )
     ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
     ap.add_argument("--photos", default="skimage/astronaut,skimage/motorcycle_left")
     ap.add_argument("--tasks", default="noise25,jpeg10")
@@ -610,12 +622,18 @@ def main() -> None:
             from diip_deploy.manifest import read_data, set_defaults, write_manifest
 
             data = read_data(args.export)
-            set_defaults(data, {**data["defaults"], **choice["chosen"]})
+            speed = data.setdefault("validation", {}).setdefault("cpu_speed", {})
             study = {k: v for k, v in choice.items() if k != "chosen"}
-            study.update(crop_choice=choice["chosen"], adopted=True)  # the manifest's shape of the study
-            data.setdefault("validation", {}).setdefault("cpu_speed", {})["optimiser"] = study
+            study["crop_choice"] = choice["chosen"]  # the manifest's shape of the study
+            if args.not_adopted:  # the study recorded beside the defaults, which stay
+                speed["optimiser"] = {**speed.get("optimiser", {}), **study, "adopted": False, "why": args.not_adopted}
+                what = f"the study, not adopted ({args.not_adopted})"
+            else:
+                set_defaults(data, {**data["defaults"], **choice["chosen"]})
+                speed["optimiser"] = {**study, "adopted": True}
+                what = str(choice["chosen"])
             write_manifest(args.export, data)
-            print(f"wrote {choice['chosen']} into {args.export}/manifest.json", file=sys.stderr)
+            print(f"wrote {what} into {args.export}/manifest.json", file=sys.stderr)
         return
     if args.mode == "steps":
         choice = steps(args)
