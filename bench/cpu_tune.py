@@ -40,6 +40,41 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+# (option, its default in bench/results, what it holds): the files the modes read
+RESULT_FILES = (
+    ("--optimiser-choice", "cpu_tune_optimiser_choice.json", "optimiser: where its choice is written"),
+    ("--optimiser-histories", "cpu_tune_optimiser_histories.json", "optimiser: its candidates' crop histories"),
+    ("--heldout-histories", "tune_heldout_histories.json", "heldout: crops under the starting defaults"),
+    (
+        "--shipped-heldout-histories",
+        "tune_heldout_histories_shipped.json",
+        "held-out crops recorded with the shipped optimiser (diip-tune record --held-out)",
+    ),
+    (
+        "--study-heldout-histories",
+        "tune_heldout_histories_betas_0.7_0.99.json",
+        "held-out crops recorded with the optimiser study's pick",
+    ),
+    (
+        "--reference-histories",
+        "cpu_tune_histories.json",
+        "choose: region histories of the optimiser the optimiser step started from",
+    ),
+    ("--histories", "cpu_tune_histories.json", "region histories (record's --out)"),
+    ("--crop-histories", "tune_histories.json", "diip-tune's training crops, one step per evaluation, to 150"),
+    (
+        "--crop-histories-steps",
+        "cpu_tune_crop_histories_steps2.json",
+        "jpeg-cap: training crops recorded with the shipped optimiser past its cap (diip-tune record)",
+    ),
+    (
+        "--crop-guard-histories",
+        "cpu_tune_crop_histories_guard.json",
+        "steps: training crops recorded with the shipped optimiser (diip-tune record), for the early guard",
+    ),
+    ("--cpu-results", "cpu.json", "jpeg-cap: bench/cpu.py's results"),
+)
 
 
 def record(args) -> dict:
@@ -551,48 +586,8 @@ def main() -> None:
     ap.add_argument("--steps-per-eval", type=int, default=1, help="record: Adam steps per evaluation of the chain")
     ap.add_argument("--candidates", default="0.03/0.9/0.999,0.03/0.8/0.99", help="lr/beta1/beta2, comma separated")
     ap.add_argument("--crops", type=int, default=12, help="optimiser: training crops a task")
-    ap.add_argument(
-        "--optimiser-choice", type=Path, default=REPO / "bench" / "results" / "cpu_tune_optimiser_choice.json"
-    )
-    ap.add_argument(
-        "--optimiser-histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_optimiser_histories.json"
-    )
-    ap.add_argument(
-        "--heldout-histories", type=Path, default=REPO / "bench" / "results" / "tune_heldout_histories.json"
-    )
-    ap.add_argument(
-        "--shipped-heldout-histories",
-        type=Path,
-        default=REPO / "bench" / "results" / "tune_heldout_histories_shipped.json",
-        help="held-out crops recorded with the shipped optimiser (diip-tune record --held-out)",
-    )
-    ap.add_argument(
-        "--study-heldout-histories",
-        type=Path,
-        default=REPO / "bench" / "results" / "tune_heldout_histories_betas_0.7_0.99.json",
-        help="held-out crops recorded with the optimiser study's pick",
-    )
-    ap.add_argument(
-        "--reference-histories",
-        type=Path,
-        default=REPO / "bench" / "results" / "cpu_tune_histories.json",
-        help="choose: region histories of the optimiser the optimiser step started from",
-    )
-    ap.add_argument("--histories", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
-    ap.add_argument("--crop-histories", type=Path, default=REPO / "bench" / "results" / "tune_histories.json")
-    ap.add_argument(
-        "--crop-histories-steps",
-        type=Path,
-        default=REPO / "bench" / "results" / "cpu_tune_crop_histories_steps2.json",
-        help="jpeg-cap: training crops recorded with the shipped optimiser past its cap (diip-tune record)",
-    )
-    ap.add_argument(
-        "--crop-guard-histories",
-        type=Path,
-        default=REPO / "bench" / "results" / "cpu_tune_crop_histories_guard.json",
-        help="steps: training crops recorded with the shipped optimiser (diip-tune record), for the early guard",
-    )
-    ap.add_argument("--cpu-results", type=Path, default=REPO / "bench" / "results" / "cpu.json")
+    for flag, name, what in RESULT_FILES:
+        ap.add_argument(flag, type=Path, default=RESULTS / name, help=what)
     ap.add_argument("--max-loss-db", type=float, default=0.1)
     ap.add_argument("--write", action="store_true", help="write the choice into the export's manifest")
     ap.add_argument(
@@ -608,7 +603,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=160)
     ap.add_argument("--iters", type=int, default=90)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_tune_histories.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "cpu_tune_histories.json")
     args = ap.parse_args()
     if args.mode == "record":
         record(args)
