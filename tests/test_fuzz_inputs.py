@@ -350,8 +350,9 @@ def test_numeric_option_out_of_range(tiny_export, tmp_path, opt, value):
 
 
 def _launch(args, env=None):
+    """diip-run in a child process, with faulthandler on: SIGABRT makes it print where it is."""
     return subprocess.Popen(
-        [sys.executable, "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
+        [sys.executable, "-X", "faulthandler", "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -385,7 +386,11 @@ def test_ctrl_c_exits_130_keeps_finished_and_resume_redoes_nothing(tiny_export, 
         time.sleep(0.05)
     assert (out / "p0.json").exists(), p.communicate()[1]
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # say where the child hung (it did once in CI), not only that it did
+        p.send_signal(signal.SIGABRT)
+        pytest.fail("no exit 60 s after SIGINT; the child's stacks:\n" + p.communicate(timeout=30)[1][-4000:])
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert no_partial_files(out)
