@@ -350,13 +350,16 @@ def test_numeric_option_out_of_range(tiny_export, tmp_path, opt, value):
 
 
 def _launch(args, env=None):
-    """diip-run in a child process, with faulthandler on: SIGABRT makes it print where it is."""
+    """diip-run in a child process, as a terminal starts it: SIGINT at its default whatever
+    the test runner inherited (a job a shell puts in the background ignores SIGINT, and
+    so would its children), and faulthandler on, so that SIGABRT makes it print where it is."""
     return subprocess.Popen(
         [sys.executable, "-X", "faulthandler", "-m", "diip_deploy.runtime.commands.cli", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -388,7 +391,7 @@ def test_ctrl_c_exits_130_keeps_finished_and_resume_redoes_nothing(tiny_export, 
     p.send_signal(signal.SIGINT)
     try:
         _, err = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # say where the child hung (it did once in CI), not only that it did
+    except subprocess.TimeoutExpired:  # say where the child is, not only that it did not stop
         p.send_signal(signal.SIGABRT)
         pytest.fail("no exit 60 s after SIGINT; the child's stacks:\n" + p.communicate(timeout=30)[1][-4000:])
     assert p.returncode == 130, err
