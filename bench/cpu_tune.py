@@ -194,10 +194,10 @@ def early_losses_on_crops(samples: list, limit: float, candidates, cap: int) -> 
     return {g: {t: sum(lost(s, g) for s in samples if s["task"] == t) for t in tasks} for g in candidates}
 
 
-def one_step_cap(manifest) -> int:
-    """The iteration cap chosen at one Adam step per evaluation (kept beside the cap in
-    evaluations since two steps are shipped)."""
-    earlier = manifest.data["validation"]["cpu_speed"]["max_iters"]
+def one_step_choice(manifest, name: str) -> int:
+    """``max_iters`` or ``guard_at`` as chosen at one Adam step per evaluation (kept beside
+    the choice in evaluations since two steps are shipped)."""
+    earlier = manifest.data["validation"]["cpu_speed"][name]
     return earlier.get("one_step_choice", earlier)["chosen"]
 
 
@@ -363,7 +363,7 @@ def steps(args) -> dict:
     if not new or not ref:
         raise SystemExit("steps: need region histories with --steps-per-eval above 1 and a reference at 1")
     per_eval = new[0]["steps_per_eval"]
-    ref_k = min(one_step_cap(manifest), min(len(r["psnr"]) for r in ref))
+    ref_k = min(one_step_choice(manifest, "max_iters"), min(len(r["psnr"]) for r in ref))
 
     def mean_at(runs, task, k):
         return round(float(np.mean([r["psnr"][k - 1] for r in runs if r["task"] == task])), 3)
@@ -431,7 +431,7 @@ def optimiser(args) -> dict:
 
     manifest = load_manifest(args.export)
     # the study runs at one Adam step per evaluation, against the cap chosen for it
-    shipped = {**manifest.defaults, "steps_per_eval": 1, "max_iters": one_step_cap(manifest)}
+    shipped = {**manifest.defaults, "steps_per_eval": 1, "max_iters": one_step_choice(manifest, "max_iters")}
     crop_rule = {k: v for k, v in shipped.items() if k not in ("tile_overlap", "guard_at")}
     path = args.optimiser_histories
     kept = json.loads(path.read_text()) if path.exists() else {"histories": {}}
@@ -491,15 +491,13 @@ def optimiser(args) -> dict:
     }
 
 
-def crop_rules(export: Path) -> tuple:
+def crop_rules(manifest) -> tuple:
     """The shipped settings as diip-tune scores a crop (one tile: no overlap), and the same
     with the defaults this issue started from (bench/cpu.py's OLD) over them."""
     sys.path.insert(0, str(REPO / "bench"))
     from cpu import OLD
 
-    from diip_deploy.manifest import load_manifest
-
-    crop_rule = {k: v for k, v in load_manifest(export).defaults.items() if k != "tile_overlap"}
+    crop_rule = {k: v for k, v in manifest.defaults.items() if k != "tile_overlap"}
     return crop_rule, {**crop_rule, **{k: v for k, v in OLD["options"].items() if k in crop_rule}}
 
 
@@ -511,8 +509,9 @@ def jpeg_cap(args) -> dict:
     evaluation, cap 150).  Each cap's noise-photo speed-up is cpu.json's shipped noise row
     scaled by the cap (that photo runs to the cap): an estimate, not a timing."""
     from diip_deploy.bench.tune import score
+    from diip_deploy.manifest import load_manifest
 
-    crop_rule, old_rule = crop_rules(args.export)
+    crop_rule, old_rule = crop_rules(load_manifest(args.export))
     new = json.loads(args.crop_histories_steps.read_text())
     if new["settings"].get("steps_per_eval", 1) != crop_rule["steps_per_eval"]:
         raise SystemExit("jpeg-cap: --crop-histories-steps were not recorded with the shipped steps per evaluation")
@@ -556,17 +555,20 @@ def heldout(args) -> dict:
     histories hold residual correlations, ``returned`` is what diip-run hands back after
     the guard (early at ``guard_at``, then on the stop's result)."""
     from diip_deploy.bench.tune import score
+    from diip_deploy.manifest import load_manifest
 
     before = json.loads(args.heldout_histories.read_text())
     path = args.shipped_heldout_histories
     after = json.loads(path.read_text()) if path.exists() else before
-    crop_rule, old_rule = crop_rules(args.export)
+    manifest = load_manifest(args.export)
+    crop_rule, old_rule = crop_rules(manifest)
     out = {"crops_per_task": before["n_per_task"]}
     entries = [("before", args.heldout_histories, before, old_rule), ("shipped", path, after, crop_rule)]
     study = args.study_heldout_histories
     if args.optimiser_choice.exists() and study.exists():  # the optimiser study's crop pick, not adopted
         pick = json.loads(args.optimiser_choice.read_text())["chosen"]
-        one_step = {"steps_per_eval": 1, "guard_at": 20}  # the study ran at one step per evaluation
+        # the study ran at one step per evaluation, with the guard chosen for that
+        one_step = {"steps_per_eval": 1, "guard_at": one_step_choice(manifest, "guard_at")}
         entries.append(("optimiser_study", study, json.loads(study.read_text()), {**crop_rule, **pick, **one_step}))
     for name, where, h, rule in entries:
         out[name] = {
