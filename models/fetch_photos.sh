@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Unpack the example photos of Debian's opencv-doc package into cache/opencv-doc
-# (no install, no root needed for the unpacking). Training and the held-out
-# evaluation set use them; see diip_deploy/train/photos.py and NOTICE.
+# Unpack the photos that Debian packages ship into cache/ (no install, no root needed for
+# the unpacking). Training and the held-out evaluation set use them; see
+# diip_deploy/train/photos.py and NOTICE.
+#   models/fetch_photos.sh          opencv-doc's example photos (cache/opencv-doc)
+#   models/fetch_photos.sh --wide   also plasma-workspace-wallpapers (cache/plasma-wallpapers),
+#                                   the photographs that `diip-train --photo-set wide` adds
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=cache/opencv-doc
-[ -f "$dest/usr/share/doc/opencv-doc/examples/data/baboon.jpg" ] && { echo "$dest already there"; exit 0; }
-tmp=$(mktemp -d)
-(cd "$tmp" && apt-get download opencv-doc >/dev/null)
-mkdir -p "$dest"
-dpkg-deb -x "$tmp"/opencv-doc_*.deb "$dest"
-rm -rf "$tmp"
-echo "unpacked opencv-doc into $dest"
+
+unpack() {  # unpack PACKAGE into DEST unless MARKER (a file inside it) is already there
+    local package=$1 dest=$2 marker=$3
+    [ -f "$dest/$marker" ] && { echo "$dest already there"; return 0; }
+    local tmp
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "$package" >/dev/null)
+    mkdir -p "$dest"
+    dpkg-deb -x "$tmp"/"$package"_*.deb "$dest"
+    rm -rf "$tmp"
+    echo "unpacked $package into $dest"
+}
+
+unpack opencv-doc cache/opencv-doc usr/share/doc/opencv-doc/examples/data/baboon.jpg
+if [ "${1:-}" = "--wide" ]; then
+    unpack plasma-workspace-wallpapers cache/plasma-wallpapers usr/share/wallpapers/Path/metadata.json
+fi

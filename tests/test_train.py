@@ -31,8 +31,68 @@ def test_a_few_training_steps(tmp_path):
     assert pipe.unet.config.block_out_channels == (8, 16) or list(pipe.unet.config.block_out_channels) == [8, 16]
     assert json.loads((out / "training.json").read_text())["steps"] == 4
     # resuming from the checkpoint continues the count instead of starting over
-    info2 = train(out, tmp_path / "work", steps=6, **settings)
+    info2 = train(out, tmp_path / "work", steps=6, resume=True, **settings)
     assert info2["steps"] == 6 and info2["losses"][:4] == info["losses"]
+
+
+TINY = ["--batch", "2", "--patch", "16", "--lr", "1e-3", "--channels", "8,16", "--threads", "1", "--ema-decay", "0.9"]
+
+
+def _train_cli(tmp_path, name, *extra):
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "diip_deploy.train.trainer", "--out", str(tmp_path / name), *TINY, *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _weights(folder):
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_a_run_killed_mid_way_resumes_bit_identical(tmp_path):
+    """kill -9 at an arbitrary moment after the first checkpoint (possibly mid-write of the
+    next), then --resume: the final EMA weights equal an uninterrupted run's, bit for bit
+    (same device, one thread)."""
+    import signal
+    import time
+
+    steps = ["--steps", "60", "--checkpoint-every", "5"]
+    whole = _train_cli(tmp_path, "whole", "--work", str(tmp_path / "w1"), *steps)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    killed = _train_cli(tmp_path, "killed", "--work", str(tmp_path / "w2"), *steps)
+    ckpt = tmp_path / "w2" / "train_state.ckpt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # somewhere between checkpoints, or inside the next write
+    assert killed.poll() is None, "the run ended before it could be killed: make it longer"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "training.json").exists()
+
+    resumed = _train_cli(tmp_path, "killed", "--work", str(tmp_path / "w2"), "--resume", *steps)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resumed at step" in err and "resumed at step 0" not in err
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    done = json.loads((tmp_path / "killed" / "training.json").read_text())
+    assert done["losses"] == json.loads((tmp_path / "whole" / "training.json").read_text())["losses"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
+    first = _train_cli(tmp_path, "m", "--work", str(tmp_path / "w"), "--steps", "2")
+    assert first.wait(timeout=300) == 0
+    again = _train_cli(tmp_path, "m", "--work", str(tmp_path / "w"), "--steps", "4")
+    _, err = again.communicate(timeout=300)
+    assert again.returncode != 0 and "pass --resume" in err
+    other = _train_cli(tmp_path, "m", "--work", str(tmp_path / "w"), "--steps", "4", "--resume", "--seed", "1")
+    _, err = other.communicate(timeout=300)
+    assert other.returncode != 0 and "seed 0 (now 1)" in err
 
 
 def test_photo_split_keeps_held_out_photos_out():

@@ -82,8 +82,29 @@ _OPENCV = (
     "blox",
 )
 
+# plasma-workspace-wallpapers: the photographs only (no renders, paintings or abstract art);
+# the wide photo set adds them to training, never to the held-out split.
+_PLASMA = (
+    "BytheWater",
+    "ColdRipple",
+    "ColorfulCups",
+    "DarkestHour",
+    "EveningGlow",
+    "FallenLeaf",
+    "Grey",
+    "Kite",
+    "OneStandsOut",
+    "Path",
+    "Volna",
+    "summer_1am",
+)
+# Photo sets that diip-train can use: "default" is what models/default was trained on;
+# "wide" adds the packaged wallpaper photographs (models/fetch_photos.sh --wide).
+PHOTO_SETS = ("default", "wide")
+
 REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
 OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
+PLASMA_DIRS = (str(REPO_CACHE.parent / "plasma-wallpapers"), "/")
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -109,8 +130,25 @@ def find_opencv_doc(explicit: Optional[str] = None) -> Optional[Path]:
     return None
 
 
-def load_photos(opencv_doc: Optional[str] = None) -> Dict[str, np.ndarray]:
-    """All available photos as HxWx3 float32 arrays in [0, 1], keyed 'source/name'."""
+def find_plasma_wallpapers() -> Optional[Path]:
+    """Locate plasma-workspace-wallpapers' wallpaper folder, unpacked or installed."""
+    for c in PLASMA_DIRS:
+        sub = Path(c) / "usr/share/wallpapers"
+        if (sub / "Path" / "contents" / "images").is_dir():
+            return sub
+    return None
+
+
+def _largest_image(folder: Path) -> Optional[Path]:
+    """A wallpaper ships one picture at several sizes: the largest is the photograph."""
+    images = [p for p in folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    return max(images, key=lambda p: p.stat().st_size) if images else None
+
+
+def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") -> Dict[str, np.ndarray]:
+    """All available photos of ``photo_set`` as HxWx3 float32 arrays in [0, 1], keyed 'source/name'."""
+    if photo_set not in PHOTO_SETS:
+        raise ValueError(f"unknown photo set {photo_set!r}; choose from {', '.join(PHOTO_SETS)}")
     photos: Dict[str, np.ndarray] = {}
     import skimage
 
@@ -148,6 +186,14 @@ def load_photos(opencv_doc: Optional[str] = None) -> Dict[str, np.ndarray]:
                 if (ocv / (name + ext)).exists():
                     photos[f"opencv/{name}"] = _to_rgb(Image.open(ocv / (name + ext)))
                     break
+    plasma = find_plasma_wallpapers() if photo_set == "wide" else None
+    if photo_set == "wide" and plasma is None:
+        raise FileNotFoundError("the wide photo set needs plasma wallpapers: run models/fetch_photos.sh --wide")
+    if plasma is not None:
+        for name in _PLASMA:
+            best = _largest_image(plasma / name / "contents" / "images")
+            if best is not None:
+                photos[f"plasma/{name}"] = _to_rgb(Image.open(best))
     return photos
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from ..cli_common import OneLineErrors
-from .photos import HELD_OUT, load_photos, split
+from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
 
@@ -93,6 +94,28 @@ def save_pipeline(unet, out: Path) -> None:
     DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(str(out), safe_serialization=True)
 
 
+def _load_checkpoint(ckpt: Path, expected: Dict) -> Dict:
+    """The checkpoint's state, refused when it was made with other settings than this run's."""
+    state = torch.load(ckpt, weights_only=False, map_location="cpu")
+    made_with = state.get("settings", {})
+    differ = {k: (made_with.get(k), v) for k, v in expected.items() if made_with.get(k) != v}
+    if differ:
+        what = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in differ.items())
+        raise SystemExit(f"{ckpt} was made with other settings: {what}; resume with those, or use another --work")
+    return state
+
+
+def _save_atomically(state: Dict, ckpt: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename: a kill at any moment
+    leaves either the previous checkpoint or the new one, never half of one."""
+    tmp = ckpt.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(ckpt)
+
+
 def train(
     out: Path,
     work: Path,
@@ -108,13 +131,32 @@ def train(
     checkpoint_every: int,
     opencv_doc: Optional[str],
     log=print,
+    resume: bool = False,
+    checkpoint_minutes: Optional[float] = None,
+    photo_set: str = "default",
+    init_from: Optional[Path] = None,
+    device: str = "cpu",
 ) -> Dict:
+    """Train for ``steps`` steps in all, resuming ``work``'s checkpoint when ``resume``.
+
+    Checkpoints (model, EMA, optimiser, both RNGs, whose state is the data position, and
+    the loss history) are written every ``checkpoint_every`` steps and every
+    ``checkpoint_minutes``; a run killed at any moment resumes from the last one and, on
+    the same device and thread count, continues bit for bit as if never stopped. Noise
+    and timesteps are drawn on the CPU so a checkpoint moves between CPU and GPU.
+    """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
-    train_photos, _ = split(load_photos(opencv_doc))
+    train_photos, _ = split(load_photos(opencv_doc, photo_set=photo_set))
     levels = build_pyramids(train_photos, patch)
     unet = make_unet(channels, sample_size=patch)
+    if init_from is not None:
+        from diffusers import UNet2DModel
+
+        unet.load_state_dict(UNet2DModel.from_pretrained(str(init_from), subfolder="unet").state_dict())
+        log(f"weights from {init_from}, fresh optimiser")
+    unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     acp = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)), dtype=torch.float32)
@@ -122,8 +164,12 @@ def train(
     step, elapsed = 0, 0.0
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "train_state.ckpt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+    settings = {"batch": batch, "patch": patch, "lr": lr, "seed": seed, "channels": list(channels)}
+    settings.update({"photo_set": photo_set, "n_train_photos": len(train_photos)})
+    if ckpt.exists() and not resume:
+        raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --work")
+    if resume and ckpt.exists():
+        state = _load_checkpoint(ckpt, settings)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -131,25 +177,17 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         losses, step, elapsed = state["losses"], state["step"], state["elapsed"]
         log(f"resumed at step {step}")
+    elif resume:
+        log(f"no checkpoint in {work}: starting afresh")
 
     def checkpoint() -> None:
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save(
-            {
-                "unet": unet.state_dict(),
-                "ema": ema.state_dict(),
-                "opt": opt.state_dict(),
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "losses": losses,
-                "step": step,
-                "elapsed": elapsed,
-            },
-            tmp,
-        )
-        tmp.replace(ckpt)
+        state = {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
+        state.update({"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "settings": settings})
+        state.update({"losses": losses, "step": step, "elapsed": elapsed})
+        _save_atomically(state, ckpt)
 
     start = time.time() - elapsed
+    last_checkpoint = time.time()
     unet.train()
     while step < steps:
         if max_minutes is not None and (time.time() - start) > 60 * max_minutes:
@@ -163,7 +201,7 @@ def train(
         warm = min(1.0, (step + 1) / 200)
         for g in opt.param_groups:
             g["lr"] = lr * warm
-        loss = torch.nn.functional.mse_loss(unet(xt, t).sample, noise)
+        loss = torch.nn.functional.mse_loss(unet(xt.to(device), t.to(device)).sample, noise.to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -177,12 +215,14 @@ def train(
         elapsed = time.time() - start
         if step % 25 == 0:
             log(f"step {step} loss {np.mean(losses[-25:]):.4f} {elapsed / 60:.1f} min")
-        if step % checkpoint_every == 0:
+        due = checkpoint_minutes is not None and time.time() - last_checkpoint > 60 * checkpoint_minutes
+        if step % checkpoint_every == 0 or due:
             checkpoint()
+            last_checkpoint = time.time()
     elapsed = time.time() - start
     checkpoint()
     ema.eval()
-    save_pipeline(ema, out)
+    save_pipeline(ema.to("cpu"), out)
     info = {
         "steps": step,
         "batch": batch,
@@ -193,6 +233,7 @@ def train(
         "threads": threads,
         "ema_decay": ema_decay,
         "train_seconds": round(elapsed, 1),
+        "photo_set": photo_set,
         "n_train_photos": len(train_photos),
         "train_photos": sorted(train_photos),
         "held_out": list(HELD_OUT),
@@ -206,8 +247,13 @@ def train(
 @click.command(cls=OneLineErrors, name="diip-train")
 @click.option("--out", type=click.Path(), default="models/default", show_default=True)
 @click.option(
-    "--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder (resumes)."
+    "--work", type=click.Path(), default="cache/train", show_default=True, help="Checkpoint folder, out of git."
 )
+@click.option("--resume", is_flag=True, help="Continue the checkpoint in --work (its settings must match).")
+@click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True, help="Also checkpoint this often.")
+@click.option("--photo-set", type=click.Choice(PHOTO_SETS), default="default", show_default=True)
+@click.option("--init-from", type=click.Path(exists=True), default=None, help="Start from a pipeline folder's weights.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda; a checkpoint moves between them.")
 @click.option("--steps", type=int, default=100000, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
 @click.option("--patch", type=int, default=32, show_default=True)
@@ -220,7 +266,24 @@ def train(
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
 @click.option("--opencv-doc", type=click.Path(), default=None, help="Unpacked opencv-doc .deb (extra photos).")
 def main(
-    out, work, steps, batch, patch, lr, seed, channels, max_minutes, threads, ema_decay, checkpoint_every, opencv_doc
+    out,
+    work,
+    resume,
+    checkpoint_minutes,
+    photo_set,
+    init_from,
+    device,
+    steps,
+    batch,
+    patch,
+    lr,
+    seed,
+    channels,
+    max_minutes,
+    threads,
+    ema_decay,
+    checkpoint_every,
+    opencv_doc,
 ):
     """Train the default DIIP prior on the photos that packages ship."""
     info = train(
@@ -238,6 +301,11 @@ def main(
         checkpoint_every,
         opencv_doc,
         log=lambda m: click.echo(m, err=True),
+        resume=resume,
+        checkpoint_minutes=checkpoint_minutes,
+        photo_set=photo_set,
+        init_from=Path(init_from) if init_from else None,
+        device=device,
     )
     click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
 
