@@ -6,155 +6,53 @@ lists the allowed values), its default, its range, its help text and its group. 
 defaults under the user's choices), the JSON report's ``settings`` and the Ray task
 payload are all read off this class, as diffusers' ``register_to_config`` makes a
 signature the single source of a saved config.  Adding an option is one field here plus
-its use.  Torch-free: both the export and the runtime import it.
+its use; how a field is declared and checked lives in ``option_fields``.  Torch-free:
+both the export and the runtime import it.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Dict, Literal, Mapping, Optional, Tuple, Type, Union, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Literal, Mapping, Optional, Tuple, Type
 
-# Option groups, in the order ``diip-run -h`` shows them.
-GROUPS = {
-    "model": "Model and backend",
-    "optimisation": "Optimisation",
-    "stopping": "Stopping",
-    "tiles": "Tiles",
-    "io": "Inputs and outputs",
-}
+from .option_fields import GROUPS, SettingsError, Spec, option, specs, unknown_name
 
-
-class SettingsError(ValueError):
-    """An option name or value that the settings do not allow; one line says which, and
-    ``name`` is the option's."""
-
-    def __init__(self, message: str, name: Optional[str] = None):
-        super().__init__(message)
-        self.name = name
-
-
-def option(
-    default: Any,
-    group: str,
-    help: str,
-    *,
-    min: Optional[float] = None,
-    max: Optional[float] = None,
-    min_open: bool = False,
-    manifest: bool = True,
-    cli: bool = True,
-) -> Any:
-    """A settings field: ``min`` / ``max`` bound numbers (``min_open``: strictly above),
-    ``manifest``: an export may set its default, ``cli``: ``diip-run`` offers it."""
-    if group not in GROUPS:
-        raise ValueError(f"unknown option group {group!r}")
-    meta = {
-        "group": group,
-        "help": help,
-        "min": min,
-        "max": max,
-        "min_open": min_open,
-        "manifest": manifest,
-        "cli": cli,
-    }
-    return field(default=default, metadata=meta)
+__all__ = [
+    "GROUPS",
+    "RULES",
+    "RestoreSettings",
+    "Rule",
+    "SettingsClass",
+    "SettingsError",
+    "Spec",
+    "check_manifest_defaults",
+    "choices",
+    "manifest_defaults",
+    "option",
+    "specs",
+    "unknown_name",
+]
 
 
 @dataclass(frozen=True)
-class Spec:
-    """What one field allows, read from its declaration."""
+class Rule:
+    """A constraint between options: ``holds`` over the values by name, ``why`` it exists,
+    and ``fix``: how a user gets what was asked."""
 
-    name: str
-    kind: type  # int, float, str or bool
-    choices: Optional[Tuple[str, ...]]
-    optional: bool  # None is allowed (and means "decided elsewhere", e.g. the manifest's tile)
-    default: Any
-    group: str
-    help: str
-    min: Optional[float]
-    max: Optional[float]
-    min_open: bool
-    manifest: bool
-    cli: bool
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def describe(self) -> str:
-        """What a value must be, in words."""
-        if self.choices:
-            return " or ".join(
-                [", ".join(self.choices[:-1]), self.choices[-1]] if len(self.choices) > 1 else self.choices
-            )
-        what = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
-        if self.min is not None and self.max is not None:
-            return f"{what} in {self.min:g}..{self.max:g}"
-        if self.min is not None:
-            return f"{what} {'>' if self.min_open else '>='} {self.min:g}"
-        return what
-
-    def check(self, value: Any) -> Any:
-        """The value as this field holds it, or a SettingsError naming the field."""
-        if value is None and self.optional:
-            return None
-        bad = SettingsError(f"{self.name} must be {self.describe()}, got {value!r}", self.name)
-        if self.choices:
-            if value not in self.choices:
-                raise bad
-            return value
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise bad
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        if self.kind is int:
-            if not float(value).is_integer():
-                raise bad
-            value = int(value)
-        else:
-            value = float(value)
-            if not math.isfinite(value):
-                raise bad
-        if self.min is not None and (value < self.min or (self.min_open and value == self.min)):
-            raise bad
-        if self.max is not None and value > self.max:
-            raise bad
-        return value
+    names: Tuple[str, ...]
+    holds: Callable[[Mapping[str, Any]], bool]
+    why: str
+    fix: str
 
 
-def _spec(f: Any, hint: Any) -> Spec:
-    optional = get_origin(hint) is Union and type(None) in get_args(hint)
-    if optional:
-        hint = next(a for a in get_args(hint) if a is not type(None))
-    choices = tuple(get_args(hint)) if get_origin(hint) is Literal else None
-    kind = str if choices else hint
-    return Spec(name=f.name, kind=kind, choices=choices, optional=optional, default=f.default, **f.metadata)
-
-
-_SPECS: Dict[type, Dict[str, Spec]] = {}
-
-
-def specs(cls: type) -> Dict[str, Spec]:
-    """Each field's Spec, in declaration order (read once per class)."""
-    if cls not in _SPECS:
-        hints = get_type_hints(cls)
-        out = {}
-        for f in fields(cls):
-            if f.default is MISSING or "group" not in f.metadata:
-                raise TypeError(f"{cls.__name__}.{f.name} is not declared with option()")
-            out[f.name] = _spec(f, hints[f.name])
-        _SPECS[cls] = out
-    return _SPECS[cls]
-
-
-def unknown_name(name: str, known: Any, what: str = "option") -> SettingsError:
-    """An unknown name, with the nearest known one when there is one close enough."""
-    near = difflib.get_close_matches(name, list(known), n=1)
-    return SettingsError(f"unknown {what} {name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""), name)
+RULES = (
+    Rule(
+        ("steps_per_eval", "gradient"),
+        lambda v: v["steps_per_eval"] == 1 or v["gradient"] == "surrogate",
+        "--steps-per-eval above 1 reuses the UNet's eps, which only --gradient surrogate holds constant",
+        "give --steps-per-eval 1 with --gradient exact, or --gradient surrogate with more steps",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -277,21 +175,43 @@ class RestoreSettings:
     def __post_init__(self) -> None:
         for name, spec in specs(type(self)).items():
             object.__setattr__(self, name, spec.check(getattr(self, name)))
-        if self.steps_per_eval > 1 and self.gradient != "surrogate":
-            raise ValueError(
-                "--steps-per-eval above 1 reuses the UNet's eps, which only --gradient surrogate holds constant"
-            )
+        for rule in RULES:
+            if not rule.holds(self.__dict__):
+                raise SettingsError(f"{rule.why}; {rule.fix}", rule.names[0])
 
     @classmethod
     def resolve(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> RestoreSettings:
         """The class defaults, under a manifest's ``defaults``, under every override that is
         not None; an unknown name is an error that names the nearest known one."""
+        return cls.resolve_noted(defaults, **overrides)[0]
+
+    @classmethod
+    def resolve_noted(cls, defaults: Mapping[str, Any] = {}, **overrides: Any) -> Tuple[RestoreSettings, List[str]]:
+        """``resolve``, and where a manifest default breaks a rule against the user's explicit
+        choice, the default yields: the class default is used instead, and a note (for the
+        report) says so.  A rule broken by the user's own choices is an error that says how
+        to get what was asked."""
         known = specs(cls)
         for name in list(defaults) + list(overrides):
             if name not in known:
                 raise unknown_name(name, known)
         given = {k: v for k, v in overrides.items() if v is not None}
-        return cls(**{**defaults, **given})
+        values = {n: s.default for n, s in known.items()} | dict(defaults) | given
+        notes: List[str] = []
+        for rule in RULES:
+            if rule.holds(values):
+                continue
+            yielding = [n for n in rule.names if n not in given and n in defaults]
+            if not yielding or not any(n in given for n in rule.names):
+                continue  # the user's own choices, or the manifest's alone: __post_init__ says why
+            for n in yielding:
+                asked = ", ".join(f"{known[g].flag} {given[g]}" for g in rule.names if g in given)
+                notes.append(
+                    f"{n}: the model's default {defaults[n]!r} conflicts with {asked}; "
+                    f"{known[n].default!r} used ({rule.why})"
+                )
+                values[n] = known[n].default
+        return cls(**values), notes
 
     def as_dict(self) -> Dict[str, Any]:
         """Every field, as the report records it and a Ray task carries it."""

@@ -86,6 +86,34 @@ def test_manifest_defaults_and_overrides(tiny_export, tmp_path):
     )
 
 
+def test_an_explicit_gradient_wins_over_a_conflicting_manifest_default(tiny_export, tmp_path):
+    """The model's steps_per_eval 2 needs the surrogate gradient; --gradient exact is a
+    documented option, so the default yields (with a note in the report and on stderr), while
+    a conflict the user asks for is one line that says how to get what was asked."""
+    from diip_deploy.manifest.writing import set_defaults, write_manifest
+
+    export = copy_export(tiny_export, tmp_path / "export")
+    data = json.loads((export / "manifest.json").read_text())
+    set_defaults(data, {"steps_per_eval": 2})
+    write_manifest(export, data)
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = run([png, "--model", export, "--out", tmp_path / "o", "--gradient", "exact", "--max-iters", "3"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "o" / "a.json").read_text())
+    assert rep["settings"]["gradient"] == "exact" and rep["settings"]["steps_per_eval"] == 1
+    assert rep["notes"] == [
+        "steps_per_eval: the model's default 2 conflicts with --gradient exact; 1 used "
+        "(--steps-per-eval above 1 reuses the UNet's eps, which only --gradient surrogate holds constant)"
+    ]
+    assert "note: steps_per_eval: the model's default 2" in r.output
+    r = run([png, "--model", export, "--out", tmp_path / "o2", "--quiet", "--max-iters", "3"])
+    rep = json.loads((tmp_path / "o2" / "a.json").read_text())
+    assert r.exit_code == 0 and rep["settings"]["steps_per_eval"] == 2 and "notes" not in rep
+    r = run([png, "--model", export, "--out", tmp_path / "o3", "--gradient", "exact", "--steps-per-eval", "2"])
+    assert r.exit_code == 2 and not (tmp_path / "o3" / "a.png").exists()
+    assert "give --steps-per-eval 1 with --gradient exact" in r.output and len(r.output.strip().splitlines()) == 1
+
+
 def test_same_seed_same_result(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     outs = []

@@ -195,7 +195,7 @@ def test_old_finished_jobs_are_cleaned_up(tiny_export, tmp_path):
 
 
 def test_cancel_and_time_limit(tiny_export, tmp_path):
-    long = {"max_iters": 100000, "stop": "none", "tile": 16}
+    long = {"max_iters": 1000, "stop": "none", "tile": 16}
     client, pool = _client(tiny_export, tmp_path, workers=0)
     with client:
         queued = _submit(client, _png_bytes(), long).json()["id"]
@@ -215,6 +215,28 @@ def test_cancel_and_time_limit(tiny_export, tmp_path):
     with client:
         job = _wait(client, _submit(client, _png_bytes(), long).json()["id"])
         assert job["state"] == "failed" and "time limit of 0.5 s" in job["error"]
+
+
+def test_a_job_may_not_ask_for_unbounded_work(tiny_export, tmp_path):
+    client, _ = _client(tiny_export, tmp_path, workers=0, limits=Limits(max_iters=50, max_restarts=2))
+    with client:
+        for options, why in (
+            ({"max_iters": 1e12}, "max_iters 1000000000000 is over this server's limit of 50"),
+            ({"max_iters": 51}, "max_iters 51 is over this server's limit of 50"),
+            ({"restarts": 3, "max_iters": 5}, "restarts 3 is over this server's limit of 2"),
+        ):
+            r = _submit(client, _png_bytes(), options)
+            assert r.status_code == 400 and r.json() == {"error": f"options: {why}"}
+        assert _submit(client, _png_bytes(), {"max_iters": 50, "restarts": 2}).status_code == 202
+        assert client.get("/v1/jobs").json()["counts"]["queued"] == 1
+
+
+def test_diip_serve_bounds_jobs_by_default():
+    """A server started with no flags has a job time limit and an iteration limit."""
+    from diip_deploy.serve.cli import main
+
+    params = {p.name: p.default for p in main.params}
+    assert 0 < params["job_timeout"] and params["job_max_iters"] == Limits.max_iters < 10**4
 
 
 def _free_port():
@@ -311,6 +333,62 @@ class Server:
         code = self.proc.wait(60)
         self.log.close()
         return code
+
+
+def _chunked_upload(port, total, chunk=64 * 1024):
+    """POST a multipart body of ``total`` bytes in chunked encoding (no Content-Length), as
+    a raw socket client; returns (bytes sent before the server answered or closed, answer)."""
+    boundary = "b0undary"
+    head = (
+        f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+    ).encode()
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        payload = part + b"\0" * (chunk - len(part))
+        try:
+            while sent < total:
+                sock.sendall(b"%x\r\n" % len(payload) + payload + b"\r\n")
+                sent += len(payload)
+                payload = b"\0" * chunk
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break  # the server has answered
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed the connection on a body it will not read
+        sock.settimeout(30)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return sent, answer.decode("latin-1")
+
+
+def test_a_chunked_upload_over_the_limit_is_refused_as_it_streams(tiny_export, tmp_path):
+    """No Content-Length: the server counts the body as it arrives and answers 413 once past
+    the limit, instead of reading and spooling 300 MB first."""
+    server = Server(tiny_export, tmp_path / "data", "--max-upload-mb", "1")
+    sent, answer = _chunked_upload(server.port, 300 * 2**20)
+    assert answer.startswith("HTTP/1.1 413"), answer[:200]
+    assert "over the limit of" in answer and sent < 64 * 2**20, (sent, answer[-200:])
+    assert json.loads(server.get("/v1/jobs"))["counts"] == {} or sum(
+        json.loads(server.get("/v1/jobs"))["counts"].values()
+    ) == 0
+    small = server.submit(_png_bytes(), {"max_iters": 2, "tile": 16})  # and the server still serves
+    assert server.wait(small, ("done", "failed"))["state"] == "done"
+    server.stop()
 
 
 def test_a_killed_server_restarts_its_job_and_sigterm_puts_it_back_in_the_queue(tiny_export, tmp_path):

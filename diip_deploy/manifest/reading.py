@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from ..schedule import ChainSpec
 from ..settings import RestoreSettings, SettingsClass, SettingsError, check_manifest_defaults
@@ -73,6 +73,11 @@ class Manifest:
         """The settings a run uses: the class's defaults, under the export's, under the
         user's ``overrides`` (None: not given)."""
         return self.settings_class.resolve(self.defaults, **overrides)
+
+    def settings_notes(self, **overrides: Any) -> List[str]:
+        """Where the export's defaults yielded to the user's ``overrides`` (see
+        ``RestoreSettings.resolve_noted``): one line each, for the report."""
+        return self.settings_class.resolve_noted(self.defaults, **overrides)[1]
 
     @property
     def graphs(self) -> Dict[str, Dict[str, Any]]:

@@ -35,9 +35,14 @@ def _spread(values: Sequence[float]) -> Dict[str, float]:
 
 
 def image_report(
-    settings: RestoreSettings, layout: ImageLayout, steps: int, results: Sequence[UnitResult]
+    settings: RestoreSettings,
+    layout: ImageLayout,
+    steps: int,
+    results: Sequence[UnitResult],
+    notes: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """The report of one image restored unit by unit."""
+    """The report of one image restored unit by unit; ``notes``: where the model's defaults
+    yielded to the user's options."""
     stops = [k for r in results for k in r.stops]
     reasons = Counter(x for r in results for x in r.reasons)
     single = results[0] if len(stops) == 1 else None
@@ -89,6 +94,8 @@ def image_report(
             if len(corrs) == 1
             else {"min": min(corrs), "median": float(np.median(corrs)), "max": max(corrs)},
         }
+    if notes:
+        report["notes"] = list(notes)
     device = [r.device_memory_mb for r in results if r.device_memory_mb is not None]
     if device:
         report["run"]["device_memory_mb"] = max(device)

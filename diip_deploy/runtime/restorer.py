@@ -59,6 +59,7 @@ class Restorer:
         **options: Any,
     ):
         self.manifest, settings = self.check(model_dir, manifest, **options)
+        self.notes = self.manifest.settings_notes(**options)
         self.selection: Selection = select_backend(self.manifest, backend, settings.precision, threads)
         self._configure(settings)
         loop_graph = device_loop_graph(self.manifest, self.selection.backend, self.settings)
@@ -197,7 +198,7 @@ class Restorer:
         return [c for c, _ in verdicts], sum(not kept for _, kept in verdicts)
 
     def report(self, layout: ImageLayout, results: Sequence[UnitResult]) -> Dict[str, Any]:
-        return image_report(self.settings, layout, len(self.manifest.chain_spec.timesteps), results)
+        return image_report(self.settings, layout, len(self.manifest.chain_spec.timesteps), results, self.notes)
 
     def restore_layout(self, layout: ImageLayout, callback: Callback = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         """(restored HxWxC in [0, 1], report) for an image already laid out."""

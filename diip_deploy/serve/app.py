@@ -50,6 +50,28 @@ def error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message.splitlines()[0]}, status_code=status)
 
 
+class UploadTooLarge(Exception):
+    """The request body passed its byte limit while it was being read."""
+
+
+def bounded_body(request: Request, limit: int) -> Request:
+    """``request`` whose body reading fails with UploadTooLarge once more than ``limit``
+    bytes have arrived: a chunked upload (no Content-Length) or one whose length lies is
+    refused as it streams in, never read or spooled to its end first."""
+    seen = 0
+
+    async def receive() -> Any:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise UploadTooLarge(f"upload is over the limit of {limit} bytes (refused after {seen} bytes)")
+        return message
+
+    return Request(request.scope, receive)
+
+
 class TokenGuard(BaseHTTPMiddleware):
     """``Authorization: Bearer TOKEN`` on every route but /healthz (and ``?token=`` for the
     page's own links and event stream, which browsers cannot give headers)."""
@@ -86,13 +108,17 @@ def build_app(config: ServeConfig, workers: Workers) -> Starlette:
             return error(f"the queue is full ({config.queue_size} jobs); try again later", 429)
         reserved[0] += 1
         try:
-            return await accept(request)
+            return await accept(bounded_body(request, config.limits.max_bytes + 2**20))
+        except UploadTooLarge as e:
+            return error(str(e), 413)
         finally:
             reserved[0] -= 1
 
     async def accept(request: Request) -> Response:
         try:
             form = await request.form(max_files=1, max_fields=4)
+        except UploadTooLarge:
+            raise
         except Exception as e:
             return error(f"not a multipart form ({type(e).__name__})", 400)
         upload = form.get("image")
@@ -101,7 +127,7 @@ def build_app(config: ServeConfig, workers: Workers) -> Starlette:
         data = await upload.read(config.limits.max_bytes + 1)
         options_text = form.get("options") or "{}"
         try:
-            options = parse_options(str(options_text), config.manifest)
+            options = parse_options(str(options_text), config.manifest, config.limits)
             path = await asyncio.to_thread(
                 check_image, data, config.limits, config.manifest.channels, config.data_dir / "incoming"
             )

@@ -16,6 +16,7 @@ import click
 
 from ..cli_common import CommandError, OneLineErrors
 from ..runtime.backends.select import BACKENDS
+from .uploads import Limits
 
 
 @click.command(cls=OneLineErrors, name="diip-serve")
@@ -58,9 +59,24 @@ from ..runtime.backends.select import BACKENDS
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True)
 @click.option(
     "--job-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Seconds a job may run before it fails (default: no limit).",
+    type=click.FloatRange(min=0),
+    default=4 * 3600.0,
+    show_default=True,
+    help="Seconds a job may run before it fails (0: no limit; a 12-megapixel photo takes hours on a CPU).",
+)
+@click.option(
+    "--job-max-iters",
+    type=click.IntRange(min=1),
+    default=Limits.max_iters,
+    show_default=True,
+    help="The largest max_iters a job may ask for.",
+)
+@click.option(
+    "--job-max-restarts",
+    type=click.IntRange(min=1),
+    default=Limits.max_restarts,
+    show_default=True,
+    help="The most restarts a job may ask for.",
 )
 @click.option(
     "--preview-every",
@@ -89,7 +105,9 @@ def main(
     queue_size: int,
     max_upload_mb: float,
     max_pixels: int,
-    job_timeout: Optional[float],
+    job_timeout: float,
+    job_max_iters: int,
+    job_max_restarts: int,
     preview_every: float,
     keep_hours: Optional[float],
 ) -> None:
@@ -101,7 +119,6 @@ def main(
     from ..manifest import ManifestError, load_manifest
     from .app import ServeConfig, build_app
     from .store import JobStore
-    from .uploads import Limits
     from .workers import Workers
 
     try:
@@ -118,11 +135,12 @@ def main(
         except RayUnavailable as e:
             raise CommandError(str(e)) from None
     store = JobStore(data_dir)
-    pool = Workers(store, model_dir, backend, threads, workers, job_timeout, preview_every, ray=cluster)
+    timeout = job_timeout or None
+    pool = Workers(store, model_dir, backend, threads, workers, timeout, preview_every, ray=cluster)
     config = ServeConfig(
         manifest,
         data_dir,
-        Limits(int(max_upload_mb * 2**20), max_pixels),
+        Limits(int(max_upload_mb * 2**20), max_pixels, job_max_iters, job_max_restarts),
         queue_size,
         token,
         keep_hours * 3600 if keep_hours else None,

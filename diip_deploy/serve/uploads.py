@@ -30,13 +30,19 @@ SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "BMP": ".bmp", "WEBP": 
 
 @dataclass(frozen=True)
 class Limits:
+    """What one upload may ask of the server: bytes, pixels, and the work of its job (the
+    iteration cap and restarts, which multiply a job's time; ``--job-timeout`` bounds the rest)."""
+
     max_bytes: int = 50 * 2**20
     max_pixels: int = 50_000_000
+    max_iters: int = 1000
+    max_restarts: int = 4
 
 
-def parse_options(text: str, manifest: Manifest) -> Dict[str, Any]:
+def parse_options(text: str, manifest: Manifest, limits: Limits = Limits()) -> Dict[str, Any]:
     """A JSON object of ``diip-run`` option names (``max_iters`` or ``max-iters``) checked
-    by the settings' own rules, and together against the model (tile sizes)."""
+    by the settings' own rules, together against the model (tile sizes), and against this
+    server's limits on a job's work."""
     from ..runtime.restorer import Restorer
 
     try:
@@ -53,9 +59,12 @@ def parse_options(text: str, manifest: Manifest) -> Dict[str, Any]:
             if name not in allowed:
                 raise unknown_name(str(key), allowed)
             options[name] = allowed[name].check(value)
-        Restorer.check(manifest.root, manifest, **options)
+        _, settings = Restorer.check(manifest.root, manifest, **options)
     except (SettingsError, ValueError) as e:
         raise UploadError(f"options: {str(e).splitlines()[0]}") from None
+    for name, limit in (("max_iters", limits.max_iters), ("restarts", limits.max_restarts)):
+        if getattr(settings, name) > limit:
+            raise UploadError(f"options: {name} {getattr(settings, name)} is over this server's limit of {limit}")
     return options
 
 

@@ -82,6 +82,8 @@ def run(req: RunRequest) -> int:
         return EXIT_USAGE
     if restorer is not None and not req.quiet:
         click.echo(f"{NAME}: {restorer.selection.describe()}", err=True)
+        for note in restorer.notes:
+            click.echo(f"{NAME}: note: {note}", err=True)
     for msg in input_errors:
         _fail(msg)
     todo = []
