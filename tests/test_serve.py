@@ -383,9 +383,10 @@ def test_a_chunked_upload_over_the_limit_is_refused_as_it_streams(tiny_export, t
     sent, answer = _chunked_upload(server.port, 300 * 2**20)
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert "over the limit of" in answer and sent < 64 * 2**20, (sent, answer[-200:])
-    assert json.loads(server.get("/v1/jobs"))["counts"] == {} or sum(
-        json.loads(server.get("/v1/jobs"))["counts"].values()
-    ) == 0
+    assert (
+        json.loads(server.get("/v1/jobs"))["counts"] == {}
+        or sum(json.loads(server.get("/v1/jobs"))["counts"].values()) == 0
+    )
     small = server.submit(_png_bytes(), {"max_iters": 2, "tile": 16})  # and the server still serves
     assert server.wait(small, ("done", "failed"))["state"] == "done"
     server.stop()
