@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, List, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -108,7 +109,7 @@ class ChainSpec:
     clamp: bool = True
 
     @classmethod
-    def from_table(cls, alphas_cumprod: Sequence[float], steps: int, clamp: bool = True) -> ChainSpec:
+    def from_table(cls, alphas_cumprod: ArrayLike, steps: int, clamp: bool = True) -> ChainSpec:
         ac = np.asarray(alphas_cumprod, dtype=np.float64)
         ts = ddim_timesteps(steps, len(ac))
         return cls(timesteps=tuple(ts), alphas=tuple(float(ac[t]) for t in ts), clamp=clamp)

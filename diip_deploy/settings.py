@@ -19,6 +19,8 @@ from .option_fields import GROUPS, SettingsError, Spec, option, specs, unknown_n
 
 __all__ = [
     "GROUPS",
+    "Precision",
+    "StopRule",
     "RULES",
     "RestoreSettings",
     "Rule",
@@ -32,6 +34,12 @@ __all__ = [
     "specs",
     "unknown_name",
 ]
+
+
+# The allowed values of options that code outside this module also names (type checkers
+# hold those names to them).
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+StopRule = Literal["auto", "slope", "laplacian", "none", "paper-auto"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class RestoreSettings:
     """How one image is restored; the manifest may set the defaults of fields marked so."""
 
     # model and backend
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = option(
+    precision: Precision = option(
         "auto",
         "model",
         "Precision: fp32; fp16 (the copies diip-fp16 verified, ONNX Runtime backends); bf16 "
@@ -106,7 +114,7 @@ class RestoreSettings:
         cli=False,
     )
     # stopping
-    stop: Literal["auto", "slope", "laplacian", "none", "paper-auto"] = option(
+    stop: StopRule = option(
         "auto",
         "stopping",
         "Stopping criterion: loss slope, Laplacian-variance peak, the first of both (auto), the "

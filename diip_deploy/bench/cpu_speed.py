@@ -9,6 +9,7 @@ two sets of defaults (time, PSNR, stop, and how good the progress bar's ETA was)
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -84,12 +85,13 @@ def unet_rows(
     feed = unet_feed(manifest, batch)
     gflop = count_flops(str(manifest.graph_path("unet")), feed) / 1e9
     runners = {v: make_runner(manifest, _bp(v)[0], "unet", threads, precision=_bp(v)[1]) for v in variants}
-    outs, times = {}, {v: [] for v in variants}
+    outs: Dict[str, np.ndarray] = {}
+    times: Dict[str, List[float]] = {v: [] for v in variants}
     for v, r in runners.items():
         outs[v] = r.activate().infer(feed)["eps"]
     for _ in range(rounds):
         for v, r in runners.items():
-            times[v].append(_timed(lambda r=r: r.infer(feed)))
+            times[v].append(_timed(functools.partial(r.infer, feed)))
     ref = outs[variants[0]]
     rows = {}
     for v, r in runners.items():
@@ -216,6 +218,6 @@ def photo_row(
             "guard": rep.get("guard"),
             "eta_at_10pct_s": None if seen["eta"] is None else round(seen["eta"], 1),
             "actual_remaining_s": None if remaining is None else round(remaining, 1),
-            "eta_error": None if not remaining else round(seen["eta"] / remaining - 1, 3),
+            "eta_error": None if not remaining or seen["eta"] is None else round(seen["eta"] / remaining - 1, 3),
             "settings": {k: v for k, v in r.settings.as_dict().items() if k in options},
         }

@@ -43,9 +43,9 @@ def super_resolution(img: np.ndarray, factor: int = 4, method: str = "bicubic", 
     """Downsample by ``factor`` (area or bicubic), then bicubic-upsample back: what a blind
     method sees of a low-resolution photo."""
     h, w = img.shape[:2]
-    resample = {"area": Image.BOX, "bicubic": Image.BICUBIC}[method]
+    resample = {"area": Image.Resampling.BOX, "bicubic": Image.Resampling.BICUBIC}[method]
     small = _to_pil(img).resize((w // factor, h // factor), resample)
-    return _from_pil(small.resize((w, h), Image.BICUBIC))
+    return _from_pil(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
 def gaussian_blur(img: np.ndarray, sigma: float = 1.5, seed: int = 0) -> np.ndarray:

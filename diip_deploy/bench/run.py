@@ -19,12 +19,12 @@ import numpy as np
 from ..runtime.images.codec import from_model_range, save_json, to_model_range
 from ..runtime.optimise.loop import restore
 from ..runtime.optimise.stopping import decide
-from ..settings import RestoreSettings
+from ..settings import RestoreSettings, StopRule
 from .classic import CLASSIC
 from .degrade import TASKS
 from .metrics import haarpsi, lpips_or_none, psnr, ssim
 
-STOP_RULES = ("auto", "slope", "laplacian")
+STOP_RULES: Tuple[StopRule, ...] = ("auto", "slope", "laplacian")
 
 
 @dataclass
@@ -89,7 +89,7 @@ def dip_history(y: np.ndarray, clean: np.ndarray, iters: int, every: int, seed: 
 
     psnrs: List[float] = []
     snaps: Dict[int, np.ndarray] = {}
-    best = {"psnr": -1.0, "k": 0, "x": y}
+    best: Dict[str, Any] = {"psnr": -1.0, "k": 0, "x": y}
 
     def keep(info):
         p = psnr(clean, np.clip(info["x"], 0, 1))

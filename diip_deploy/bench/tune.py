@@ -63,7 +63,9 @@ def validation_crops(
         h, w = int(img.shape[0] * scale), int(img.shape[1] * scale)
         if min(h, w) < size:
             continue
-        small = np.asarray(Image.fromarray((img * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)) / 255.0
+        small = (
+            np.asarray(Image.fromarray((img * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)) / 255.0
+        )
         y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
         out.append((f"{name}@{scale}:{y},{x}", small[y : y + size, x : x + size].astype(np.float64)))
     return out

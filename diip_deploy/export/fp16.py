@@ -71,7 +71,7 @@ def convert_graph(src: Path, dst: Path) -> None:
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a.astype(np.float64) - b) / max(np.linalg.norm(b.astype(np.float64)), 1e-12))
+    return float(np.linalg.norm(a.astype(np.float64) - b) / max(float(np.linalg.norm(b.astype(np.float64))), 1e-12))
 
 
 def chain_errors(

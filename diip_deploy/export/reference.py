@@ -6,10 +6,11 @@ and the module the fused-chain graphs are traced from.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius
 from ..settings import choices
@@ -20,7 +21,9 @@ GRADIENT_MODES = choices("gradient")
 class EpsModel(torch.nn.Module):
     """UNet followed by the prediction-type conversion, so every graph outputs eps."""
 
-    def __init__(self, unet: torch.nn.Module, alphas_cumprod: Sequence[float], prediction_type: str):
+    alphas_cumprod: torch.Tensor  # a buffer: it moves with the module and is traced as a constant
+
+    def __init__(self, unet: torch.nn.Module, alphas_cumprod: ArrayLike, prediction_type: str):
         super().__init__()
         self.unet = unet
         self.prediction_type = prediction_type

@@ -15,7 +15,7 @@ See docs/export.md for the traps this module avoids:
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, cast
 
 import torch
 import torch.nn.functional as F
@@ -45,11 +45,12 @@ def export_friendly_ops() -> Iterator[None]:
                 return _nearest_upsample(input, int(f))
         return original(input, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners, **kw)
 
-    F.interpolate = interpolate
+    functional: Any = F  # patched for the duration of a trace
+    functional.interpolate = interpolate
     try:
         yield
     finally:
-        F.interpolate = original
+        functional.interpolate = original
 
 
 def prepare_unet(unet: torch.nn.Module) -> torch.nn.Module:
@@ -60,7 +61,7 @@ def prepare_unet(unet: torch.nn.Module) -> torch.nn.Module:
     # UNet2DModel has no set_attn_processor: set it on every Attention module.
     for module in unet.modules():
         if hasattr(module, "set_processor") and hasattr(module, "processor"):
-            module.set_processor(AttnProcessor())
+            cast(Any, module).set_processor(AttnProcessor())
     return unet
 
 

@@ -35,7 +35,7 @@ FP16_TOLERANCE = {
 def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
     return float(
         np.linalg.norm((np.asarray(a, np.float64) - b).ravel())
-        / max(np.linalg.norm(np.asarray(b, np.float64).ravel()), 1e-30)
+        / max(float(np.linalg.norm(np.asarray(b, np.float64).ravel())), 1e-30)
     )
 
 
@@ -50,7 +50,8 @@ def torch_outputs(
         return {"eps": eps.numpy(), "vjp": vjp.numpy()}
     kind, gradient = name.removesuffix(FP16_SUFFIX).split("_", 1)
     if kind == "iterate":
-        outs = reference.iterate(eps_model, *(x[n] for n in reference.ITERATE_INPUTS), spec=spec, gradient=gradient)
+        z, y, m, v, step, lr = (x[n] for n in reference.ITERATE_INPUTS)
+        outs = reference.iterate(eps_model, z, y, m, v, step, lr, spec=spec, gradient=gradient)
         return {n: o.detach().numpy() for n, o in zip(reference.ITERATE_OUTPUTS, outs)}
     x0, loss, grad = reference.loss_and_grad(eps_model, x["z"], x["y"], spec, gradient)
     return {"x0": x0.numpy(), "loss": loss.numpy(), "grad": grad.numpy()}

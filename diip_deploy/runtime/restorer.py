@@ -136,7 +136,8 @@ class Restorer:
                 self.chain, samples, s, assembler, seeds, s.batch, progress, self.early_guard(layout, unit)
             )
             parts = mean_restarts(joint.parts, restarts, n)
-            stops, reasons, history = [joint.stop_iteration], [joint.stop_reason], joint.history
+            history: Optional[Dict[str, List[Any]]] = joint.history
+            stops, reasons = [joint.stop_iteration], [joint.stop_reason]
             iters = joint.iterations_run * len(samples)
             groups = [(list(range(n)), joint.x0)]  # the guard judges the blended region
         else:

@@ -221,7 +221,7 @@ class Workers:
 
     def _finish(self, job: JobRow, started: float, result: Dict[str, Any]) -> None:
         reason = result.get("stopped")
-        state = "done" if result["ok"] else {"cancel": "cancelled", "shutdown": "queued"}.get(reason, "failed")
+        state = "done" if result["ok"] else {"cancel": "cancelled", "shutdown": "queued"}.get(str(reason), "failed")
         error = result.get("error")
         if reason == "timeout":
             error = f"time limit of {self.job_timeout:g} s reached"

@@ -219,7 +219,7 @@ def center_crop(img: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
     if scale != 1.0:
         h, w = img.shape[:2]
         pil = Image.fromarray((img * 255).round().astype(np.uint8))
-        pil = pil.resize((max(size, int(w * scale)), max(size, int(h * scale))), Image.BOX)
+        pil = pil.resize((max(size, int(w * scale)), max(size, int(h * scale))), Image.Resampling.BOX)
         img = np.asarray(pil, dtype=np.float32) / 255.0
     h, w = img.shape[:2]
     top, left = (h - size) // 2, (w - size) // 2

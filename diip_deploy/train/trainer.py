@@ -12,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 import numpy as np
@@ -68,7 +68,7 @@ def build_pyramids(photos: Dict[str, np.ndarray], patch: int) -> List[np.ndarray
         for s in (1, 2, 4, 8):
             if min(w, h) // s < patch:
                 break
-            lv = pil if s == 1 else pil.resize((w // s, h // s), Image.BOX)
+            lv = pil if s == 1 else pil.resize((w // s, h // s), Image.Resampling.BOX)
             levels.append(np.asarray(lv, dtype=np.float32) / 127.5 - 1.0)
     return levels
 
@@ -91,7 +91,8 @@ def save_pipeline(unet, out: Path) -> None:
     """Write a DDPMPipeline folder (model_index.json, unet/ safetensors, scheduler/)."""
     from diffusers import DDPMPipeline
 
-    DDPMPipeline(unet=unet, scheduler=make_scheduler()).save_pretrained(str(out), safe_serialization=True)
+    pipeline: Any = DDPMPipeline(unet=unet, scheduler=make_scheduler())
+    pipeline.save_pretrained(str(out), safe_serialization=True)
 
 
 def _load_checkpoint(ckpt: Path, expected: Dict) -> Dict:

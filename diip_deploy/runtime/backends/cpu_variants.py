@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...manifest import Manifest, ManifestError
+from .runners import graph_at, make_runner
 
 REFERENCE = ("ort-cpu", "fp32")
 REDUCED = {"openvino-bf16": ("openvino", "bf16")}  # what diip-variants verifies
@@ -121,8 +122,6 @@ def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Opti
     """The best of two timed UNet calls on ``batch`` tiles, after one warm-up call."""
     key = (str(manifest.root.resolve()), backend, precision, threads, batch)
     if key not in _TIMED:
-        from .select import graph_at, make_runner  # select imports this module
-
         feed = unet_feed(manifest, batch)
         with make_runner(
             manifest, backend, graph_at(manifest, "unet", precision), threads, precision=precision

@@ -11,15 +11,16 @@ gets, the default batch, and whether the loop keeps its state on the device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, cast
 
 from ...manifest import Manifest, ManifestError, baked_chain_matches, fp16_name, fused_graph_name, iterate_graph_name
-from ...settings import RestoreSettings, choices
+from ...settings import Precision, RestoreSettings, choices
 from ..optimise.chain import GraphChain
 from ..optimise.samples import iteration_graph_fits
-from .base import BackendUnavailable, Runner
+from .base import BackendUnavailable
 from .cpu_variants import check_precision, fastest_cpu_variant, resolve_precision
-from .onnxruntime import ORT_PROVIDERS, OrtRunner, available_providers
+from .onnxruntime import ORT_PROVIDERS, available_providers
+from .runners import graph_at, make_runner
 
 BACKENDS = ("tensorrt", "ort-tensorrt", "ort-cuda", "openvino", "ort-cpu")
 AUTO_ORDER = ("tensorrt", "ort-cuda")  # then the fastest verified CPU variant
@@ -43,7 +44,7 @@ def default_batch(backend: str, tile: int) -> int:
 @dataclass
 class Selection:
     backend: str
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     skipped: Dict[str, str] = field(default_factory=dict)
     timed: Dict[str, float] = field(default_factory=dict)  # CPU variant -> seconds per UNet call, where auto timed
 
@@ -56,17 +57,6 @@ class Selection:
             + f", precision {self.precision}"
             + (f" (one UNet call: {timed})" if timed else "")
         )
-
-
-def graph_at(manifest: Manifest, role: str, precision: str) -> str:
-    """The manifest's graph that plays ``role`` (unet, unet_vjp, chain_*) at a precision
-    (bf16 is a hint OpenVINO applies to the fp32 graph)."""
-    if precision in ("fp32", "bf16"):
-        return role
-    name = fp16_name(role)
-    if not manifest.has_graph(name):
-        raise ManifestError(f"{manifest.root}: no {precision} graphs in this export (run diip-fp16 {manifest.root})")
-    return name
 
 
 def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> List[str]:
@@ -148,6 +138,13 @@ def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str
     return f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})"
 
 
+def _precision(name: str) -> Precision:
+    """A resolved precision, held to the option's declared values."""
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}")
+    return cast(Precision, name)
+
+
 def select_backend(
     manifest: Manifest, requested: str = "auto", precision: str = "auto", threads: Optional[int] = None
 ) -> Selection:
@@ -158,53 +155,15 @@ def select_backend(
         reason = backend_unavailable_reason(manifest, requested)
         if reason:
             raise BackendUnavailable(f"{requested}: {reason}")
-        return Selection(requested, resolve_precision(manifest, requested, precision))
+        return Selection(requested, _precision(resolve_precision(manifest, requested, precision)))
     skipped: Dict[str, str] = {}
     for b in AUTO_ORDER:
         reason = backend_unavailable_reason(manifest, b)
         if reason is None:
-            return Selection(b, resolve_precision(manifest, b, precision), skipped)
+            return Selection(b, _precision(resolve_precision(manifest, b, precision)), skipped)
         skipped[b] = reason
     backend, chosen, timed = fastest_cpu_variant(manifest, precision, threads, skipped, CPU_BATCH)
-    return Selection(backend, chosen, skipped, timed)
-
-
-def make_runner(
-    manifest: Manifest,
-    backend: str,
-    graph: str,
-    threads: Optional[int] = None,
-    io_binding: bool = False,
-    cuda_graph: bool = False,
-    trt_fp16: bool = False,
-    precision: str = "fp32",
-) -> Runner:
-    if backend == "tensorrt":
-        from .tensorrt import TensorRTRunner
-
-        return TensorRTRunner(manifest, graph)
-    if backend == "openvino":
-        from .openvino import OpenVinoRunner
-
-        return OpenVinoRunner(manifest.graph_path(graph), precision, threads)
-    options = {}
-    if backend == "ort-tensorrt":
-        cache = manifest.root / "ort_trt_cache"
-        options["TensorrtExecutionProvider"] = {
-            "trt_engine_cache_enable": "True",
-            "trt_engine_cache_path": str(cache),
-            "trt_timing_cache_enable": "True",
-            "trt_timing_cache_path": str(cache),
-            "trt_fp16_enable": "True" if trt_fp16 else "False",
-        }
-    return OrtRunner(
-        manifest.graph_path(graph),
-        backend=backend,
-        threads=threads,
-        provider_options=options,
-        io_binding=io_binding,
-        cuda_graph=cuda_graph,
-    )
+    return Selection(backend, _precision(chosen), skipped, timed)
 
 
 def open_chain(

@@ -268,7 +268,8 @@ def run_jobs(
         while idle:
             task = next(tasks, None)
             while failed:
-                finished(*failed.pop(0))
+                n, message = failed.pop(0)
+                finished(n, {"ok": False, "error": message})
             if task is None:
                 break
             a = idle.pop()

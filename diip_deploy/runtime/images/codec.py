@@ -126,8 +126,10 @@ def pad_to_multiple(img: np.ndarray, multiple: int) -> Tuple[np.ndarray, Tuple[i
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph == 0 and pw == 0:
         return img, (h, w)
-    mode = "reflect" if ph < h and pw < w else "symmetric"
-    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode), (h, w)
+    pad = ((0, ph), (0, pw), (0, 0))
+    if ph < h and pw < w:
+        return np.pad(img, pad, mode="reflect"), (h, w)
+    return np.pad(img, pad, mode="symmetric"), (h, w)
 
 
 def _umask() -> int:

@@ -24,7 +24,9 @@ def mean_restarts(parts: Sequence[np.ndarray], restarts: int, n: int) -> List[np
     """Per tile, the mean of its ``restarts`` reconstructions (sample r * n + j)."""
     if restarts == 1:
         return list(parts)
-    return [np.mean([parts[r * n + j] for r in range(restarts)], axis=0, dtype=np.float32) for j in range(n)]
+    return [
+        np.asarray(np.mean([parts[r * n + j] for r in range(restarts)], axis=0, dtype=np.float32)) for j in range(n)
+    ]
 
 
 class RestartMean:
