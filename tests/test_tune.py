@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import copy_export
 
-from diip_deploy.bench.tune import candidates, choose, score, validation_crops
+from diip_deploy.bench.tune import validation_crops
 from diip_deploy.bench.tune_cli import main as tune_main
+from diip_deploy.bench.tune_scoring import candidates, choose, score
 
 
 def _hist(task, input_psnr, psnr, losses, laps):
@@ -169,7 +170,7 @@ def test_undamaged_crops_are_left_out_of_the_means():
 def test_classic_baselines_are_scored_on_the_recorded_crops():
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
-    from diip_deploy.bench.tune import classic_scores
+    from diip_deploy.bench.tune_scoring import classic_scores
 
     crops = validation_crops(2, 32, seed=0)
     samples = []

@@ -13,7 +13,8 @@ from ..runtime.commands.options import click_type
 from ..runtime.optimise.stopping import PAPER_SETTINGS
 from ..settings import RestoreSettings, specs
 from .degrade import TASKS
-from .tune import TUNE_TASKS, best_run, classic_scores, record, score, scored_samples, write_defaults
+from .tune import TUNE_TASKS, record
+from .tune_scoring import best_run, classic_scores, score, scored_samples, write_defaults
 
 
 @click.group(cls=OneLineGroup, name="diip-tune")

@@ -22,7 +22,8 @@ from ..manifest import ManifestError, load_manifest, read_data, write_manifest
 from ..runtime.backends.cpu_variants import REDUCED, machine_name, unet_seconds, variant_name
 from ..runtime.backends.select import CPU_BATCH, backend_unavailable_reason
 from .degrade import TASKS
-from .tune import record, score
+from .tune import record
+from .tune_scoring import score
 
 VERIFY_TASKS = ("noise25", "jpeg10")
 TOLERANCE_DB = 0.1

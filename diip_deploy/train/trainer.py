@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..cli_common import OneLineErrors
+from .checkpoints import load_checkpoint, save_atomically
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
@@ -95,28 +95,6 @@ def save_pipeline(unet, out: Path) -> None:
     pipeline.save_pretrained(str(out), safe_serialization=True)
 
 
-def _load_checkpoint(ckpt: Path, expected: Dict) -> Dict:
-    """The checkpoint's state, refused when it was made with other settings than this run's."""
-    state = torch.load(ckpt, weights_only=False, map_location="cpu")
-    made_with = state.get("settings", {})
-    differ = {k: (made_with.get(k), v) for k, v in expected.items() if made_with.get(k) != v}
-    if differ:
-        what = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in differ.items())
-        raise SystemExit(f"{ckpt} was made with other settings: {what}; resume with those, or use another --work")
-    return state
-
-
-def _save_atomically(state: Dict, ckpt: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: a kill at any moment
-    leaves either the previous checkpoint or the new one, never half of one."""
-    tmp = ckpt.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(ckpt)
-
-
 def train(
     out: Path,
     work: Path,
@@ -170,7 +148,7 @@ def train(
     if ckpt.exists() and not resume:
         raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --work")
     if resume and ckpt.exists():
-        state = _load_checkpoint(ckpt, settings)
+        state = load_checkpoint(ckpt, settings)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
@@ -185,7 +163,7 @@ def train(
         state = {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
         state.update({"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "settings": settings})
         state.update({"losses": losses, "step": step, "elapsed": elapsed})
-        _save_atomically(state, ckpt)
+        save_atomically(state, ckpt)
 
     start = time.time() - elapsed
     last_checkpoint = time.time()
