@@ -141,20 +141,34 @@ def predict_x0(x_t: Any, eps: Any, c: StepCoefficients) -> Any:
     return (x_t - c.sqrt_1ma * eps) / c.sqrt_a
 
 
-def ddim_step(x_t: Any, eps: Any, c: StepCoefficients, clamp: bool) -> tuple:
+def ddim_step(x_t: Any, eps: Any, c: StepCoefficients, clamp: bool, clamp_fn: Any = None) -> tuple:
     """One deterministic DDIM step.
 
     Returns ``(x_prev, x0_hat, unclamped)`` where ``unclamped`` is the boolean mask of
     pixels whose x0_hat lay inside [-1, 1] (all True without clamping).  With clamping,
     eps is re-derived from the clamped x0_hat (diffusers' use_clipped_model_output).
+    ``clamp_fn`` replaces the clamp (same forward): the torch reference passes a
+    straight-through one.
     """
     x0 = predict_x0(x_t, eps, c)
     if not clamp:
         return c.sqrt_a_prev * x0 + c.sqrt_1ma_prev * eps, x0, (x0 == x0)
     unclamped = (x0 >= -1.0) & (x0 <= 1.0)
-    x0 = x0.clip(-1.0, 1.0)
+    x0 = x0.clip(-1.0, 1.0) if clamp_fn is None else clamp_fn(x0)
     eps = (x_t - c.sqrt_a * x0) / c.sqrt_1ma
     return c.sqrt_a_prev * x0 + c.sqrt_1ma_prev * eps, x0, unclamped
+
+
+def passed_by_clamp(unclamped: Any, straight: bool) -> Any:
+    """Where the clamp passes the gradient: the unclamped mask, or everywhere when the clamp
+    is straight-through (its backward taken as the identity; the forward is unchanged)."""
+    return unclamped | True if straight else unclamped
+
+
+def straight_through_clamp(x0: Any, detach: Any) -> Any:
+    """x0 clamped to [-1, 1] in the forward, the identity in the backward (``detach`` stops
+    the gradient: torch's ``Tensor.detach``): the torch reference of ``passed_by_clamp``."""
+    return x0 + detach(x0.clip(-1.0, 1.0) - x0)
 
 
 def step_jacobian_terms(c: StepCoefficients, unclamped: Any) -> tuple:

@@ -87,6 +87,14 @@ class RestoreSettings:
         "optimisation",
         "Latent gradient: exact (through the UNet's VJP) or surrogate (eps held constant; forward graphs only).",
     )
+    clamp_gradient: Literal["mask", "straight"] = option(
+        "mask",
+        "optimisation",
+        "The gradient through the chain's x0 clamp: mask (BIRD's: zero where x0 sits on -1 or 1, so a channel "
+        "clamped there gets no pull back) or straight (straight-through: the clamp passes the gradient as if it "
+        "were not there; the forward chain is unchanged). straight runs the per-step graph on the host, since "
+        "the fused and iteration graphs hold the mask.",
+    )
     optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
     lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)
     adam_beta1: float = option(0.9, "optimisation", "Adam's beta1: memory of the gradient's mean.", min=0, max=0.9999)

@@ -114,6 +114,24 @@ def test_an_explicit_gradient_wins_over_a_conflicting_manifest_default(tiny_expo
     assert "give --steps-per-eval 1 with --gradient exact" in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_clamp_gradient_reaches_the_cli_the_manifest_and_the_report(tiny_export, tmp_path):
+    from diip_deploy.manifest.writing import set_defaults, write_manifest
+
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    r = run([png, "--model", tiny_export, "--out", tmp_path / "o", "--quiet", "--clamp-gradient", "straight"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o" / "a.json").read_text())["settings"]["clamp_gradient"] == "straight"
+    export = copy_export(tiny_export, tmp_path / "export")
+    data = json.loads((export / "manifest.json").read_text())
+    set_defaults(data, {"clamp_gradient": "straight"})
+    write_manifest(export, data)
+    r = run([png, "--model", export, "--out", tmp_path / "o2", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o2" / "a.json").read_text())["settings"]["clamp_gradient"] == "straight"
+    r = run([png, "--model", tiny_export, "--out", tmp_path / "o3", "--clamp-gradient", "soft"])
+    assert r.exit_code == 2 and "mask" in r.output and "straight" in r.output
+
+
 def test_same_seed_same_result(tiny_export, tmp_path):
     png = save(tmp_path / "a.png", smooth_image(16, 16))
     outs = []

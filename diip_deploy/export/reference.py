@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius
+from ..schedule import ChainSpec, ddim_step, model_output_to_eps, mse_loss, sphere_radius, straight_through_clamp
 from ..settings import choices
 
 GRADIENT_MODES = choices("gradient")
@@ -53,27 +53,36 @@ class Fp16Eps(torch.nn.Module):
         return self.inner(sample.half(), timestep).float()
 
 
-def chain(eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_eps: bool = False) -> torch.Tensor:
-    """g(z): the last step's (clamped) x0_hat.  ``detach_eps`` gives the surrogate graph."""
+def chain(
+    eps_model: torch.nn.Module, z: torch.Tensor, spec: ChainSpec, detach_eps: bool = False, straight: bool = False
+) -> torch.Tensor:
+    """g(z): the last step's (clamped) x0_hat.  ``detach_eps`` gives the surrogate graph;
+    ``straight``, a straight-through clamp (``--clamp-gradient straight``)."""
     x = z
     x0 = z
+    clamp_fn = (lambda v: straight_through_clamp(v, torch.Tensor.detach)) if straight else None
     for c in spec.coefficients():
         t = torch.full((z.shape[0],), c.t, dtype=torch.int64, device=z.device)
         eps = eps_model(x.detach() if detach_eps else x, t)
         if detach_eps:
             eps = eps.detach()
-        x, x0, _ = ddim_step(x, eps, c, spec.clamp)
+        x, x0, _ = ddim_step(x, eps, c, spec.clamp, clamp_fn)
     return x0
 
 
 def loss_and_grad(
-    eps_model: torch.nn.Module, z: torch.Tensor, y: torch.Tensor, spec: ChainSpec, gradient: str = "exact"
+    eps_model: torch.nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    spec: ChainSpec,
+    gradient: str = "exact",
+    straight: bool = False,
 ) -> tuple:
     """(x0, per-image MSE loss [B], d(sum loss)/dz) by autograd through the chain."""
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     zz = z.detach().requires_grad_(True)
-    x0 = chain(eps_model, zz, spec, detach_eps=(gradient == "surrogate"))
+    x0 = chain(eps_model, zz, spec, detach_eps=(gradient == "surrogate"), straight=straight)
     loss = mse_loss(x0, y)
     (grad,) = torch.autograd.grad(loss.sum(), zz)
     return x0.detach(), loss.detach(), grad
@@ -147,6 +156,7 @@ def reference_restore(
     project: bool = True,
     betas: Tuple[float, float] = (0.9, 0.999),
     steps_per_eval: int = 1,
+    straight: bool = False,
 ) -> tuple:
     """The DIIP loop with torch.optim.Adam (at ``betas``), no early stop: the oracle for the
     runtime's loop.  ``steps_per_eval`` > 1 (surrogate only): after each evaluation's step,
@@ -161,13 +171,13 @@ def reference_restore(
     x0 = None
     for k in range(iterations):
         kept: List[torch.Tensor] = []
-        x0, loss, grad = loss_and_grad(_Recorded(eps_model, kept), z.detach(), y, spec, gradient)
+        x0, loss, grad = loss_and_grad(_Recorded(eps_model, kept), z.detach(), y, spec, gradient, straight)
         losses.append(float(loss[0]))
         if k + 1 == iterations:
             break
         for extra in range(steps_per_eval):
             if extra:
-                grad = loss_and_grad(_Recorded(None, kept), z.detach(), y, spec, "surrogate")[2]
+                grad = loss_and_grad(_Recorded(None, kept), z.detach(), y, spec, "surrogate", straight)[2]
             z.grad = grad
             opt.step()
             if project:

@@ -71,6 +71,7 @@ class Restorer:
             prefer_fused=self.settings.steps_per_eval == 1,  # reusing eps needs the per-step graph
             precision=self.settings.precision,
             loop_graph=loop_graph,
+            clamp_gradient=self.settings.clamp_gradient,
         )
         self.loop = "host" if loop_graph is None else "device"
 
@@ -85,7 +86,7 @@ class Restorer:
         ImageTiling(manifest, settings)
         return manifest, settings
 
-    CHAIN_FIELDS = ("gradient", "precision", "loop")  # what decides which graphs are open
+    CHAIN_FIELDS = ("gradient", "precision", "loop", "clamp_gradient")  # what decides which graphs are open
 
     def with_options(self, **options: Any) -> Optional[Restorer]:
         """A Restorer with other options over this one's open chain, or None where they need

@@ -106,8 +106,9 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
         if settings.loop == "auto":
             return None
         raise ValueError(
-            "--loop device runs one step of Adam (betas 0.9, 0.999) with the projection per evaluation, as the "
-            "iteration graph does; use --loop host, or --adam-beta1 0.9 --adam-beta2 0.999 --steps-per-eval 1"
+            "--loop device runs one step of Adam (betas 0.9, 0.999) with the projection per evaluation through the "
+            "clamp's mask, as the iteration graph does; use --loop host, or --adam-beta1 0.9 --adam-beta2 0.999 "
+            "--steps-per-eval 1 --clamp-gradient mask"
         )
     graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
     if graph is None and settings.loop == "device":
@@ -176,6 +177,7 @@ def open_chain(
     io_binding: bool = False,
     cuda_graph: bool = False,
     loop_graph: Optional[str] = None,
+    clamp_gradient: str = "mask",
 ) -> GraphChain:
     """The chain on runners of ``backend``; fp16 runs the export's fp16 ONNX copies (ONNX
     Runtime backends; TensorRT engines carry the precision they were built with);
@@ -189,7 +191,7 @@ def open_chain(
             "--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
             "(diip-export --engine tensorrt --precision fp16)"
         )
-    names = graphs_for(manifest, gradient, prefer_fused)
+    names = graphs_for(manifest, gradient, prefer_fused and clamp_gradient == "mask")
     names += [loop_graph] if loop_graph else []
     trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
     runners = {
@@ -205,4 +207,4 @@ def open_chain(
         ).activate()
         for n in names
     }
-    return GraphChain(manifest.chain_spec, runners, gradient)
+    return GraphChain(manifest.chain_spec, runners, gradient, clamp_gradient)

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ...manifest import fused_graph_name, iterate_graph_name
-from ...schedule import ChainSpec, ddim_step, mse_loss_grad, step_jacobian_terms
+from ...schedule import ChainSpec, ddim_step, mse_loss_grad, passed_by_clamp, step_jacobian_terms
 from ..backends.base import Runner
 
 EpsFn = Callable[[np.ndarray, int], np.ndarray]
@@ -37,18 +37,23 @@ def chain_forward(
 
 
 def chain_backward(
-    vjp_fn: Optional[VjpFn], states: List[Tuple[np.ndarray, np.ndarray]], spec: ChainSpec, gbar: np.ndarray
+    vjp_fn: Optional[VjpFn],
+    states: List[Tuple[np.ndarray, np.ndarray]],
+    spec: ChainSpec,
+    gbar: np.ndarray,
+    straight: bool = False,
 ) -> np.ndarray:
-    """d loss / d z from gbar = d loss / d x0; ``vjp_fn=None`` is the surrogate gradient."""
+    """d loss / d z from gbar = d loss / d x0; ``vjp_fn=None`` is the surrogate gradient;
+    ``straight``: the clamp passes the gradient everywhere (``--clamp-gradient straight``)."""
     for c, (x_t, unclamped) in reversed(list(zip(spec.coefficients(), states))):
-        D, E = step_jacobian_terms(c, unclamped)
+        D, E = step_jacobian_terms(c, passed_by_clamp(unclamped, straight))
         through_eps = vjp_fn(x_t, c.t, (E * gbar).astype(np.float32)) if vjp_fn is not None else 0.0
         gbar = (D * gbar + through_eps).astype(np.float32)
     return gbar
 
 
 def loss_and_grad_with_eps(
-    spec: ChainSpec, eps: Sequence[np.ndarray], z: np.ndarray, y: np.ndarray
+    spec: ChainSpec, eps: Sequence[np.ndarray], z: np.ndarray, y: np.ndarray, straight: bool = False
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x0, per-image loss, surrogate gradient) of the chain at ``z`` with each step's eps
     given (an earlier evaluation's, at a nearby z) instead of asked of the UNet: numpy
@@ -56,7 +61,7 @@ def loss_and_grad_with_eps(
     steps = iter(eps)
     x0, states = chain_forward(lambda x, t: next(steps), z, spec)
     loss, gbar = mse_loss_grad(x0, y)
-    return x0, loss.astype(np.float32), chain_backward(None, states, spec, gbar.astype(np.float32))
+    return x0, loss.astype(np.float32), chain_backward(None, states, spec, gbar.astype(np.float32), straight)
 
 
 class GraphChain:
@@ -64,9 +69,15 @@ class GraphChain:
     Runner), for one gradient mode, bound when the chain is opened; the loop runs
     ``iterate`` itself (device_loop.py) where it can."""
 
-    def __init__(self, spec: ChainSpec, runners: Dict[str, Runner], gradient: str = "surrogate"):
+    def __init__(
+        self, spec: ChainSpec, runners: Dict[str, Runner], gradient: str = "surrogate", clamp_gradient: str = "mask"
+    ):
         if gradient not in ("exact", "surrogate"):
             raise ValueError(f"gradient must be exact or surrogate, got {gradient!r}")
+        self.straight = clamp_gradient == "straight"
+        baked = [n for n in (fused_graph_name(gradient), iterate_graph_name(gradient)) if n in runners]
+        if self.straight and baked:
+            raise ValueError(f"--clamp-gradient straight runs the per-step graph; {', '.join(baked)} hold the mask")
         if gradient == "exact" and "unet_vjp" not in runners and fused_graph_name(gradient) not in runners:
             raise ValueError("exact gradient needs the unet_vjp graph; this export has only the surrogate")
         self.spec = spec
@@ -128,7 +139,7 @@ class GraphChain:
         x0, states = chain_forward(eps_fn, z, self.spec)
         loss, gbar = mse_loss_grad(x0, y)
         grad = chain_backward(
-            self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32)
+            self.vjp if self.gradient == "exact" else None, states, self.spec, gbar.astype(np.float32), self.straight
         )
         return x0, loss.astype(np.float32), grad, kept
 

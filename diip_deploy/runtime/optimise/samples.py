@@ -130,7 +130,8 @@ def step_evaluated(
     kept = [e[list(rows)] for e in eps]
     y = targets(ys, stepping)
     for extra in range(1, settings.steps_per_eval):
-        _, losses, more = loss_and_grad_with_eps(chain.spec, kept, np.concatenate([s.z for s in stepping]), y)
+        z = np.concatenate([s.z for s in stepping])
+        _, losses, more = loss_and_grad_with_eps(chain.spec, kept, z, y, chain.straight)
         if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(more))):
             raise NonFiniteError(
                 f"loss or gradient became non-finite on reused eps (step {extra + 1}); try a lower --lr"
@@ -209,9 +210,16 @@ class StepInfo(dict):
 
 def iteration_graph_fits(settings: RestoreSettings) -> bool:
     """Whether an iteration graph computes this run's update: one Adam step (with the
-    projection) per evaluation, at the betas traced into it (torch's defaults)."""
+    projection) per evaluation, at the betas traced into it (torch's defaults), through the
+    clamp's mask."""
     betas = (settings.adam_beta1, settings.adam_beta2)
-    return settings.optimizer == "adam" and settings.project and betas == ADAM_BETAS and settings.steps_per_eval == 1
+    return (
+        settings.optimizer == "adam"
+        and settings.project
+        and betas == ADAM_BETAS
+        and settings.steps_per_eval == 1
+        and settings.clamp_gradient == "mask"
+    )
 
 
 def device_runner(chain: Any, settings: RestoreSettings) -> Any:
