@@ -184,7 +184,7 @@ def loop_parity(manifest, backend: str, size: int, batch: int, iters: int, threa
             if device and manifest.has_graph(iterate_graph_name(cfg.gradient))
             else None
         )
-        chain = open_chain(manifest, b, cfg.gradient, threads, loop_graph=graph)
+        chain = open_chain(manifest, b, cfg.gradient, threads, loop_graph=graph, clamp_gradient=cfg.clamp_gradient)
         try:
             if device and chain.iterate is None:
                 raise ValueError("this export has no iteration graph for the manifest's gradient")

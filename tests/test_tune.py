@@ -228,3 +228,31 @@ def test_score_returns_the_input_where_the_guard_reverts():
     assert score(h, {**rule, "guard_at": 10})["sr4"]["cost"] == 10  # the early guard ends it at 10
     assert sc["noise25"]["returned"] == sc["noise25"]["auto"] and sc["noise25"]["reverted"] == 0
     assert "returned" not in score(_synthetic(), rule)["noise25"]  # older histories: no guard column
+
+
+def test_record_widens_to_saturated_crops_and_scores_colour_drift(tiny_export, tmp_path):
+    """--saturated adds crops with saturated colours from the training photos; each iteration
+    keeps the worst channel-mean error, score reports the worst crop's in what diip-run
+    returns, and --clamp-gradient reaches the runs."""
+    from diip_deploy.bench.saturated import HUES, channel_mean_error, recoloured
+    from diip_deploy.bench.tune_scoring import score
+
+    hist = tmp_path / "h.json"
+    args = ["record", "--export", str(tiny_export), "--n", "1", "--size", "16", "--task", "noise25"]
+    r = CliRunner().invoke(
+        tune_main,
+        [*args, "--max-iters", "3", "--saturated", "2", "--clamp-gradient", "straight", "--out", str(hist)],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    h = json.loads(hist.read_text())
+    assert h["saturated"] == 2 and h["settings"]["clamp_gradient"] == "straight" and len(h["samples"]) == 3
+    assert h["samples"][2]["crop"].endswith("->red") and len(h["samples"][2]["channel_mean_error"]) == 3
+    scored = score(h, {"max_iters": 3, "stop": "none", "residual_guard": 1.0})
+    assert scored["noise25"]["channel_mean_error_max"] == max(
+        s["channel_mean_error"][2] for s in h["samples"] if np.isfinite(s["input_psnr"])
+    )
+    grey = np.full((8, 8, 3), 0.5) + np.linspace(0, 0.2, 8)[:, None, None]
+    red = recoloured(grey, HUES["red"])
+    assert red[..., 0].mean() > 2 * red[..., 1:].mean()  # a saturated red, with the crop's shading
+    assert channel_mean_error(red, red) == 0 and channel_mean_error(grey, grey + 2 / 255) == pytest.approx(2)

@@ -126,7 +126,7 @@ def run_benchmark(
         seed=settings.seed,
     )
     chains = {
-        g: open_chain(manifest, "ort-cpu", g, settings.threads)
+        g: open_chain(manifest, "ort-cpu", g, settings.threads, clamp_gradient=cfg.clamp_gradient)
         for g in ("surrogate", "exact")
         if g == "surrogate" or settings.exact_tasks
     }

@@ -21,6 +21,7 @@ import numpy as np
 from ..runtime.optimise.guard import residual_correlation
 from .degrade import TASKS
 from .metrics import psnr
+from .saturated import channel_mean_error
 
 TUNE_TASKS = ("noise25", "jpeg10", "sr4", "waterdrop")
 SCALES = (1.0, 0.5, 0.25)  # pyramid levels the crops are cut at
@@ -56,6 +57,22 @@ def validation_crops(
     return out
 
 
+def tuning_crops(
+    n_per_task: int, size: int, seed: int = 0, held_out: bool = False, saturated: int = 0
+) -> List[Tuple[str, np.ndarray]]:
+    """The crops ``record`` restores: ``validation_crops``, then ``saturated`` crops with
+    saturated colours (``saturated.saturated_crops``: half the most saturated windows of the
+    training photos, half recoloured copies), which ordinary crops rarely hold."""
+    crops = validation_crops(n_per_task, size, seed, held_out=held_out)
+    if saturated:
+        if held_out:
+            raise ValueError("saturated crops come from the training photos: not with --held-out")
+        from .saturated import saturated_crops
+
+        crops += saturated_crops(saturated // 2, saturated - saturated // 2, size, seed)
+    return crops
+
+
 def record(
     export_dir: Path,
     n_per_task: int,
@@ -71,6 +88,7 @@ def record(
     backend: str = "ort-cpu",
     precision: str = "fp32",
     overrides: Optional[Dict[str, Any]] = None,
+    saturated: int = 0,
 ) -> Dict[str, Any]:
     """Every crop of every task run to the cap; histories (no images) kept per crop.
     ``backend`` / ``precision``: the variant to run (diip-variants records each);
@@ -82,8 +100,16 @@ def record(
     manifest = load_manifest(export_dir)
     given = dict(batch=batch, lr=lr, max_iters=max_iters, precision=precision, **(overrides or {}))
     cfg = replace(manifest.settings(**given), stop="none")
-    chain = open_chain(manifest, backend, cfg.gradient, threads, cfg.steps_per_eval == 1, precision=precision)
-    crops = validation_crops(n_per_task, size, seed, held_out=held_out)
+    chain = open_chain(
+        manifest,
+        backend,
+        cfg.gradient,
+        threads,
+        cfg.steps_per_eval == 1,
+        precision=precision,
+        clamp_gradient=cfg.clamp_gradient,
+    )
+    crops = tuning_crops(n_per_task, size, seed, held_out, saturated)
     samples: List[Dict[str, Any]] = []
     ys, cleans = [], []
     for task in tasks:
@@ -95,6 +121,7 @@ def record(
                     "crop": name,
                     "input_psnr": psnr(clean, y),
                     "psnr": [],
+                    "channel_mean_error": [],
                     "correlation": [],
                     "loss": [],
                     "laplacian_var": [],
@@ -109,6 +136,7 @@ def record(
         for j, i in enumerate(info["index"]):
             x = np.clip((info["x0"][j].transpose(1, 2, 0) + 1) / 2, 0, 1)
             samples[i]["psnr"].append(round(psnr(cleans[i], x), 4))
+            samples[i]["channel_mean_error"].append(round(channel_mean_error(x, cleans[i]), 2))
             samples[i]["correlation"].append(round(residual_correlation(info["x0"][j], ys[i]), 4))
         if info["done"] >= logged[0] + 32:
             logged[0] = info["done"]
@@ -130,12 +158,14 @@ def record(
             else "training photos only (diip_deploy/train/photos.py)"
         ),
         "n_per_task": n_per_task,
+        "saturated": saturated,
         "settings": {
             "lr": cfg.lr,
             "adam_betas": [cfg.adam_beta1, cfg.adam_beta2],
             "steps_per_eval": cfg.steps_per_eval,
             "max_iters": cfg.max_iters,
             "gradient": cfg.gradient,
+            "clamp_gradient": cfg.clamp_gradient,
             "steps": len(manifest.chain_spec.timesteps),
             "backend": backend,
             "precision": precision,

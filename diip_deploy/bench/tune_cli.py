@@ -35,12 +35,40 @@ def main() -> None:
     default=None,
     help="Adam steps per evaluation of the chain (default: the export's).",
 )
+@click.option(
+    "--clamp-gradient",
+    type=click_type(specs(RestoreSettings)["clamp_gradient"]),
+    default=None,
+    help="The gradient through the chain's clamp (default: the export's).",
+)
+@click.option(
+    "--saturated",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also this many crops with saturated colours (from the training photos).",
+)
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--held-out", is_flag=True, help="Crops of the held-out photos instead: to report scores, not to choose.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Histories JSON to write.")
-def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, steps_per_eval, batch, threads, seed, held_out, out):
+def record_cmd(
+    export_dir,
+    n_per_task,
+    size,
+    tasks,
+    lr,
+    max_iters,
+    steps_per_eval,
+    clamp_gradient,
+    saturated,
+    batch,
+    threads,
+    seed,
+    held_out,
+    out,
+):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
     from ..manifest import load_manifest
     from ..runtime.images.codec import save_json
@@ -58,7 +86,10 @@ def record_cmd(export_dir, n_per_task, size, tasks, lr, max_iters, steps_per_eva
         seed,
         log=lambda m: click.echo(m, err=True),
         held_out=held_out,
-        overrides={} if steps_per_eval is None else {"steps_per_eval": steps_per_eval},
+        overrides={
+            k: v for k, v in (("steps_per_eval", steps_per_eval), ("clamp_gradient", clamp_gradient)) if v is not None
+        },
+        saturated=saturated,
     )
     save_json(out, h)
     click.echo(f"wrote {out}: {len(h['samples'])} histories in {h['seconds']} s")

@@ -17,7 +17,7 @@ from ..runtime.optimise.stopping import decide
 from ..settings import RestoreSettings
 from .degrade import TASKS
 from .metrics import psnr
-from .tune import validation_crops
+from .tune import tuning_crops
 
 # Candidate stop settings (the criteria's parameters; lr needs its own recorded run).
 GRID: Dict[str, Sequence[Any]] = {
@@ -45,9 +45,8 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     from .classic import CLASSIC
 
     seed = int(histories.get("seed", 0))
-    crops = validation_crops(
-        histories["n_per_task"], histories["crop_size"], seed, held_out="HELD-OUT" in histories["split"]
-    )
+    held_out = "HELD-OUT" in histories["split"]
+    crops = tuning_crops(histories["n_per_task"], histories["crop_size"], seed, held_out, histories.get("saturated", 0))
     per: Dict[str, Dict[str, List[float]]] = {}
     for j, s in enumerate(histories["samples"]):
         i = j % len(crops)
@@ -64,7 +63,8 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
 
 def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR (up to the setting's cap) and
-    stop iteration for one setting.  Where the histories hold each iteration's residual correlation (recorded
+    stop iteration for one setting, and where recorded, the worst crop's per-channel mean
+    error (0..255) in what diip-run returns.  Where the histories hold each iteration's residual correlation (recorded
     since the early guard), also ``returned``: the PSNR of what diip-run hands back once the
     residual guard (``residual_guard``, ``guard_at``) has judged the run, and how many
     crops it ``reverted`` to their input; ``cost`` then counts the early guard's stops."""
@@ -85,14 +85,19 @@ def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict
                 s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters
             )
             t.setdefault("returned", []).append(s["psnr"][judged] if kept else s["input_psnr"])
+            if s.get("channel_mean_error"):  # recorded since issue 26; the input's own is not recorded
+                t.setdefault("channel_mean_error_max", []).append(s["channel_mean_error"][judged] if kept else 0.0)
             t.setdefault("reverted", []).append(0 if kept else 1)
             t["cost"].append(run)
         else:
             t["cost"].append(detected + 1)
-    out = {task: {k: round(float(np.mean(v)), 3) for k, v in t.items() if k != "reverted"} for task, t in per.items()}
+    whole = ("reverted", "channel_mean_error_max")
+    out = {task: {k: round(float(np.mean(v)), 3) for k, v in t.items() if k not in whole} for task, t in per.items()}
     for task, t in per.items():
         if "reverted" in t:
             out[task]["reverted"] = int(sum(t["reverted"]))
+        if "channel_mean_error_max" in t:  # the worst crop's colour drift, 0..255
+            out[task]["channel_mean_error_max"] = round(float(max(t["channel_mean_error_max"])), 2)
     return out
 
 
