@@ -57,3 +57,9 @@ def sanitized_stubs(dest: Path) -> Path:
     for pyi in dest.rglob("*.pyi"):
         pyi.write_text("\n".join(_fix_def(line) for line in pyi.read_text().splitlines()) + "\n")
     return dest
+
+
+if __name__ == "__main__":  # .ci/run: python tests/trt_stub_sanitize.py DEST, then MYPYPATH=DEST mypy
+    import sys
+
+    print(sanitized_stubs(Path(sys.argv[1])))

@@ -140,7 +140,7 @@ def train(
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     acp = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)), dtype=torch.float32)
     losses: List[float] = []
-    step, elapsed = 0, 0.0
+    step, elapsed, cpu_before = 0, 0.0, 0.0  # cpu: this process's CPU seconds, which a pause does not count
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "train_state.ckpt"
     settings = {"batch": batch, "patch": patch, "lr": lr, "seed": seed, "channels": list(channels)}
@@ -155,6 +155,7 @@ def train(
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         losses, step, elapsed = state["losses"], state["step"], state["elapsed"]
+        cpu_before = state.get("cpu_seconds", elapsed * threads)  # older checkpoints: wall time x threads
         log(f"resumed at step {step}")
     elif resume:
         log(f"no checkpoint in {work}: starting afresh")
@@ -162,10 +163,15 @@ def train(
     def checkpoint() -> None:
         state = {"unet": unet.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict()}
         state.update({"rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "settings": settings})
-        state.update({"losses": losses, "step": step, "elapsed": elapsed})
+        state.update({"losses": losses, "step": step, "elapsed": elapsed, "cpu_seconds": cpu_seconds()})
         save_atomically(state, ckpt)
 
     start = time.time() - elapsed
+    cpu_start = time.process_time()
+
+    def cpu_seconds() -> float:
+        return cpu_before + time.process_time() - cpu_start
+
     last_checkpoint = time.time()
     unet.train()
     while step < steps:
@@ -212,6 +218,7 @@ def train(
         "threads": threads,
         "ema_decay": ema_decay,
         "train_seconds": round(elapsed, 1),
+        "cpu_seconds": round(cpu_seconds(), 1),
         "photo_set": photo_set,
         "n_train_photos": len(train_photos),
         "train_photos": sorted(train_photos),

@@ -1,0 +1,115 @@
+"""A training checkpoint of the default prior, judged as DIIP uses it (issue 27): one
+point of the learning curve, validation DIIP PSNR against CPU-hours.
+
+Takes the EMA weights of a ``diip-train`` checkpoint (its ``--work`` folder), exports them
+as ``diip-export`` would (the shipped export's chain and defaults), restores noisy
+validation crops of the training photos, ordinary and saturated, as ``diip-run`` does, and
+restores the same crops with the shipped export beside it in the same run.  Appends the
+point to the JSON, so runs across sessions build the curve.  Quality only.
+
+    python bench/prior_curve.py --work ~/diip-cache/runs/wide-c32-p64.work --label wide-c32-p64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "default-export"
+SHIPPED_CPU_HOURS = 4621.2 * 2 / 3600  # models/default/training.json: 4,621 s on 2 threads
+
+
+def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
+    """The checkpoint's EMA as a pipeline folder, exported with the shipped chain and
+    defaults; returns what the checkpoint says of its training."""
+    import torch
+
+    from diip_deploy.export.pipeline import export_model
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.train.trainer import make_unet, save_pipeline
+
+    state = torch.load(work / "train_state.ckpt", weights_only=False, map_location="cpu")
+    made = state["settings"]
+    unet = make_unet(made["channels"], sample_size=made["patch"])
+    unet.load_state_dict(state["ema"])
+    save_pipeline(unet.eval(), out / "pipeline")
+    shipped = load_manifest(SHIPPED)
+    steps = len(shipped.chain_spec.timesteps)
+    export_model(
+        str(out / "pipeline"),
+        out / "export",
+        steps=steps,
+        gradient="surrogate",
+        defaults=shipped.defaults,
+        log=lambda m: None,
+    )
+    cpu = state.get("cpu_seconds")
+    return {"step": state["step"], "cpu_seconds": None if cpu is None else round(cpu, 1), "settings": made}
+
+
+def restore_crops(export: Path, crops: List[Any], threads: int) -> List[float]:
+    from diip_deploy.bench.degrade import TASKS
+    from diip_deploy.bench.metrics import psnr
+    from diip_deploy.runtime.restorer import Restorer
+
+    out = []
+    with Restorer(export, "ort-cpu", threads) as r:
+        for i, (_, clean) in enumerate(crops):
+            y = TASKS["noise25"](clean, seed=i).astype(np.float32)
+            restored, _ = r.restore_array(y)
+            out.append(round(psnr(clean, restored), 3))
+    return out
+
+
+def main() -> None:
+    from diip_deploy.bench.tune import tuning_crops
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="diip-train's --work folder")
+    ap.add_argument("--label", required=True)
+    ap.add_argument("--threads", type=int, default=2, help="of the training run, for CPU-hours; and of the restores")
+    ap.add_argument("--init-cpu-hours", type=float, default=SHIPPED_CPU_HOURS, help="what --init-from weights cost")
+    ap.add_argument(
+        "--train-cpu-hours",
+        type=float,
+        default=None,
+        help="the run's own CPU-hours where its checkpoint predates cpu_seconds (e.g. from ps's TIME)",
+    )
+    ap.add_argument("--crops", type=int, default=8)
+    ap.add_argument("--saturated", type=int, default=8)
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
+    args = ap.parse_args()
+    crops = tuning_crops(args.crops, 64, 0, saturated=args.saturated)
+    with tempfile.TemporaryDirectory() as tmp:
+        made = export_checkpoint(args.work, Path(tmp))
+        ours = restore_crops(Path(tmp) / "export", crops, args.threads)
+    shipped = restore_crops(SHIPPED, crops, args.threads)
+    own = args.train_cpu_hours if made["cpu_seconds"] is None else made["cpu_seconds"] / 3600
+    if own is None:
+        raise SystemExit("this checkpoint records no CPU time: give --train-cpu-hours")
+    point = {
+        "label": args.label,
+        "step": made["step"],
+        "cpu_hours": round(args.init_cpu_hours + own, 2),
+        "training": made["settings"],
+        "task": "noise25, 64x64, the shipped export's defaults, ONNX Runtime fp32",
+        "crops": [name for name, _ in crops],
+        "mean_psnr": round(float(np.mean(ours)), 3),
+        "shipped_mean_psnr": round(float(np.mean(shipped)), 3),
+        "psnr": ours,
+        "shipped_psnr": shipped,
+    }
+    curve = json.loads(args.json.read_text()) if args.json.is_file() else {"points": []}
+    curve["points"].append(point)
+    args.json.write_text(json.dumps(curve, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in point.items() if k not in ("crops", "psnr", "shipped_psnr")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
