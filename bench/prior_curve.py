@@ -53,13 +53,13 @@ def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
     return {"step": state["step"], "cpu_seconds": None if cpu is None else round(cpu, 1), "settings": made}
 
 
-def restore_crops(export: Path, crops: List[Any], threads: int) -> List[float]:
+def restore_crops(export: Path, crops: List[Any], threads: int, clamp_gradient: str) -> List[float]:
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
 
     out = []
-    with Restorer(export, "ort-cpu", threads) as r:
+    with Restorer(export, "ort-cpu", threads, clamp_gradient=clamp_gradient) as r:
         for i, (_, clean) in enumerate(crops):
             y = TASKS["noise25"](clean, seed=i).astype(np.float32)
             restored, _ = r.restore_array(y)
@@ -83,13 +83,14 @@ def main() -> None:
     )
     ap.add_argument("--crops", type=int, default=8)
     ap.add_argument("--saturated", type=int, default=8)
+    ap.add_argument("--clamp-gradient", choices=("mask", "straight"), default="mask")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
     args = ap.parse_args()
     crops = tuning_crops(args.crops, 64, 0, saturated=args.saturated)
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))
-        ours = restore_crops(Path(tmp) / "export", crops, args.threads)
-    shipped = restore_crops(SHIPPED, crops, args.threads)
+        ours = restore_crops(Path(tmp) / "export", crops, args.threads, args.clamp_gradient)
+    shipped = restore_crops(SHIPPED, crops, args.threads, args.clamp_gradient)
     own = args.train_cpu_hours if made["cpu_seconds"] is None else made["cpu_seconds"] / 3600
     if own is None:
         raise SystemExit("this checkpoint records no CPU time: give --train-cpu-hours")
@@ -98,7 +99,7 @@ def main() -> None:
         "step": made["step"],
         "cpu_hours": round(args.init_cpu_hours + own, 2),
         "training": made["settings"],
-        "task": "noise25, 64x64, the shipped export's defaults, ONNX Runtime fp32",
+        "task": f"noise25, 64x64, the shipped export's defaults, --clamp-gradient {args.clamp_gradient}, ORT fp32",
         "crops": [name for name, _ in crops],
         "mean_psnr": round(float(np.mean(ours)), 3),
         "shipped_mean_psnr": round(float(np.mean(shipped)), 3),
