@@ -220,8 +220,8 @@ class RestoreSettings:
             yielding = [n for n in rule.names if n not in given and n in defaults]
             if not yielding or not any(n in given for n in rule.names):
                 continue  # the user's own choices, or the manifest's alone: __post_init__ says why
+            asked = ", ".join(f"{known[g].flag} {given[g]}" for g in rule.names if g in given)
             for n in yielding:
-                asked = ", ".join(f"{known[g].flag} {given[g]}" for g in rule.names if g in given)
                 notes.append(
                     f"{n}: the model's default {defaults[n]!r} conflicts with {asked}; "
                     f"{known[n].default!r} used ({rule.why})"

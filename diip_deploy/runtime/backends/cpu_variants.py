@@ -23,10 +23,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ...manifest import Manifest, ManifestError
+from ...settings import Precision
 from .runners import graph_at, make_runner
 
-REFERENCE = ("ort-cpu", "fp32")
-REDUCED = {"openvino-bf16": ("openvino", "bf16")}  # what diip-variants verifies
+Variant = Tuple[str, Precision]  # (backend, precision)
+REFERENCE: Variant = ("ort-cpu", "fp32")
+REDUCED: Dict[str, Variant] = {"openvino-bf16": ("openvino", "bf16")}  # what diip-variants verifies
 _TIMED: Dict[Tuple[str, str, str, Optional[int], int], float] = {}
 
 
@@ -54,7 +56,7 @@ def check_precision(manifest: Manifest, backend: str, precision: str, must_be_ve
             )
 
 
-def resolve_precision(manifest: Manifest, backend: str, precision: str) -> str:
+def resolve_precision(manifest: Manifest, backend: str, precision: Precision) -> Precision:
     """``auto``: bf16 on OpenVINO where verified and native here, else fp32."""
     if precision != "auto":
         check_precision(manifest, backend, precision)
@@ -136,7 +138,7 @@ def unet_seconds(manifest: Manifest, backend: str, precision: str, threads: Opti
     return _TIMED[key]
 
 
-def cpu_candidates(manifest: Manifest, precision: str, skipped: Dict[str, str]) -> List[Tuple[str, str]]:
+def cpu_candidates(manifest: Manifest, precision: Precision, skipped: Dict[str, str]) -> List[Variant]:
     """The (backend, precision) pairs ``auto`` may take on the CPU; why others are out goes
     into ``skipped``."""
     if precision not in ("auto", "bf16"):
@@ -160,8 +162,8 @@ def cpu_candidates(manifest: Manifest, precision: str, skipped: Dict[str, str]) 
 
 
 def fastest_cpu_variant(
-    manifest: Manifest, precision: str, threads: Optional[int], skipped: Dict[str, str], batch: int
-) -> Tuple[str, str, Dict[str, float]]:
+    manifest: Manifest, precision: Precision, threads: Optional[int], skipped: Dict[str, str], batch: int
+) -> Tuple[str, Precision, Dict[str, float]]:
     """(backend, precision, seconds per UNet call of each timed variant): the fastest of
     the candidates here; a lone candidate is taken untimed."""
     found = cpu_candidates(manifest, precision, skipped)

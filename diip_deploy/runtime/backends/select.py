@@ -11,7 +11,7 @@ gets, the default batch, and whether the loop keeps its state on the device
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, cast
+from typing import Dict, List, Optional
 
 from ...manifest import Manifest, ManifestError, baked_chain_matches, fp16_name, fused_graph_name, iterate_graph_name
 from ...settings import Precision, RestoreSettings, choices
@@ -139,15 +139,8 @@ def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str
     return f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})"
 
 
-def _precision(name: str) -> Precision:
-    """A resolved precision, held to the option's declared values."""
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}")
-    return cast(Precision, name)
-
-
 def select_backend(
-    manifest: Manifest, requested: str = "auto", precision: str = "auto", threads: Optional[int] = None
+    manifest: Manifest, requested: str = "auto", precision: Precision = "auto", threads: Optional[int] = None
 ) -> Selection:
     """The backend and precision a run gets.  ``precision`` auto: fp32, or on OpenVINO
     bf16 where the manifest verified it; on the CPU, ``auto`` takes the fastest verified
@@ -156,15 +149,15 @@ def select_backend(
         reason = backend_unavailable_reason(manifest, requested)
         if reason:
             raise BackendUnavailable(f"{requested}: {reason}")
-        return Selection(requested, _precision(resolve_precision(manifest, requested, precision)))
+        return Selection(requested, resolve_precision(manifest, requested, precision))
     skipped: Dict[str, str] = {}
     for b in AUTO_ORDER:
         reason = backend_unavailable_reason(manifest, b)
         if reason is None:
-            return Selection(b, _precision(resolve_precision(manifest, b, precision)), skipped)
+            return Selection(b, resolve_precision(manifest, b, precision), skipped)
         skipped[b] = reason
     backend, chosen, timed = fastest_cpu_variant(manifest, precision, threads, skipped, CPU_BATCH)
-    return Selection(backend, _precision(chosen), skipped, timed)
+    return Selection(backend, chosen, skipped, timed)
 
 
 def open_chain(
