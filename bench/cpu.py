@@ -57,6 +57,18 @@ OLD = {
 SEEDS = {"noise25": 0, "jpeg10": 1}
 
 
+def old_from_manifest(path: Path) -> dict:
+    """OLD from an earlier manifest: its defaults, each passed as an explicit option so
+    that none of this export's defaults fills in, a key it lacks at the settings' own
+    default (an old manifest without ``clamp_gradient`` ran the mask)."""
+    from diip_deploy.settings import RestoreSettings
+
+    defaults = json.loads(Path(path).read_text())["defaults"]
+    fields = RestoreSettings().as_dict()
+    options = {k: defaults.get(k, fields[k]) for k in fields if k not in ("restarts", "seed", "precision", "batch")}
+    return {"backend": "auto", "manifest": str(path), "options": {**options, "precision": "auto"}}
+
+
 def photo(name: str, size: str) -> np.ndarray:
     from PIL import Image
 
@@ -82,6 +94,13 @@ def main() -> None:
         help="tasks whose OLD row is taken from the earlier run in --out (its date kept): the ratio then "
         "spans two runs, and says so",
     )
+    ap.add_argument(
+        "--old-manifest",
+        type=Path,
+        default=None,
+        help="a manifest whose defaults are the OLD side of the photo rows (e.g. the shipped one before a change, "
+        "from git show), run on this export's graphs; without it, the defaults issue 18 started from",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=6, help="iterations of the iteration section")
@@ -98,6 +117,7 @@ def main() -> None:
     sections = args.sections.split(",")
     manifest = load_manifest(args.export)
     OLD["options"]["tile_overlap"] = manifest.tile_size // 4
+    old = OLD if args.old_manifest is None else old_from_manifest(args.old_manifest)
     variants = [v for v in CPU_VARIANTS if not (v.startswith("openvino") and unavailable_reason())]
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"benchmark": "cpu"}
     report.update(
@@ -140,7 +160,7 @@ def main() -> None:
         for i, task in enumerate(tasks):
             damaged = TASKS[task](img, seed=SEEDS.get(task, i)).astype(np.float32)
             pair = {}
-            for label, cfg in (("old", OLD), ("new", new)):
+            for label, cfg in (("old", old), ("new", new)):
                 if label == "old" and task in reuse:
                     old_date = before[task].get(
                         "old_measured", before[task].get("measured", "2026-12-03, an earlier run")
@@ -156,7 +176,9 @@ def main() -> None:
             pair["psnr_change_db"] = round(pair["new"]["output_psnr"] - pair["old"]["output_psnr"], 3)
             measured = time.strftime("%Y-%m-%d", time.gmtime())
             rows.append({"task": task, "photo": args.photo, "size": args.size, "measured": measured, **pair})
-            report["photo"] = {"old_defaults": OLD, "new_defaults": new_settings, "rows": rows + earlier}
+            if args.old_manifest is not None and "photo" in report and "photo_issue18" not in report:
+                report["photo_issue18"] = report["photo"]  # the comparison issue 18 made, kept beside
+            report["photo"] = {"old_defaults": old, "new_defaults": new_settings, "rows": rows + earlier}
             save()
         show("photo", report["photo"])
     if "estimate" in sections and "photo" in report:

@@ -99,8 +99,12 @@ def test_bf16_runs_only_where_verified(tiny_export, tmp_path):
         capture_output=True,
     )
     assert p.returncode == 0, p.stderr
+    from diip_deploy.runtime.backends.openvino import cpu_has_bf16
+
     record = read_data(export)["variants"]["openvino-bf16"]
-    assert record["passed"] is (record["worst_loss_db"] <= 0.1)
+    assert record["native"] is cpu_has_bf16()
+    assert record["passed"] is (record["worst_loss_db"] <= 0.1 and record["native"])
+    assert record["defaults"] == read_data(export)["defaults"]
     assert record["worst_loss_db"] == max(0.0, -min(t["delta_db"] for t in record["tasks"].values()))
     assert set(record["tasks"]) == {"noise25"} and record["speed_vs_ort_fp32"] > 0
     load_manifest(export)  # still a valid manifest
@@ -109,14 +113,18 @@ def test_bf16_runs_only_where_verified(tiny_export, tmp_path):
         with Restorer(export, "openvino", 1, precision="bf16", max_iters=3) as r:
             out, rep = r.restore_array(np.random.default_rng(1).uniform(0, 1, (16, 16, 3)).astype(np.float32))
             assert rep["settings"]["precision"] == "bf16" and np.all(np.isfinite(out))
-        from diip_deploy.runtime.backends.openvino import cpu_has_bf16
-
         sel = select_backend(load_manifest(export), "auto", "auto", 1)
         if cpu_has_bf16():
             assert set(sel.timed) == {"ort-fp32", "openvino-bf16"}
             fastest = min(sel.timed, key=sel.timed.get)
             assert {"ort-fp32": "ort-cpu", "openvino-bf16": "openvino"}[fastest] == sel.backend
     data = read_data(export)
+    other = "mask" if data["defaults"].get("clamp_gradient") == "straight" else "straight"
+    data["variants"]["openvino-bf16"].update(passed=True, defaults={**data["defaults"], "clamp_gradient": other})
+    write_manifest(export, data)  # verified, but under defaults the export no longer has
+    with pytest.raises(ManifestError, match=r"not verified under this export's defaults .*clamp_gradient"):
+        Restorer(export, "openvino", 1, precision="bf16")
+    assert "clamp_gradient" in select_backend(load_manifest(export), "auto", "auto", 1).skipped["openvino-bf16"]
     data["variants"]["openvino-bf16"]["passed"] = False
     write_manifest(export, data)
     with pytest.raises(ManifestError, match="not verified"):

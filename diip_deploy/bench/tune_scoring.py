@@ -61,43 +61,52 @@ def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
     return {task: {m: round(float(np.mean(v)), 3) for m, v in methods.items()} for task, methods in per.items()}
 
 
-def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    """Per task: mean input PSNR, auto-stop PSNR, oracle PSNR (up to the setting's cap) and
-    stop iteration for one setting, and where recorded, the worst crop's per-channel mean
-    error (0..255) in what diip-run returns.  Where the histories hold each iteration's residual correlation (recorded
-    since the early guard), also ``returned``: the PSNR of what diip-run hands back once the
-    residual guard (``residual_guard``, ``guard_at``) has judged the run, and how many
-    crops it ``reverted`` to their input; ``cost`` then counts the early guard's stops."""
-    per: Dict[str, Dict[str, List[float]]] = {}
+def per_crop(histories: Dict[str, Any], settings: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """One setting replayed on each scored crop: its input PSNR, the stop rule's result
+    (``auto``) and iteration (``stop``), the oracle up to the cap, and where the histories
+    hold each iteration's residual correlation (recorded since the early guard), what
+    diip-run hands back once the residual guard has judged the run (``returned``, with
+    ``kept``; ``cost`` then counts the early guard's stops) and, where recorded, that
+    result's per-channel mean error (0..255; the input's own counts as 0)."""
+    out = []
     rule = RestoreSettings(**settings)
     for s in scored_samples(histories):
         s = {k: v[: rule.max_iters] if isinstance(v, list) else v for k, v in s.items()}  # the cap ends a run
         d = decide(s["loss"], s["laplacian_var"], rule)
         k = d.iteration if d else len(s["psnr"]) - 1
         detected = d.detected_at if d else k
-        t = per.setdefault(s["task"], {"input": [], "auto": [], "oracle": [], "stop": [], "cost": []})
-        t["input"].append(s["input_psnr"])
-        t["auto"].append(s["psnr"][k])
-        t["oracle"].append(max(s["psnr"]))
-        t["stop"].append(k)
+        crop: Dict[str, Any] = {
+            "task": s["task"],
+            "crop": s["crop"],
+            "input": s["input_psnr"],
+            "auto": s["psnr"][k],
+            "oracle": max(s["psnr"]),
+            "stop": k,
+            "cost": detected + 1,
+        }
         if s.get("correlation"):
-            judged, kept, run = replay(
-                s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters
-            )
-            t.setdefault("returned", []).append(s["psnr"][judged] if kept else s["input_psnr"])
-            if s.get("channel_mean_error"):  # recorded since issue 26; the input's own is not recorded
-                t.setdefault("channel_mean_error_max", []).append(s["channel_mean_error"][judged] if kept else 0.0)
-            t.setdefault("reverted", []).append(0 if kept else 1)
-            t["cost"].append(run)
-        else:
-            t["cost"].append(detected + 1)
-    whole = ("reverted", "channel_mean_error_max")
-    out = {task: {k: round(float(np.mean(v)), 3) for k, v in t.items() if k not in whole} for task, t in per.items()}
-    for task, t in per.items():
-        if "reverted" in t:
-            out[task]["reverted"] = int(sum(t["reverted"]))
-        if "channel_mean_error_max" in t:  # the worst crop's colour drift, 0..255
-            out[task]["channel_mean_error_max"] = round(float(max(t["channel_mean_error_max"])), 2)
+            judged, kept, run = replay(s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters)
+            crop.update(returned=s["psnr"][judged] if kept else s["input_psnr"], kept=kept, cost=run)
+            if s.get("channel_mean_error"):
+                crop["channel_mean_error"] = s["channel_mean_error"][judged] if kept else 0.0
+        out.append(crop)
+    return out
+
+
+def score(histories: Dict[str, Any], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task, the means of ``per_crop`` (input, auto, oracle, stop, cost, returned), how
+    many crops the guard ``reverted`` and the worst crop's ``channel_mean_error_max``."""
+    per: Dict[str, List[Dict[str, Any]]] = {}
+    for c in per_crop(histories, settings):
+        per.setdefault(c["task"], []).append(c)
+    out: Dict[str, Dict[str, float]] = {}
+    for task, crops in per.items():
+        keys = ("input", "auto", "oracle", "stop", "cost") + (("returned",) if "returned" in crops[0] else ())
+        out[task] = {k: round(float(np.mean([c[k] for c in crops])), 3) for k in keys}
+        if "kept" in crops[0]:
+            out[task]["reverted"] = sum(not c["kept"] for c in crops)
+        if "channel_mean_error" in crops[0]:  # the worst crop's colour drift, 0..255
+            out[task]["channel_mean_error_max"] = round(float(max(c["channel_mean_error"] for c in crops)), 2)
     return out
 
 

@@ -7,7 +7,9 @@ variant is less accurate than fp32; one that restores better passes, and its lar
 difference either way is recorded beside the loss (``worst_delta_db``).  The result, pass or fail, goes
 into the manifest's ``variants`` section with the scores and a side-by-side speed ratio
 of one UNet call; the runtime runs only the variants that passed (a failed one is not
-shipped: ``--backend auto`` never takes it and ``--precision bf16`` refuses it).
+shipped: ``--backend auto`` never takes it and ``--precision bf16`` refuses it).  A record
+holds the defaults it was verified under, and stops counting when they change; a check on
+a CPU without native bf16 does not pass, since OpenVINO computes fp32 there.
 """
 
 from __future__ import annotations
@@ -69,12 +71,14 @@ def verify(
         }
         worst = max(abs(v["delta_db"]) for v in per_task.values())
         loss = max(0.0, -min(v["delta_db"] for v in per_task.values()))
+        native = native_here(precision)
         ref_s = unet_seconds(manifest, "ort-cpu", "fp32", threads, CPU_BATCH)
         var_s = unet_seconds(manifest, backend, precision, threads, CPU_BATCH)
         out[name] = {
             "backend": backend,
             "precision": precision,
-            "passed": bool(loss <= tolerance_db),
+            "passed": bool(loss <= tolerance_db and native),
+            "native": native,
             "tolerance_db": tolerance_db,
             "worst_loss_db": round(loss, 3),
             "worst_delta_db": round(worst, 3),
@@ -83,16 +87,33 @@ def verify(
             "crop_size": size,
             "split": reference["histories"]["split"],
             "stop_rule": "the manifest's defaults",
+            "defaults": dict(manifest.data.get("defaults", {})),
             "speed_vs_ort_fp32": round(ref_s / var_s, 3),
             "unet_call_ms": {"ort-fp32": round(ref_s * 1000, 1), name: round(var_s * 1000, 1)},
             "measured_on": machine_name(),
         }
-        verdict = "passed" if out[name]["passed"] else "FAILED (not shipped)"
+        verdict = (
+            "passed"
+            if out[name]["passed"]
+            else "FAILED (not shipped)"
+            if native
+            else f"not passed: this CPU has no native {precision}, so the variant computed fp32 and proved nothing"
+        )
         log(
             f"{name}: worst loss against fp32 {loss:.3f} dB (largest |delta| {worst:.3f}), "
             f"{ref_s / var_s:.2f}x fp32's speed: {verdict}"
         )
     return out
+
+
+def native_here(precision: str) -> bool:
+    """Whether this CPU computes ``precision`` itself: without native bf16, OpenVINO's
+    bf16 hint falls back to fp32, and a check run here would pass a variant it never ran."""
+    if precision != "bf16":
+        return True
+    from ..runtime.backends.openvino import cpu_has_bf16
+
+    return cpu_has_bf16()
 
 
 def write_variants(export_dir: Path, records: Dict[str, Any]) -> None:

@@ -36,10 +36,23 @@ def variant_name(backend: str, precision: str) -> str:
     return f"{'ort' if backend == 'ort-cpu' else backend}-{precision}"
 
 
-def verified(manifest: Manifest, name: str) -> bool:
-    """Whether the manifest records that variant ``name`` passed its restoration check."""
+def unverified_reason(manifest: Manifest, name: str) -> Optional[str]:
+    """Why variant ``name`` may not run on this export, or None where the manifest records
+    that it passed its restoration check under the defaults the manifest holds now: a
+    check made under other defaults (another clamp gradient, lr or stop rule) says
+    nothing of the runs these defaults make."""
     record = manifest.data.get("variants", {}).get(name)
-    return isinstance(record, dict) and record.get("passed") is True
+    if not isinstance(record, dict) or record.get("passed") is not True:
+        return "not verified for this export"
+    under, now = record.get("defaults"), manifest.data.get("defaults", {})
+    if under is not None and under != now:
+        changed = sorted(k for k in set(under) | set(now) if under.get(k) != now.get(k))
+        return f"not verified under this export's defaults (verified before {', '.join(changed)} changed)"
+    return None
+
+
+def verified(manifest: Manifest, name: str) -> bool:
+    return unverified_reason(manifest, name) is None
 
 
 def check_precision(manifest: Manifest, backend: str, precision: str, must_be_verified: bool = True) -> None:
@@ -50,9 +63,10 @@ def check_precision(manifest: Manifest, backend: str, precision: str, must_be_ve
     if precision == "bf16":
         if backend != "openvino":
             raise ValueError("--precision bf16 runs on --backend openvino")
-        if must_be_verified and not verified(manifest, variant_name(backend, precision)):
+        why = unverified_reason(manifest, variant_name(backend, precision)) if must_be_verified else None
+        if why:
             raise ManifestError(
-                f"{manifest.root}: bf16 is not verified for this export (run diip-variants {manifest.root})"
+                f"{manifest.root}: bf16 is {why} (run diip-variants {manifest.root} on a CPU with native bf16)"
             )
 
 
@@ -149,7 +163,7 @@ def cpu_candidates(manifest: Manifest, precision: Precision, skipped: Dict[str, 
 
         why = (
             unavailable_reason()
-            or (None if verified(manifest, name) else "not verified for this export (diip-variants)")
+            or (None if verified(manifest, name) else f"{unverified_reason(manifest, name)} (diip-variants)")
             or (None if cpu_has_bf16() else "this CPU has no native bf16")
         )
         if why:
