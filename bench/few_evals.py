@@ -123,7 +123,7 @@ def adopt(
     before["clamp_gradient"] = previous["settings"]["clamp_gradient"]
     if [s["crop"] for s in chosen["samples"]] != [s["crop"] for s in previous["samples"]]:
         raise SystemExit("the adopted and previous histories hold different crops")
-    adopted = {"lr": chosen["settings"]["lr"], "clamp_gradient": chosen["settings"]["clamp_gradient"]}
+    adopted = {k: chosen["settings"].get(k, 1.0) for k in ("lr", "lr_final", "clamp_gradient")}
     after = {**before, **adopted}
     return {
         "tool": "bench/few_evals.py",
@@ -156,15 +156,16 @@ def main() -> None:
     rows = []
     for path in a.histories:
         h = json.loads(path.read_text())
-        if h["settings"]["max_iters"] < 150:
-            raise SystemExit(f"{path}: recorded to {h['settings']['max_iters']}, not 150")
-        made = {k: h["settings"][k] for k in ("lr", "steps_per_eval", "clamp_gradient")}
-        for cap, values in itertools.product(CAPS, itertools.product(*STOPS.values())):
+        recorded, lr_final = h["settings"]["max_iters"], h["settings"].get("lr_final", 1.0)
+        made = {"lr_final": lr_final, **{k: h["settings"][k] for k in ("lr", "steps_per_eval", "clamp_gradient")}}
+        # a falling rate spans the recorded cap, so such a run scores at that cap alone
+        caps = [c for c in CAPS if c <= recorded] if lr_final == 1.0 else [recorded]
+        for cap, values in itertools.product(caps, itertools.product(*STOPS.values())):
             stop = {"stop": "slope", "slope_min_iter": 0, **dict(zip(STOPS, values))}
             settings = {**shipped, **stop, "max_iters": cap}
             verdict = judge(h, settings, reference, input_errors)
             rows.append({"histories": path.name, **made, "max_iters": cap, **stop, **verdict})
-        as_shipped = {**shipped, "max_iters": shipped["max_iters"]}
+        as_shipped = {**shipped, "max_iters": shipped["max_iters"] if lr_final == 1.0 else recorded}
         verdict = judge(h, as_shipped, reference, input_errors)
         rows.append({"histories": path.name, **made, "shipped_stop": True, **as_shipped, **verdict})
     best: Dict[tuple, Dict[str, Any]] = {}

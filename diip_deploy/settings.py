@@ -97,6 +97,15 @@ class RestoreSettings:
     )
     optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
     lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)
+    lr_final: float = option(
+        1.0,
+        "optimisation",
+        "The learning rate at the cap, as a fraction of --lr: it falls from --lr along a half cosine over "
+        "--max-iters evaluations (each evaluation's Adam steps share one rate); 1 keeps it constant, as the "
+        "paper does. The host loop runs a falling rate (the iteration graphs hold one rate).",
+        min=0,
+        max=1,
+    )
     adam_beta1: float = option(0.9, "optimisation", "Adam's beta1: memory of the gradient's mean.", min=0, max=0.9999)
     adam_beta2: float = option(
         0.999, "optimisation", "Adam's beta2: memory of the squared gradient's mean.", min=0, max=0.9999

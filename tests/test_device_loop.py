@@ -15,6 +15,7 @@ from diip_deploy.runtime.optimise.device_loop import DeviceBatch
 from diip_deploy.runtime.optimise.joint import restore_joint
 from diip_deploy.runtime.optimise.loop import restore_iter
 from diip_deploy.runtime.optimise.samples import NonFiniteError
+from diip_deploy.runtime.restorer import Restorer
 from diip_deploy.settings import RestoreSettings
 
 GRADIENTS = ("surrogate", "exact")
@@ -265,3 +266,21 @@ def test_fp16_iteration_graph_runs_the_unet_in_fp16_and_the_rest_in_fp32(tiny_pi
             assert r.chain.iterate.path.name == f"iterate_surrogate{'_fp16' if precision == 'fp16' else ''}.onnx"
             outs[precision], _ = r.restore_array(img, 0)
     assert 0 < np.abs(outs["fp16"] - outs["fp32"]).max() < 0.05
+
+
+def test_a_falling_rate_runs_on_the_host():
+    """The iteration graphs take one rate per run: --lr-final below 1 keeps the loop on the
+    host under auto, and --loop device says how to get a device loop."""
+    from diip_deploy.runtime.optimise.optim import scheduled_lr
+    from diip_deploy.runtime.optimise.samples import iteration_graph_fits
+
+    assert iteration_graph_fits(RestoreSettings()) and not iteration_graph_fits(RestoreSettings(lr_final=0.5))
+    assert scheduled_lr(0.1, 0.2, 0, 40) == pytest.approx(0.1)
+    assert scheduled_lr(0.1, 0.2, 20, 40) == pytest.approx(0.06)
+    assert scheduled_lr(0.1, 0.2, 40, 40) == pytest.approx(0.02) == scheduled_lr(0.1, 0.2, 55, 40)
+    assert scheduled_lr(0.1, 1.0, 30, 40) == 0.1
+
+
+def test_device_loop_refuses_a_falling_rate(tiny_export):
+    with pytest.raises(ValueError, match="--lr-final 1"):
+        Restorer(tiny_export, "ort-cpu", 1, lr_final=0.5, loop="device")

@@ -1,5 +1,7 @@
 """The numpy runtime against the torch reference, on the exported tiny model."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -258,3 +260,35 @@ def test_graphs_that_hold_the_mask_are_not_opened_for_straight_through(tiny_expo
         GraphChain(
             m.chain_spec, {"chain_surrogate": make_runner(m, "ort-cpu", "chain_surrogate")}, "surrogate", "straight"
         )
+
+
+def test_falling_rate_matches_torch_cosine_annealing(tiny_export, tiny_torch):
+    """--lr-final: the host loop's rate per evaluation is torch's CosineAnnealingLR (T_max
+    the cap, eta_min lr * lr_final, stepped once per evaluation), over a whole run with two
+    Adam steps per evaluation; and it changes the run (a constant rate is another run)."""
+    eps_model, spec = tiny_torch
+    _, y = _saturated_inputs(seed=7)
+    cap = 10
+    cfg = RestoreSettings(
+        lr=0.08, lr_final=0.1, max_iters=cap, stop="none", seed=3, steps_per_eval=2, clamp_gradient="straight"
+    )
+    c = open_chain(load_manifest(tiny_export), "ort-cpu", "surrogate", clamp_gradient="straight")
+    (result,) = restore(c, y, cfg)
+    z0 = torch.from_numpy(initial_latent(y.shape, cfg.seed))
+    x0_ref, losses_ref = reference_restore(
+        eps_model,
+        torch.from_numpy(y),
+        z0,
+        spec,
+        cap,
+        cfg.lr,
+        "surrogate",
+        steps_per_eval=2,
+        straight=True,
+        lr_final=0.1,
+        max_iters=cap,
+    )
+    assert rel_l2(result.x0[None], x0_ref.numpy()) <= 1e-3
+    assert rel_l2(np.array(result.history["loss"]), np.array(losses_ref)) <= 1e-3
+    (constant,) = restore(c, y, dataclasses.replace(cfg, lr_final=1.0))
+    assert rel_l2(constant.x0[None], result.x0[None]) > 1e-3

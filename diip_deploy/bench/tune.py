@@ -161,6 +161,7 @@ def record(
         "saturated": saturated,
         "settings": {
             "lr": cfg.lr,
+            "lr_final": cfg.lr_final,
             "adam_betas": [cfg.adam_beta1, cfg.adam_beta2],
             "steps_per_eval": cfg.steps_per_eval,
             "max_iters": cfg.max_iters,

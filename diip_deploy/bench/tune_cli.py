@@ -42,6 +42,13 @@ def main() -> None:
     help="The gradient through the chain's clamp (default: the export's).",
 )
 @click.option(
+    "--lr-final",
+    type=click_type(specs(RestoreSettings)["lr_final"]),
+    default=None,
+    help="The rate at the cap as a fraction of --lr (default: the export's); the fall spans --max-iters, so "
+    "such histories score at their own cap only.",
+)
+@click.option(
     "--saturated",
     type=click.IntRange(min=0),
     default=0,
@@ -62,6 +69,7 @@ def record_cmd(
     max_iters,
     steps_per_eval,
     clamp_gradient,
+    lr_final,
     saturated,
     batch,
     threads,
@@ -87,7 +95,9 @@ def record_cmd(
         log=lambda m: click.echo(m, err=True),
         held_out=held_out,
         overrides={
-            k: v for k, v in (("steps_per_eval", steps_per_eval), ("clamp_gradient", clamp_gradient)) if v is not None
+            k: v
+            for k, v in (("steps_per_eval", steps_per_eval), ("clamp_gradient", clamp_gradient), ("lr_final", lr_final))
+            if v is not None
         },
         saturated=saturated,
     )

@@ -85,7 +85,9 @@ def per_crop(histories: Dict[str, Any], settings: Dict[str, Any]) -> List[Dict[s
             "cost": detected + 1,
         }
         if s.get("correlation"):
-            judged, kept, run = replay(s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters)
+            judged, kept, run = replay(
+                s["correlation"], k, detected, rule.residual_guard, rule.guard_at, rule.max_iters
+            )
             crop.update(returned=s["psnr"][judged] if kept else s["input_psnr"], kept=kept, cost=run)
             if s.get("channel_mean_error"):
                 crop["channel_mean_error"] = s["channel_mean_error"][judged] if kept else 0.0

@@ -157,15 +157,24 @@ def reference_restore(
     betas: Tuple[float, float] = (0.9, 0.999),
     steps_per_eval: int = 1,
     straight: bool = False,
+    lr_final: float = 1.0,
+    max_iters: Optional[int] = None,
 ) -> tuple:
     """The DIIP loop with torch.optim.Adam (at ``betas``), no early stop: the oracle for the
     runtime's loop.  ``steps_per_eval`` > 1 (surrogate only): after each evaluation's step,
-    more steps through the chain on that evaluation's eps.
+    more steps through the chain on that evaluation's eps.  ``lr_final`` < 1: torch's
+    CosineAnnealingLR to ``lr * lr_final`` over ``max_iters`` evaluations, stepped once per
+    evaluation.
 
     Returns (x0 of the last iteration, list of losses).
     """
     z = z0.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr, betas=betas)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_iters or iterations, eta_min=lr * lr_final)
+        if lr_final != 1.0
+        else None
+    )
     radius = sphere_radius(z.shape[1:])
     losses = []
     x0 = None
@@ -183,4 +192,6 @@ def reference_restore(
             if project:
                 with torch.no_grad():
                     z.mul_(radius / z.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+        if schedule is not None:
+            schedule.step()
     return x0, losses

@@ -106,9 +106,9 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
         if settings.loop == "auto":
             return None
         raise ValueError(
-            "--loop device runs one step of Adam (betas 0.9, 0.999) with the projection per evaluation through the "
-            "clamp's mask, as the iteration graph does; use --loop host, or --adam-beta1 0.9 --adam-beta2 0.999 "
-            "--steps-per-eval 1 --clamp-gradient mask"
+            "--loop device runs one step of Adam (betas 0.9, 0.999) at one rate with the projection per evaluation "
+            "through the clamp's mask, as the iteration graph does; use --loop host, or --adam-beta1 0.9 "
+            "--adam-beta2 0.999 --steps-per-eval 1 --clamp-gradient mask --lr-final 1"
         )
     graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
     if graph is None and settings.loop == "device":

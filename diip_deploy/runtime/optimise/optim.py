@@ -10,6 +10,7 @@ device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
@@ -70,6 +71,16 @@ class GradientDescent:
 
     def step(self, z: np.ndarray, grad: np.ndarray) -> np.ndarray:
         return (z - self.lr * grad).astype(z.dtype)
+
+
+def scheduled_lr(lr: float, lr_final: float, evaluations: int, max_iters: int) -> float:
+    """The rate for the Adam steps after ``evaluations`` evaluations of a run capped at
+    ``max_iters``: ``lr`` at the start, ``lr * lr_final`` at the cap, a half cosine in
+    between (``lr_final`` 1: constant)."""
+    if lr_final == 1.0:
+        return lr
+    done = min(max(evaluations, 0), max_iters) / max(max_iters, 1)
+    return lr * (lr_final + (1.0 - lr_final) * 0.5 * (1.0 + math.cos(math.pi * done)))
 
 
 def make_optimizer(name: str, lr: float, betas: Tuple[float, float] = ADAM_BETAS):

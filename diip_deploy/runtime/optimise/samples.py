@@ -16,7 +16,7 @@ import numpy as np
 from ...settings import RestoreSettings
 from .chain import loss_and_grad_with_eps
 from .device_loop import DeviceBatch
-from .optim import ADAM_BETAS, make_optimizer, project_to_sphere
+from .optim import ADAM_BETAS, make_optimizer, project_to_sphere, scheduled_lr
 from .stopping import Stopper
 
 
@@ -70,12 +70,16 @@ class Sample:
             raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
         self.z = initial_latent(y.shape, seed, settings.project)[None]
         self.opt = make_optimizer(settings.optimizer, settings.lr, (settings.adam_beta1, settings.adam_beta2))
+        self.rate = (settings.lr, settings.lr_final, settings.max_iters)
+        self.evaluations = 0  # of the chain for this sample; its own count, also under a joint stop
         self.stopper = Stopper(settings)
         self.recent: Dict[int, Tuple[Any, int]] = {}  # iteration -> (that iteration's x0 rows, row)
         self.result: Optional[RestoreResult] = None
         self.t0 = time.perf_counter()
 
     def step(self, grad: np.ndarray, project: bool) -> None:
+        lr, lr_final, cap = self.rate
+        self.opt.lr = scheduled_lr(lr, lr_final, self.evaluations - 1, cap)  # the steps of the latest evaluation
         z = self.opt.step(self.z, grad)
         self.z = project_to_sphere(z) if project else z
 
@@ -123,6 +127,7 @@ def step_evaluated(
     the first on its gradient, then ``steps_per_eval - 1`` more on the chain run again
     with that evaluation's eps (numpy, no graph call)."""
     for j in rows:
+        part[j].evaluations += 1
         part[j].step(grads[j : j + 1], settings.project)
     if eps is None or not rows:
         return
@@ -211,7 +216,7 @@ class StepInfo(dict):
 def iteration_graph_fits(settings: RestoreSettings) -> bool:
     """Whether an iteration graph computes this run's update: one Adam step (with the
     projection) per evaluation, at the betas traced into it (torch's defaults), through the
-    clamp's mask."""
+    clamp's mask, at one rate."""
     betas = (settings.adam_beta1, settings.adam_beta2)
     return (
         settings.optimizer == "adam"
@@ -219,6 +224,7 @@ def iteration_graph_fits(settings: RestoreSettings) -> bool:
         and betas == ADAM_BETAS
         and settings.steps_per_eval == 1
         and settings.clamp_gradient == "mask"
+        and settings.lr_final == 1.0
     )
 
 
