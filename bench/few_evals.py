@@ -112,9 +112,10 @@ def adopt(
     previous: Dict[str, Any],
     reference: Dict[tuple, float],
     input_errors: Dict[tuple, float],
+    cap: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """The record that goes into the manifest when ``chosen``'s lr and clamp gradient
-    become the defaults (the cap and stop rule stay): both sides scored crop by crop on
+    """The record that goes into the manifest when ``chosen``'s lr, rate schedule and clamp
+    gradient become the defaults, with ``cap`` (the stop rule stays): both sides scored on
     the same crops, each under its own defaults, as diip-run returns them."""
     from diip_deploy.bench.tune_scoring import score
 
@@ -124,6 +125,7 @@ def adopt(
     if [s["crop"] for s in chosen["samples"]] != [s["crop"] for s in previous["samples"]]:
         raise SystemExit("the adopted and previous histories hold different crops")
     adopted = {k: chosen["settings"].get(k, 1.0) for k in ("lr", "lr_final", "clamp_gradient")}
+    adopted["max_iters"] = cap or before["max_iters"]
     after = {**before, **adopted}
     return {
         "tool": "bench/few_evals.py",
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--adopt", type=Path, help="Histories whose lr and clamp gradient become --export's defaults.")
     ap.add_argument("--previous", type=Path, help="Histories of the defaults being replaced, on the same crops.")
+    ap.add_argument("--cap", type=int, help="The cap adopted with them (default: the export's).")
     ap.add_argument("--write", action="store_true", help="Write the adopted defaults into --export's manifest.")
     a = ap.parse_args()
     shipped = manifest_settings(load_manifest(a.export).data["defaults"])
@@ -188,7 +191,12 @@ def main() -> None:
     print(f"{len(passing)} of {len(rows)} candidates meet all three targets {TARGETS}")
     if a.adopt:
         record = adopt(
-            a.export, json.loads(a.adopt.read_text()), json.loads(a.previous.read_text()), reference, input_errors
+            a.export,
+            json.loads(a.adopt.read_text()),
+            json.loads(a.previous.read_text()),
+            reference,
+            input_errors,
+            a.cap,
         )
         record.update(reference=a.reference.name, adopted_from=a.adopt.name, previous_from=a.previous.name)
         print(json.dumps(record, indent=1))

@@ -16,7 +16,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -53,13 +53,14 @@ def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
     return {"step": state["step"], "cpu_seconds": None if cpu is None else round(cpu, 1), "settings": made}
 
 
-def restore_crops(export: Path, crops: List[Any], threads: int, clamp_gradient: str) -> List[float]:
+def restore_crops(export: Path, crops: List[Any], threads: int, clamp_gradient: Optional[str]) -> List[float]:
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
 
     out = []
-    with Restorer(export, "ort-cpu", threads, clamp_gradient=clamp_gradient) as r:
+    given = {} if clamp_gradient is None else {"clamp_gradient": clamp_gradient}
+    with Restorer(export, "ort-cpu", threads, **given) as r:
         for i, (_, clean) in enumerate(crops):
             y = TASKS["noise25"](clean, seed=i).astype(np.float32)
             restored, _ = r.restore_array(y)
@@ -83,10 +84,17 @@ def main() -> None:
     )
     ap.add_argument("--crops", type=int, default=8)
     ap.add_argument("--saturated", type=int, default=8)
-    ap.add_argument("--clamp-gradient", choices=("mask", "straight"), default="mask")
+    ap.add_argument(
+        "--clamp-gradient", choices=("mask", "straight"), default=None, help="default: the shipped export's"
+    )
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
     args = ap.parse_args()
     crops = tuning_crops(args.crops, 64, 0, saturated=args.saturated)
+    from diip_deploy.manifest import load_manifest
+
+    shipped_defaults = load_manifest(SHIPPED).defaults
+    chosen = args.clamp_gradient or shipped_defaults.get("clamp_gradient", "mask")
+    defaults = f"lr {shipped_defaults['lr']}, cap {shipped_defaults['max_iters']}, --clamp-gradient {chosen}"
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))
         ours = restore_crops(Path(tmp) / "export", crops, args.threads, args.clamp_gradient)
@@ -99,7 +107,7 @@ def main() -> None:
         "step": made["step"],
         "cpu_hours": round(args.init_cpu_hours + own, 2),
         "training": made["settings"],
-        "task": f"noise25, 64x64, the shipped export's defaults, --clamp-gradient {args.clamp_gradient}, ORT fp32",
+        "task": f"noise25, 64x64, the shipped export's defaults ({defaults}), ORT fp32",
         "crops": [name for name, _ in crops],
         "mean_psnr": round(float(np.mean(ours)), 3),
         "shipped_mean_psnr": round(float(np.mean(shipped)), 3),
