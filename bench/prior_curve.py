@@ -82,6 +82,7 @@ def main() -> None:
         default=None,
         help="the run's own CPU-hours where its checkpoint predates cpu_seconds (e.g. from ps's TIME)",
     )
+    ap.add_argument("--held-out", action="store_true", help="crops of the held-out photos (ordinary colours only)")
     ap.add_argument("--crops", type=int, default=8)
     ap.add_argument("--saturated", type=int, default=8)
     ap.add_argument(
@@ -89,7 +90,7 @@ def main() -> None:
     )
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
     args = ap.parse_args()
-    crops = tuning_crops(args.crops, 64, 0, saturated=args.saturated)
+    crops = tuning_crops(args.crops, 64, 0, args.held_out, saturated=0 if args.held_out else args.saturated)
     from diip_deploy.manifest import load_manifest
 
     shipped_defaults = load_manifest(SHIPPED).defaults
@@ -108,6 +109,7 @@ def main() -> None:
         "cpu_hours": round(args.init_cpu_hours + own, 2),
         "training": made["settings"],
         "task": f"noise25, 64x64, the shipped export's defaults ({defaults}), ORT fp32",
+        "split": "HELD-OUT photos" if args.held_out else "training photos (validation crops)",
         "crops": [name for name, _ in crops],
         "mean_psnr": round(float(np.mean(ours)), 3),
         "shipped_mean_psnr": round(float(np.mean(shipped)), 3),
