@@ -104,3 +104,26 @@ def test_ray_payload_round_trips_the_settings():
     s = RestoreSettings(lr=0.3, stop="slope", tile=32, stop_scope="tile")
     assert RestoreSettings(**s.as_dict()) == s
     assert RestoreSettings.resolve({}, **s.as_dict()) == s
+
+
+def test_issue_26_settings_reach_the_cli_the_manifest_and_the_report(tiny_export, tmp_path):
+    """--clamp-gradient and --lr-final: in diip-run's help, settable as an export's
+    defaults, overridden by the command line, and recorded in the report."""
+    from diip_deploy.runtime.commands.cli import main as diip_run
+
+    runner = CliRunner()
+    help_text = " ".join(runner.invoke(diip_run, ["-h"]).output.split())
+    assert "--clamp-gradient [mask|straight]" in help_text and "--lr-final" in help_text
+    export = copy_export(tiny_export, tmp_path / "export")
+    data = read_data(export)
+    set_defaults(data, {"clamp_gradient": "straight", "lr_final": 0.5})
+    write_manifest(export, data)
+    png = save(tmp_path / "a.png", smooth_image(16, 16))
+    for given, expected in (([], ("straight", 0.5)), (["--clamp-gradient", "mask", "--lr-final", "1"], ("mask", 1.0))):
+        out = tmp_path / f"out{len(given)}"
+        r = runner.invoke(
+            diip_run, [str(png), "--model", str(export), "--out", str(out), "--max-iters", "3", "--quiet", *given]
+        )
+        assert r.exit_code == 0, r.output
+        settings = json.loads((out / "a.json").read_text())["settings"]
+        assert (settings["clamp_gradient"], settings["lr_final"]) == expected
