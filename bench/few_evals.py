@@ -29,7 +29,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 
 from diip_deploy.bench.tune_cli import manifest_settings
-from diip_deploy.bench.tune_scoring import per_crop
+from diip_deploy.bench.tune_scoring import per_crop, recorded_inputs
 from diip_deploy.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,28 +50,19 @@ def reference_results(histories: Dict[str, Any], shipped: Dict[str, Any]) -> Dic
 
 
 def input_channel_errors(histories: Dict[str, Any]) -> Dict[tuple, float]:
-    """Per (task, crop): the damaged input's own worst per-channel mean error (0..255),
-    cut and damaged again as ``record`` did.  Noise clipped to [0, 1] shifts the means of
-    dark or saturated channels, and a blind fit of the input cannot know by how much."""
-    from diip_deploy.bench.degrade import TASKS
-    from diip_deploy.bench.tune import tuning_crops
+    """Per (task, crop): the damaged input's own worst per-channel mean error (0..255).
+    Noise clipped to [0, 1] shifts the means of dark or saturated channels, and a blind
+    fit of the input cannot know by how much."""
+    from diip_deploy.bench.saturated import channel_mean_error
 
-    seed = int(histories.get("seed", 0))
-    crops = tuning_crops(histories["n_per_task"], histories["crop_size"], seed, False, histories.get("saturated", 0))
-    out = {}
-    for j, s in enumerate(histories["samples"]):
-        name, clean = crops[j % len(crops)]
-        y = TASKS[s["task"]](clean, seed=seed + j % len(crops))
-        error = np.abs(y.reshape(-1, 3).mean(0) - clean.reshape(-1, 3).mean(0)).max() * 255
-        out[(s["task"], name)] = float(error)
-    return out
+    return {(s["task"], s["crop"]): channel_mean_error(y, clean) for s, clean, y in recorded_inputs(histories)}
 
 
 def judge(
     histories: Dict[str, Any],
     settings: Dict[str, Any],
     reference: Dict[tuple, float],
-    input_errors: Optional[Dict[tuple, float]] = None,
+    input_errors: Dict[tuple, float],
 ) -> Dict[str, Any]:
     crops = per_crop(histories, settings)
     short = [c["returned"] - reference[(c["task"], c["crop"])] for c in crops]
@@ -86,14 +77,8 @@ def judge(
         "median_cost": float(np.median([c["cost"] for c in crops])),
         "returned": {t: round(float(np.mean(v)), 3) for t, v in by_task.items()},
         "mean_vs_reference_db": round(float(np.mean(short)), 3),
-        **(
-            {
-                "channel_over_input_max": round(
-                    max(c.get("channel_mean_error", 0.0) - input_errors[(c["task"], c["crop"])] for c in crops), 2
-                )
-            }
-            if input_errors
-            else {}
+        "channel_over_input_max": round(
+            max(c.get("channel_mean_error", 0.0) - input_errors[(c["task"], c["crop"])] for c in crops), 2
         ),
     }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,23 +39,28 @@ def scored_samples(histories: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [s for s in histories["samples"] if np.isfinite(s["input_psnr"])]
 
 
-def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    """Per task, the mean PSNR of the classic blind baselines on the recorded crops (cut
-    and damaged again from the photos, the same way ``record`` did; checked by name)."""
-    from .classic import CLASSIC
-
+def recorded_inputs(histories: Dict[str, Any]) -> Iterator[Tuple[Dict[str, Any], np.ndarray, np.ndarray]]:
+    """(sample, clean crop, damaged input) for each recorded sample: the crops cut and
+    damaged again from the photos, the same way ``record`` did, checked by name."""
     seed = int(histories.get("seed", 0))
     held_out = "HELD-OUT" in histories["split"]
     crops = tuning_crops(histories["n_per_task"], histories["crop_size"], seed, held_out, histories.get("saturated", 0))
-    per: Dict[str, Dict[str, List[float]]] = {}
     for j, s in enumerate(histories["samples"]):
         i = j % len(crops)
         name, clean = crops[i]
         if name != s["crop"]:
             raise ValueError(f"crop {i} is {name} here but {s['crop']} in the histories: other photos or seed")
+        yield s, clean, TASKS[s["task"]](clean, seed=seed + i)
+
+
+def classic_scores(histories: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task, the mean PSNR of the classic blind baselines on the recorded crops."""
+    from .classic import CLASSIC
+
+    per: Dict[str, Dict[str, List[float]]] = {}
+    for s, clean, y in recorded_inputs(histories):
         if not np.isfinite(s["input_psnr"]):
             continue
-        y = TASKS[s["task"]](clean, seed=seed + i)
         for method, fn in CLASSIC.get(TASKS[s["task"]].name, {}).items():
             per.setdefault(s["task"], {}).setdefault(method, []).append(psnr(clean, np.clip(fn(y), 0, 1)))
     return {task: {m: round(float(np.mean(v)), 3) for m, v in methods.items()} for task, methods in per.items()}

@@ -161,9 +161,10 @@ def cpu_candidates(manifest: Manifest, precision: Precision, skipped: Dict[str, 
     for name, (backend, prec) in REDUCED.items():
         from .openvino import cpu_has_bf16, unavailable_reason
 
+        unverified = unverified_reason(manifest, name)
         why = (
             unavailable_reason()
-            or (None if verified(manifest, name) else f"{unverified_reason(manifest, name)} (diip-variants)")
+            or (unverified and f"{unverified} (diip-variants)")
             or (None if cpu_has_bf16() else "this CPU has no native bf16")
         )
         if why:
