@@ -5,6 +5,8 @@
 #   models/fetch_photos.sh          opencv-doc's example photos (cache/opencv-doc)
 #   models/fetch_photos.sh --wide   also plasma-workspace-wallpapers (cache/plasma-wallpapers),
 #                                   the photographs that `diip-train --photo-set wide` adds
+#   models/fetch_photos.sh --all    also tuxpaint-data and palapeli-data (cache/tuxpaint-data,
+#                                   cache/palapeli-data), for `diip-train --photo-set all`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,10 @@ unpack() {  # unpack PACKAGE into DEST unless MARKER (a file inside it) is alrea
 }
 
 unpack opencv-doc cache/opencv-doc usr/share/doc/opencv-doc/examples/data/baboon.jpg
-if [ "${1:-}" = "--wide" ]; then
+if [ "${1:-}" = "--wide" ] || [ "${1:-}" = "--all" ]; then
     unpack plasma-workspace-wallpapers cache/plasma-wallpapers usr/share/wallpapers/Path/metadata.json
+fi
+if [ "${1:-}" = "--all" ]; then
+    unpack tuxpaint-data cache/tuxpaint-data usr/share/tuxpaint/templates/sheep.jpg
+    unpack palapeli-data cache/palapeli-data usr/share/palapeli/collection/citrus-fruits.jpg
 fi

@@ -2,7 +2,9 @@
 
 Sources (licences in NOTICE): scikit-image's bundled data, scikit-learn's sample images,
 PyWavelets' images, matplotlib's sample photo, and the example photos of Debian's
-``opencv-doc`` package (``apt-get download opencv-doc && dpkg-deb -x opencv-doc*.deb DIR``).
+``opencv-doc`` package (``apt-get download opencv-doc && dpkg-deb -x opencv-doc*.deb DIR``);
+for the larger sets, the photographs of Debian's plasma-workspace-wallpapers, tuxpaint-data
+(its templates) and palapeli-data (its puzzle collection), unpacked by models/fetch_photos.sh.
 """
 
 from __future__ import annotations
@@ -98,13 +100,44 @@ _PLASMA = (
     "Volna",
     "summer_1am",
 )
+# tuxpaint-data's templates: Bill Kendrick's photographs (GPL-2+); mossy_bark is left out
+# for its letterbox bars.  palapeli-data's puzzle collection: Wikimedia Commons photographs
+# (public domain or GFDL, per each puzzle's .desktop file).  Training only, like _PLASMA.
+_TUXPAINT = (
+    "burnt_bark",
+    "cliff",
+    "corn_maze",
+    "jellyfish",
+    "lighthouse",
+    "mossy_log",
+    "mudstone",
+    "ocean_splash",
+    "ocean_waves",
+    "redwoods_above",
+    "rocks",
+    "sheep",
+    "spiders_web",
+    "sun_behind_clouds",
+    "sun_behind_leaves",
+    "trees_above",
+    "trees_at_dusk",
+    "wool_mill_machine",
+)
+_PALAPELI = ("castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female")
+
 # Photo sets that diip-train can use: "default" is what models/default was trained on;
-# "wide" adds the packaged wallpaper photographs (models/fetch_photos.sh --wide).
-PHOTO_SETS = ("default", "wide")
+# "wide" adds the packaged wallpaper photographs (models/fetch_photos.sh --wide); "all"
+# adds tuxpaint's and palapeli's photographs too (models/fetch_photos.sh --all).
+PHOTO_SETS = ("default", "wide", "all")
 
 REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
 OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
 PLASMA_DIRS = (str(REPO_CACHE.parent / "plasma-wallpapers"), "/")
+# (folder models/fetch_photos.sh unpacks into, the photos' folder inside a package's tree)
+PACKAGE_PHOTO_DIRS = {
+    "tuxpaint": ("tuxpaint-data", "usr/share/tuxpaint/templates"),
+    "palapeli": ("palapeli-data", "usr/share/palapeli/collection"),
+}
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -136,6 +169,15 @@ def find_plasma_wallpapers() -> Optional[Path]:
         sub = Path(c) / "usr/share/wallpapers"
         if (sub / "Path" / "contents" / "images").is_dir():
             return sub
+    return None
+
+
+def find_package_photos(source: str) -> Optional[Path]:
+    """Locate a PACKAGE_PHOTO_DIRS source's photo folder, unpacked into cache/ or installed."""
+    unpacked, inside = PACKAGE_PHOTO_DIRS[source]
+    for root in (REPO_CACHE.parent / unpacked, Path("/")):
+        if (root / inside).is_dir():
+            return root / inside
     return None
 
 
@@ -186,14 +228,22 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
                 if (ocv / (name + ext)).exists():
                     photos[f"opencv/{name}"] = _to_rgb(Image.open(ocv / (name + ext)))
                     break
-    plasma = find_plasma_wallpapers() if photo_set == "wide" else None
-    if photo_set == "wide" and plasma is None:
-        raise FileNotFoundError("the wide photo set needs plasma wallpapers: run models/fetch_photos.sh --wide")
-    if plasma is not None:
-        for name in _PLASMA:
-            best = _largest_image(plasma / name / "contents" / "images")
-            if best is not None:
-                photos[f"plasma/{name}"] = _to_rgb(Image.open(best))
+    if photo_set == "default":
+        return photos
+    plasma = find_plasma_wallpapers()
+    if plasma is None:
+        raise FileNotFoundError(f"the {photo_set} photo set needs plasma wallpapers: run models/fetch_photos.sh --{photo_set}")
+    for name in _PLASMA:
+        best = _largest_image(plasma / name / "contents" / "images")
+        if best is not None:
+            photos[f"plasma/{name}"] = _to_rgb(Image.open(best))
+    if photo_set == "all":
+        for source, names in (("tuxpaint", _TUXPAINT), ("palapeli", _PALAPELI)):
+            folder = find_package_photos(source)
+            if folder is None:
+                raise FileNotFoundError(f"the all photo set needs {source}'s photos: run models/fetch_photos.sh --all")
+            for name in names:
+                photos[f"{source}/{name}"] = _to_rgb(Image.open(folder / f"{name}.jpg"))
     return photos
 
 
