@@ -110,3 +110,37 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
         assert record["passed"] == (record["worst_loss_db"] <= record["tolerance_db"] and record["native"]), name
         assert all(t["delta_db"] >= -record["tolerance_db"] for t in record["tasks"].values()) == record["passed"]
         assert "training photos" in record["split"] and record["crops_per_task"] >= 8
+
+
+def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
+    """bench/plot_prior_curve.py: one line per training run measured under the shipped
+    defaults on validation crops, each point as its gain over the shipped prior in the same
+    run; points under other defaults or on held-out crops are left out."""
+    import json
+    import subprocess
+    import sys
+
+    base = {"task": "noise25 (lr 0.1, cap 30, --clamp-gradient straight)", "split": "training photos"}
+    points = [
+        dict(base, label="a (x)", cpu_hours=1.0, mean_psnr=28.0, shipped_mean_psnr=29.0),
+        dict(base, label="a (y), 3 seeds", cpu_hours=2.0, mean_psnr=29.5, shipped_mean_psnr=29.25),
+        dict(base, label="a (z), held out", cpu_hours=2.0, mean_psnr=1.0, shipped_mean_psnr=0.0, split="HELD-OUT"),
+        dict(base, label="b (old)", cpu_hours=3.0, mean_psnr=1.0, shipped_mean_psnr=0.0, task="noise25, mask"),
+    ]
+    (tmp_path / "curve.json").write_text(json.dumps({"points": points}))
+    out = tmp_path / "curve.png"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "plot_prior_curve.py"),
+            "--json",
+            str(tmp_path / "curve.json"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout)["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]}
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

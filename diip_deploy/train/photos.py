@@ -232,7 +232,9 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
         return photos
     plasma = find_plasma_wallpapers()
     if plasma is None:
-        raise FileNotFoundError(f"the {photo_set} photo set needs plasma wallpapers: run models/fetch_photos.sh --{photo_set}")
+        raise FileNotFoundError(
+            f"the {photo_set} photo set needs plasma wallpapers: run models/fetch_photos.sh --{photo_set}"
+        )
     for name in _PLASMA:
         best = _largest_image(plasma / name / "contents" / "images")
         if best is not None:

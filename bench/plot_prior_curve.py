@@ -1,0 +1,66 @@
+"""The prior's learning curve as a picture for the model card (issue 27): validation DIIP
+PSNR against CPU-hours, one line per training run, from bench/results/prior_curve.json.
+
+Plots each point's gain over the shipped prior restoring the same crops from the same
+starting noises in the same run, so points measured with different seed counts or crops
+still compare; the shipped prior is the zero line, marked at its own CPU-hours.  Only
+points measured under the shipped defaults of issue 26 on validation crops are drawn.
+
+    python bench/plot_prior_curve.py            # writes models/default/learning_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from prior_curve import SHIPPED_CPU_HOURS  # noqa: E402
+
+DEFAULTS_TAG = "lr 0.1, cap 30, --clamp-gradient straight"
+
+
+def series(points: List[dict]) -> Dict[str, List[Tuple[float, float]]]:
+    """Run name -> [(CPU-hours, gain over the shipped prior in dB)], validation points under
+    the shipped defaults only; a run's name is its label up to the first ' ('."""
+    runs: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
+    for p in points:
+        if DEFAULTS_TAG not in p["task"] or not p.get("split", "").startswith("training"):
+            continue
+        runs[p["label"].split(" (")[0]].append((p["cpu_hours"], p["mean_psnr"] - p["shipped_mean_psnr"]))
+    return {k: sorted(v) for k, v in runs.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "default" / "learning_curve.png")
+    args = ap.parse_args()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = series(json.loads(args.json.read_text())["points"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for name, pts in runs.items():
+        ax.plot([h for h, _ in pts], [g for _, g in pts], "o-", label=name)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.plot([SHIPPED_CPU_HOURS], [0.0], "k*", ms=12, label="shipped prior")
+    ax.set_xlabel("training CPU-hours")
+    ax.set_ylabel("DIIP noise PSNR minus the shipped prior's (dB)")
+    ax.set_title("validation crops, noise σ25, the shipped DIIP defaults")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out)
+    print(json.dumps({"out": str(args.out), "runs": runs}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
