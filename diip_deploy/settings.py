@@ -92,8 +92,8 @@ class RestoreSettings:
         "optimisation",
         "The gradient through the chain's x0 clamp: mask (BIRD's: zero where x0 sits on -1 or 1, so a channel "
         "clamped there gets no pull back) or straight (straight-through: the clamp passes the gradient as if it "
-        "were not there; the forward chain is unchanged). straight runs the per-step graph on the host, since "
-        "the fused and iteration graphs hold the mask.",
+        "were not there; the forward chain is unchanged). The fused and iteration graphs hold the one their "
+        "export's default named; a run asking for the other uses the per-step graph on the host.",
     )
     optimizer: Literal["adam", "gd"] = option("adam", "optimisation", "Optimiser of the latent z.")
     lr: float = option(0.01, "optimisation", "Learning rate.", min=0, min_open=True)

@@ -7,6 +7,8 @@ Graphs (dynamic batch, height, width; weights are constants):
 - ``iterate_exact`` / ``iterate_surrogate``: a whole iteration, (z, y, m, v, step [B], lr [B])
   -> (x0, loss, laplacian_var, grad_sq [B], z_next, m_next, v_next): the chain, Adam and
   the projection in one graph, so that the loop's state stays on the device
+The chain_* and iterate_* graphs bake in one gradient through the clamp (mask or
+straight-through, ``--clamp-gradient``); the manifest records which.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ def graph_defs(
     fused: Sequence[str],
     iterate: Sequence[str] = (),
     iterate_fp16: bool = False,
+    straight: bool = False,
 ) -> List[GraphDef]:
     """The graphs an export writes: per-step always, fused chains and iteration graphs when
-    asked, and with ``iterate_fp16`` each iteration graph's fp16 twin (``<name>_fp16``)."""
+    asked, and with ``iterate_fp16`` each iteration graph's fp16 twin (``<name>_fp16``);
+    ``straight``: the fused and iteration graphs pass the gradient straight through the clamp."""
     defs = [GraphDef("unet", lambda s, t: eps_model(s, t), ["sample", "timestep"], ["eps"], ["float32", "int64"])]
     if "exact" in gradients:
         defs.append(
@@ -67,7 +71,11 @@ def graph_defs(
         if g in gradients:
             defs.append(
                 GraphDef(
-                    f"chain_{g}", _fused(eps_model, spec, g), ["z", "y"], ["x0", "loss", "grad"], ["float32", "float32"]
+                    f"chain_{g}",
+                    _fused(eps_model, spec, g, straight),
+                    ["z", "y"],
+                    ["x0", "loss", "grad"],
+                    ["float32", "float32"],
                 )
             )
     models = [("", eps_model)] + ([("_fp16", reference.Fp16Eps(eps_model))] if iterate_fp16 else [])
@@ -77,7 +85,7 @@ def graph_defs(
                 defs.append(
                     GraphDef(
                         f"iterate_{g}{suffix}",
-                        _iterate(model, spec, g),
+                        _iterate(model, spec, g, straight),
                         reference.ITERATE_INPUTS,
                         reference.ITERATE_OUTPUTS,
                         ["float32"] * len(reference.ITERATE_INPUTS),
@@ -86,16 +94,16 @@ def graph_defs(
     return defs
 
 
-def _iterate(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str) -> Callable:
+def _iterate(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str, straight: bool) -> Callable:
     def fn(z, y, m, v, step, lr) -> Tuple[torch.Tensor, ...]:
-        return reference.iterate(eps_model, z, y, m, v, step, lr, spec, gradient)
+        return reference.iterate(eps_model, z, y, m, v, step, lr, spec, gradient, straight)
 
     return fn
 
 
-def _fused(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str) -> Callable:
+def _fused(eps_model: torch.nn.Module, spec: ChainSpec, gradient: str, straight: bool) -> Callable:
     def fn(z: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        return reference.loss_and_grad(eps_model, z, y, spec, gradient)
+        return reference.loss_and_grad(eps_model, z, y, spec, gradient, straight)
 
     return fn
 

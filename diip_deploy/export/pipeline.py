@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from .. import __version__
 from ..cli_common import CommandError
@@ -60,7 +60,9 @@ def export_model(
     ``add``: export only the fused and iteration graphs asked for and list them in the
     export already in ``out`` (same weights and chain), leaving its other graphs, tuned
     defaults and records as they are.  ``iterate_fp16``: each iteration graph also in fp16
-    (its UNet calls; verified against fp32 autograd with fp16's tolerances)."""
+    (its UNet calls; verified against fp32 autograd with fp16's tolerances).  The fused and
+    iteration graphs bake in the export's default ``clamp_gradient`` (an ``add`` export's:
+    the manifest's), and their manifest entries say which."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -83,20 +85,27 @@ def export_model(
     fused_modes = [g for g in gradients if fused in (g, "both")]
     iterate_modes = [g for g in gradients if iterate in (g, "both")]
     existing = existing_export(out, loaded.weights_sha256, spec) if add else None
+    chosen = runtime_defaults(gradients, defaults) if existing is None else existing.get("defaults", {})
+    baked_clamp = chosen.get("clamp_gradient", "mask")
     out.mkdir(parents=True, exist_ok=True)
     tsize = trace_size or max(2 * multiple, 16)
     vsize = verify_size or min(max(native, 2 * multiple), 64)
     if vsize == tsize:
         vsize += multiple  # verify at a size the tracer never saw
     graphs, verification = {}, {}
-    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes, iterate_fp16):
-        if existing is not None and not gd.name.startswith(BAKED_PREFIXES):
+    straight = baked_clamp == "straight"
+    for gd in graph_defs(eps_model, spec, gradients, fused_modes, iterate_modes, iterate_fp16, straight):
+        baked = gd.name.startswith(BAKED_PREFIXES)
+        if existing is not None and not baked:
             continue
         log(f"exporting {gd.name} ...")
-        graphs[gd.name] = graph_entry(out, gd.name, spec, **export_graph(gd, out, channels, tsize, log=log))
+        fields = export_graph(gd, out, channels, tsize, log=log)
+        if baked:
+            fields["clamp_gradient"] = baked_clamp  # what the runtime opens the graph for
+        graphs[gd.name] = graph_entry(out, gd.name, spec, **fields)
         if verify:
-            v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize)
-            verification[gd.name] = v
+            v = verify_graph(gd.name, out / gd.file, gd.inputs, eps_model, spec, channels, vsize, straight=straight)
+            verification[gd.name] = {**v, "clamp_gradient": baked_clamp} if baked else v
             errs = ", ".join(f"{k} {e:.2e}" for k, e in v["rel_l2"].items()) or v["error"]
             log(
                 f"  verify {gd.name} vs torch autograd at {vsize}x{vsize}: rel L2 {errs} "
@@ -106,11 +115,6 @@ def export_model(
         add_graphs(existing, graphs, verification if verify else None)
         write_manifest(out, existing)
         return _check_verified(existing, verification, out)
-    default_gradient = "surrogate" if "surrogate" in gradients else "exact"
-    try:
-        chosen = manifest_defaults(**{"gradient": default_gradient, **(defaults or {})})
-    except SettingsError as e:
-        raise CommandError(f"runtime defaults: {e}") from None
     model_entry = {
         "source": model,
         "weights_sha256": loaded.weights_sha256,
@@ -140,6 +144,15 @@ def export_model(
     )
     write_manifest(out, manifest)
     return _check_verified(manifest, verification, out)
+
+
+def runtime_defaults(gradients: List[str], given: Optional[dict]) -> dict:
+    """The manifest's defaults: the settings' own, the export's gradient, then ``given``."""
+    default_gradient = "surrogate" if "surrogate" in gradients else "exact"
+    try:
+        return manifest_defaults(**{"gradient": default_gradient, **(given or {})})
+    except SettingsError as e:
+        raise CommandError(f"runtime defaults: {e}") from None
 
 
 def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:

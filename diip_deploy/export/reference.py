@@ -102,16 +102,17 @@ def iterate(
     lr: torch.Tensor,
     spec: ChainSpec,
     gradient: str = "surrogate",
+    straight: bool = False,
 ) -> tuple:
     """One whole DIIP iteration, what ``iterate_<gradient>.onnx`` computes so that z and the
     Adam moments never leave the device: the chain's x0 and loss at z, the Laplacian
     variance of x0 and |grad|^2 (a stopping input and a finiteness check), and z, m, v
     after one Adam step (``step``: each sample's step count after it; ``lr`` per sample)
-    and the projection."""
+    and the projection.  ``straight``: through a straight-through clamp."""
     from ..runtime.optimise.optim import adam_update, rms_project
     from ..runtime.optimise.stopping import laplacian_variance_of
 
-    x0, loss, grad = loss_and_grad(eps_model, z, y, spec, gradient)
+    x0, loss, grad = loss_and_grad(eps_model, z, y, spec, gradient, straight)
     per_sample = (-1, 1, 1, 1)
     z_next, m_next, v_next = adam_update(z, m, v, grad, step.reshape(per_sample), lr.reshape(per_sample))
     grad_sq = (grad * grad).reshape(grad.shape[0], -1).sum(1)

@@ -40,8 +40,10 @@ def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def torch_outputs(
-    name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dict[str, torch.Tensor]
+    name: str, eps_model: torch.nn.Module, spec: ChainSpec, x: Dict[str, torch.Tensor], straight: bool = False
 ) -> Dict[str, np.ndarray]:
+    """What graph ``name`` must compute on ``x``, by torch autograd (``straight``: a baked
+    graph's straight-through clamp)."""
     if name == "unet":
         with torch.no_grad():
             return {"eps": eps_model(x["sample"], x["timestep"]).numpy()}
@@ -51,9 +53,9 @@ def torch_outputs(
     kind, gradient = name.removesuffix(FP16_SUFFIX).split("_", 1)
     if kind == "iterate":
         z, y, m, v, step, lr = (x[n] for n in reference.ITERATE_INPUTS)
-        outs = reference.iterate(eps_model, z, y, m, v, step, lr, spec=spec, gradient=gradient)
+        outs = reference.iterate(eps_model, z, y, m, v, step, lr, spec=spec, gradient=gradient, straight=straight)
         return {n: o.detach().numpy() for n, o in zip(reference.ITERATE_OUTPUTS, outs)}
-    x0, loss, grad = reference.loss_and_grad(eps_model, x["z"], x["y"], spec, gradient)
+    x0, loss, grad = reference.loss_and_grad(eps_model, x["z"], x["y"], spec, gradient, straight)
     return {"x0": x0.numpy(), "loss": loss.numpy(), "grad": grad.numpy()}
 
 
@@ -67,10 +69,11 @@ def verify_graph(
     size: int,
     batch: int = 3,
     seed: int = 7,
+    straight: bool = False,
 ) -> Dict:
     """Relative L2 error of each output against torch autograd."""
     x = random_inputs(inputs, channels, size, batch, seed)
-    want = torch_outputs(name, eps_model, spec, x)
+    want = torch_outputs(name, eps_model, spec, x, straight)
     error = None
     try:
         with OrtRunner(path, "ort-cpu") as runner:

@@ -90,6 +90,11 @@ class Manifest:
     def has_graph(self, name: str) -> bool:
         return name in self.graphs
 
+    def baked_clamp_gradient(self, name: str) -> str:
+        """The gradient through the clamp that a fused or iteration graph was traced with
+        (exports before it was recorded traced the mask)."""
+        return str(self.graphs[name].get("clamp_gradient", "mask"))
+
     def graph_path(self, name: str) -> Path:
         """Path of a listed ONNX graph, after checking its sha256 (once per process)."""
         if name not in self.graphs:

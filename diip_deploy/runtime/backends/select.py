@@ -13,7 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ...manifest import Manifest, ManifestError, baked_chain_matches, fp16_name, fused_graph_name, iterate_graph_name
+from ...manifest import (
+    BAKED_PREFIXES,
+    Manifest,
+    ManifestError,
+    baked_chain_matches,
+    fp16_name,
+    fused_graph_name,
+    iterate_graph_name,
+)
 from ...settings import Precision, RestoreSettings, choices
 from ..optimise.chain import GraphChain
 from ..optimise.samples import iteration_graph_fits
@@ -59,10 +67,13 @@ class Selection:
         )
 
 
-def graphs_for(manifest: Manifest, gradient: str, prefer_fused: bool = True) -> List[str]:
-    """The graphs (roles) one gradient mode needs: the fused chain if shipped, else per-step."""
+def graphs_for(
+    manifest: Manifest, gradient: str, prefer_fused: bool = True, clamp_gradient: Optional[str] = None
+) -> List[str]:
+    """The graphs (roles) one gradient mode needs: the fused chain if shipped (and, given
+    ``clamp_gradient``, traced with it), else per-step."""
     fused = fused_graph_name(gradient)
-    if prefer_fused and manifest.has_graph(fused):
+    if prefer_fused and manifest.has_graph(fused) and clamp_gradient in (None, manifest.baked_clamp_gradient(fused)):
         check_baked_chain(manifest, fused)
         return [fused]
     names = ["unet"] + (["unet_vjp"] if gradient == "exact" else [])
@@ -82,16 +93,22 @@ def check_baked_chain(manifest: Manifest, name: str) -> None:
         )
 
 
-def _iteration_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
+def _iteration_graph(manifest: Manifest, backend: str, settings: RestoreSettings) -> Optional[str]:
     """The iteration graph (its role name) the loop can keep its state on the device with,
     or None: the export has none for this gradient and precision (fp16: its ``_fp16`` twin;
     TensorRT's EP makes fp16 from the fp32 one), or the backend (TensorRT engines) has no
-    use for it."""
-    role = iterate_graph_name(gradient)
-    name = role if precision == "fp32" or backend == "ort-tensorrt" else fp16_name(role)
+    use for it.  A graph traced with another clamp gradient than the run's is an error."""
+    role = iterate_graph_name(settings.gradient)
+    name = role if settings.precision == "fp32" or backend == "ort-tensorrt" else fp16_name(role)
     if backend not in ORT_PROVIDERS or not manifest.has_graph(name):
         return None
     check_baked_chain(manifest, name)
+    held = manifest.baked_clamp_gradient(name)
+    if held != settings.clamp_gradient:
+        raise ValueError(
+            f"{manifest.root}: {name}.onnx was traced with --clamp-gradient {held}, this run asks for "
+            f"{settings.clamp_gradient}; use --loop host, or re-export the graph under that default"
+        )
     return role
 
 
@@ -106,11 +123,16 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
         if settings.loop == "auto":
             return None
         raise ValueError(
-            "--loop device runs one step of Adam (betas 0.9, 0.999) at one rate with the projection per evaluation "
-            "through the clamp's mask, as the iteration graph does; use --loop host, or --adam-beta1 0.9 "
-            "--adam-beta2 0.999 --steps-per-eval 1 --clamp-gradient mask --lr-final 1"
+            "--loop device runs one step of Adam (betas 0.9, 0.999) at one rate with the projection per evaluation, "
+            "as the iteration graph does; use --loop host, or --adam-beta1 0.9 --adam-beta2 0.999 "
+            "--steps-per-eval 1 --lr-final 1"
         )
-    graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
+    try:
+        graph = _iteration_graph(manifest, backend, settings)
+    except ValueError:
+        if settings.loop == "auto":
+            return None  # the host loop computes this run's gradient; the graph does not
+        raise
     if graph is None and settings.loop == "device":
         fp16 = " --precision fp16" if settings.precision == "fp16" else ""
         raise ValueError(
@@ -184,7 +206,7 @@ def open_chain(
             "--precision applies to ONNX Runtime backends; TensorRT engines carry their own "
             "(diip-export --engine tensorrt --precision fp16)"
         )
-    names = graphs_for(manifest, gradient, prefer_fused and clamp_gradient == "mask")
+    names = graphs_for(manifest, gradient, prefer_fused, clamp_gradient)
     names += [loop_graph] if loop_graph else []
     trt_ep = backend == "ort-tensorrt"  # TensorRT's EP builds fp16 engines from the fp32 graphs itself
     runners = {
@@ -200,4 +222,5 @@ def open_chain(
         ).activate()
         for n in names
     }
-    return GraphChain(manifest.chain_spec, runners, gradient, clamp_gradient)
+    held = {n: manifest.baked_clamp_gradient(n) for n in names if n.startswith(BAKED_PREFIXES)}
+    return GraphChain(manifest.chain_spec, runners, gradient, clamp_gradient, held)

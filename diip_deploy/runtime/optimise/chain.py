@@ -70,14 +70,25 @@ class GraphChain:
     ``iterate`` itself (device_loop.py) where it can."""
 
     def __init__(
-        self, spec: ChainSpec, runners: Dict[str, Runner], gradient: str = "surrogate", clamp_gradient: str = "mask"
+        self,
+        spec: ChainSpec,
+        runners: Dict[str, Runner],
+        gradient: str = "surrogate",
+        clamp_gradient: str = "mask",
+        baked_clamp_gradient: Optional[Dict[str, str]] = None,
     ):
+        """``baked_clamp_gradient``: the clamp gradient each fused or iteration runner was
+        traced with (the manifest's record; the mask where not given)."""
         if gradient not in ("exact", "surrogate"):
             raise ValueError(f"gradient must be exact or surrogate, got {gradient!r}")
         self.straight = clamp_gradient == "straight"
-        baked = [n for n in (fused_graph_name(gradient), iterate_graph_name(gradient)) if n in runners]
-        if self.straight and baked:
-            raise ValueError(f"--clamp-gradient straight runs the per-step graph; {', '.join(baked)} hold the mask")
+        held = baked_clamp_gradient or {}
+        for n in (fused_graph_name(gradient), iterate_graph_name(gradient)):
+            if n in runners and held.get(n, "mask") != clamp_gradient:
+                raise ValueError(
+                    f"--clamp-gradient {clamp_gradient}: {n} was traced with {held.get(n, 'mask')}; "
+                    "the per-step graph computes either"
+                )
         if gradient == "exact" and "unet_vjp" not in runners and fused_graph_name(gradient) not in runners:
             raise ValueError("exact gradient needs the unet_vjp graph; this export has only the surrogate")
         self.spec = spec

@@ -215,15 +215,14 @@ class StepInfo(dict):
 
 def iteration_graph_fits(settings: RestoreSettings) -> bool:
     """Whether an iteration graph computes this run's update: one Adam step (with the
-    projection) per evaluation, at the betas traced into it (torch's defaults), through the
-    clamp's mask, at one rate."""
+    projection) per evaluation, at the betas traced into it (torch's defaults), at one rate.
+    (Which clamp gradient a graph holds is the manifest's to say: ``device_loop_graph``.)"""
     betas = (settings.adam_beta1, settings.adam_beta2)
     return (
         settings.optimizer == "adam"
         and settings.project
         and betas == ADAM_BETAS
         and settings.steps_per_eval == 1
-        and settings.clamp_gradient == "mask"
         and settings.lr_final == 1.0
     )
 
