@@ -32,7 +32,10 @@ def series(points: List[dict]) -> Dict[str, List[Tuple[float, float]]]:
     for p in points:
         if DEFAULTS_TAG not in p["task"] or not p.get("split", "").startswith("training"):
             continue
-        runs[p["label"].split(" (")[0]].append((p["cpu_hours"], p["mean_psnr"] - p["shipped_mean_psnr"]))
+        name = p["label"].split(" (")[0] + (
+            ", continued from the shipped prior" if "init from shipped" in p["label"] else ""
+        )
+        runs[name].append((p["cpu_hours"], p["mean_psnr"] - p["shipped_mean_psnr"]))
     return {k: sorted(v) for k, v in runs.items()}
 
 
