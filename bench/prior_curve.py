@@ -16,7 +16,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,24 +53,30 @@ def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
     return {"step": state["step"], "cpu_seconds": None if cpu is None else round(cpu, 1), "settings": made}
 
 
+def noisy(crops: List[Any]) -> List[np.ndarray]:
+    """Each crop with its own noise (seed: its position), as both priors get it."""
+    from diip_deploy.bench.degrade import TASKS
+
+    return [TASKS["noise25"](clean, seed=i).astype(np.float32) for i, (_, clean) in enumerate(crops)]
+
+
 def restore_crops(
     export: Path, crops: List[Any], threads: int, clamp_gradient: Optional[str], seeds: int = 1
-) -> List[float]:
+) -> Tuple[List[float], List[np.ndarray]]:
     """Each crop's PSNR as diip-run returns it, averaged over ``seeds`` starting noises
-    (seed 0 alone by default): a difference of 0.2 dB between priors on a few crops is
-    within what the start alone moves."""
-    from diip_deploy.bench.degrade import TASKS
+    (seed 0 alone by default: a difference of 0.2 dB between priors on a few crops is
+    within what the start alone moves), and each crop's restoration from seed 0."""
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
 
-    out = []
+    scores, firsts = [], []
     given = {} if clamp_gradient is None else {"clamp_gradient": clamp_gradient}
     with Restorer(export, "ort-cpu", threads, **given) as r:
-        for i, (_, clean) in enumerate(crops):
-            y = TASKS["noise25"](clean, seed=i).astype(np.float32)
-            scores = [psnr(clean, r.restore_array(y, seed=start)[0]) for start in range(seeds)]
-            out.append(round(float(np.mean(scores)), 3))
-    return out
+        for (_, clean), y in zip(crops, noisy(crops)):
+            restored = [r.restore_array(y, seed=start)[0] for start in range(seeds)]
+            scores.append(round(float(np.mean([psnr(clean, x) for x in restored])), 3))
+            firsts.append(restored[0])
+    return scores, firsts
 
 
 def main() -> None:
@@ -94,6 +100,7 @@ def main() -> None:
         "--clamp-gradient", choices=("mask", "straight"), default=None, help="default: the shipped export's"
     )
     ap.add_argument("--seeds", type=int, default=1, help="starting noises per crop, averaged (0, 1, ...)")
+    ap.add_argument("--sheet", type=Path, default=None, help="PNG: clean | noisy | shipped prior | checkpoint per crop")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
     args = ap.parse_args()
     crops = tuning_crops(args.crops, 64, 0, args.held_out, saturated=0 if args.held_out else args.saturated)
@@ -104,8 +111,14 @@ def main() -> None:
     defaults = f"lr {shipped_defaults['lr']}, cap {shipped_defaults['max_iters']}, --clamp-gradient {chosen}"
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))
-        ours = restore_crops(Path(tmp) / "export", crops, args.threads, args.clamp_gradient, args.seeds)
-    shipped = restore_crops(SHIPPED, crops, args.threads, args.clamp_gradient, args.seeds)
+        ours, ours_seen = restore_crops(Path(tmp) / "export", crops, args.threads, args.clamp_gradient, args.seeds)
+    shipped, shipped_seen = restore_crops(SHIPPED, crops, args.threads, args.clamp_gradient, args.seeds)
+    if args.sheet:
+        from diip_deploy.bench.report import image_grid
+        from diip_deploy.runtime.images.codec import save_image
+
+        rows = [list(r) for r in zip([c for _, c in crops], noisy(crops), shipped_seen, ours_seen)]
+        save_image(args.sheet, image_grid([[np.clip(t, 0, 1) for t in row] for row in rows]))
     own = args.train_cpu_hours if made["cpu_seconds"] is None else made["cpu_seconds"] / 3600
     if own is None:
         raise SystemExit("this checkpoint records no CPU time: give --train-cpu-hours")

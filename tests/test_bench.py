@@ -249,3 +249,12 @@ def test_bench_no_exact_runs_no_task_with_the_exact_gradient(tiny_export, tmp_pa
     methods = rep["tasks"]["noise25"]["methods"]
     assert "DIIP surrogate (auto stop)" in methods and not any("exact" in m for m in methods)
     assert rep["settings"]["exact_tasks"] == []
+
+
+def test_image_grid_lays_rows_of_crops_with_white_gaps():
+    from diip_deploy.bench.report import image_grid
+
+    a, b = np.zeros((4, 5, 3)), np.full((4, 5, 3), 0.5)
+    grid = image_grid([[a, b], [b, a]], zoom=2)
+    assert grid.shape == (2 * (4 + 2 + 4), 2 * (5 + 2 + 5), 3)
+    assert np.all(grid[:8, 14:] == 0.5) and np.all(grid[:8, :10] == 0) and np.all(grid[8:12] == 1)

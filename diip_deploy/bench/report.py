@@ -4,7 +4,7 @@ PSNR-versus-iteration curves with the stops marked, and before/after grids."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -132,17 +132,26 @@ def save_grid(
     if classic:
         best = max(classic, key=lambda m: np.mean([v["psnr"] for v in methods[m]["per_image"].values()]))
         cols.append(best)
-    rows = []
-    for name, d in per_image.items():
-        tiles = [d["clean"], d["degraded"]] + [methods[c]["outputs"][name] for c in cols if c in methods]
-        gap = np.ones((tiles[0].shape[0], 2, 3))
-        rows.append(np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1))
-        rows.append(np.ones((2, rows[-1].shape[1], 3)))
-    grid = np.concatenate(rows[:-1], axis=0)
-    save_image(path, np.repeat(np.repeat(grid, 2, 0), 2, 1))
+    rows = [
+        [d["clean"], d["degraded"]] + [methods[c]["outputs"][name] for c in cols if c in methods]
+        for name, d in per_image.items()
+    ]
+    save_image(path, image_grid(rows))
     (path.with_suffix(".txt")).write_text(
         "columns: clean | degraded | " + " | ".join(c for c in cols if c in methods) + "\n"
     )
+
+
+def image_grid(rows: List[List[np.ndarray]], zoom: int = 2) -> np.ndarray:
+    """HxWx3 images of one size as a grid, rows of them, with white 2-pixel gaps, each
+    pixel repeated ``zoom`` times so that small crops can be looked at."""
+    lines = []
+    for tiles in rows:
+        gap = np.ones((tiles[0].shape[0], 2, 3))
+        lines.append(np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1))
+        lines.append(np.ones((2, lines[-1].shape[1], 3)))
+    grid = np.concatenate(lines[:-1], axis=0)
+    return np.repeat(np.repeat(grid, zoom, 0), zoom, 1)
 
 
 def emit(report: Dict[str, Any], path: Optional[Path]) -> None:
