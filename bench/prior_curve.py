@@ -61,18 +61,23 @@ def noisy(crops: List[Any]) -> List[np.ndarray]:
 
 
 def restore_crops(
-    export: Path, crops: List[Any], threads: int, clamp_gradient: Optional[str], seeds: int = 1
+    export: Path,
+    crops: List[Any],
+    inputs: List[np.ndarray],
+    threads: int,
+    clamp_gradient: Optional[str],
+    seeds: int = 1,
 ) -> Tuple[List[float], List[np.ndarray]]:
-    """Each crop's PSNR as diip-run returns it, averaged over ``seeds`` starting noises
-    (seed 0 alone by default: a difference of 0.2 dB between priors on a few crops is
-    within what the start alone moves), and each crop's restoration from seed 0."""
+    """Each crop's PSNR as diip-run returns it from its noisy input, averaged over ``seeds``
+    starting noises (seed 0 alone by default: a difference of 0.2 dB between priors on a
+    few crops is within what the start alone moves), and each crop's restoration from seed 0."""
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
 
     scores, firsts = [], []
     given = {} if clamp_gradient is None else {"clamp_gradient": clamp_gradient}
     with Restorer(export, "ort-cpu", threads, **given) as r:
-        for (_, clean), y in zip(crops, noisy(crops)):
+        for (_, clean), y in zip(crops, inputs):
             restored = [r.restore_array(y, seed=start)[0] for start in range(seeds)]
             scores.append(round(float(np.mean([psnr(clean, x) for x in restored])), 3))
             firsts.append(restored[0])
@@ -109,15 +114,16 @@ def main() -> None:
     shipped_defaults = load_manifest(SHIPPED).defaults
     chosen = args.clamp_gradient or shipped_defaults.get("clamp_gradient", "mask")
     defaults = f"lr {shipped_defaults['lr']}, cap {shipped_defaults['max_iters']}, --clamp-gradient {chosen}"
+    ys = noisy(crops)
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))
-        ours, ours_seen = restore_crops(Path(tmp) / "export", crops, args.threads, args.clamp_gradient, args.seeds)
-    shipped, shipped_seen = restore_crops(SHIPPED, crops, args.threads, args.clamp_gradient, args.seeds)
+        ours, ours_seen = restore_crops(Path(tmp) / "export", crops, ys, args.threads, args.clamp_gradient, args.seeds)
+    shipped, shipped_seen = restore_crops(SHIPPED, crops, ys, args.threads, args.clamp_gradient, args.seeds)
     if args.sheet:
         from diip_deploy.bench.report import image_grid
         from diip_deploy.runtime.images.codec import save_image
 
-        rows = [list(r) for r in zip([c for _, c in crops], noisy(crops), shipped_seen, ours_seen)]
+        rows = [list(r) for r in zip([c for _, c in crops], ys, shipped_seen, ours_seen)]
         save_image(args.sheet, image_grid([[np.clip(t, 0, 1) for t in row] for row in rows]))
     own = args.train_cpu_hours if made["cpu_seconds"] is None else made["cpu_seconds"] / 3600
     if own is None:

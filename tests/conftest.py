@@ -30,25 +30,31 @@ def tiny_export(tiny_pipeline, tmp_path_factory) -> Path:
     """unet, unet_vjp, both fused chains and both iteration graphs of the tiny model,
     verified against autograd.  DIIP_TINY_EXPORT names a folder to keep it in between
     runs on a developer's machine (made there once, copied per session); CI makes it anew."""
-    from diip_deploy.export.pipeline import export_model
-
     keep = os.environ.get("DIIP_TINY_EXPORT")
     if keep and (Path(keep) / "manifest.json").is_file():
         return copy_export(Path(keep), tmp_path_factory.mktemp("tiny_export") / "export")
-    out = tmp_path_factory.mktemp("tiny_export")
+    out = export_tiny(tiny_pipeline, tmp_path_factory.mktemp("tiny_export"))
+    if keep:
+        copy_export(out, Path(keep))
+    return out
+
+
+def export_tiny(pipeline: Path, out: Path, iterate: str = "both", **defaults) -> Path:
+    """The tiny model's export as the tests use it (both gradients, both fused chains,
+    verified), with ``iterate`` graphs and ``defaults`` over the tests' own."""
+    from diip_deploy.export.pipeline import export_model
+
     export_model(
-        str(tiny_pipeline),
+        str(pipeline),
         out,
         steps=TINY_STEPS,
         gradient="both",
         fused="both",
-        iterate="both",
+        iterate=iterate,
         verify=True,
-        defaults={"lr": 0.02, "max_iters": 12, "k_min": 5},
+        defaults={"lr": 0.02, "max_iters": 12, "k_min": 5, **defaults},
         log=lambda m: None,
     )
-    if keep:
-        copy_export(out, Path(keep))
     return out
 
 

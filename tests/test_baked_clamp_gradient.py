@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import export_tiny
 
 from diip_deploy.export.reference import loss_and_grad
 from diip_deploy.export.verify import rel_l2
@@ -21,23 +22,10 @@ BAKED = ("chain_exact", "chain_surrogate", "iterate_surrogate")
 
 
 @pytest.fixture(scope="module")
-def straight_export(tiny_pipeline, tiny_torch, tmp_path_factory):
-    from conftest import TINY_STEPS
-
-    from diip_deploy.export.pipeline import export_model
-
-    out = tmp_path_factory.mktemp("straight_export")
-    export_model(
-        str(tiny_pipeline),
-        out,
-        steps=TINY_STEPS,
-        gradient="both",
-        fused="both",
-        iterate="surrogate",
-        defaults={"lr": 0.02, "max_iters": 12, "k_min": 5, "clamp_gradient": "straight"},
-        log=lambda m: None,
+def straight_export(tiny_pipeline, tmp_path_factory):
+    return export_tiny(
+        tiny_pipeline, tmp_path_factory.mktemp("straight_export"), "surrogate", clamp_gradient="straight"
     )
-    return out
 
 
 def _saturated(size=16, seed=4):

@@ -132,11 +132,12 @@ PHOTO_SETS = ("default", "wide", "all")
 
 REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
 OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
-PLASMA_DIRS = (str(REPO_CACHE.parent / "plasma-wallpapers"), "/")
-# (folder models/fetch_photos.sh unpacks into, the photos' folder inside a package's tree)
+# (folder under cache/ that models/fetch_photos.sh unpacks a package into, the photos'
+# folder inside the package's tree, a path inside that folder that says it is there)
 PACKAGE_PHOTO_DIRS = {
-    "tuxpaint": ("tuxpaint-data", "usr/share/tuxpaint/templates"),
-    "palapeli": ("palapeli-data", "usr/share/palapeli/collection"),
+    "plasma": ("plasma-wallpapers", "usr/share/wallpapers", "Path/contents/images"),
+    "tuxpaint": ("tuxpaint-data", "usr/share/tuxpaint/templates", "sheep.jpg"),
+    "palapeli": ("palapeli-data", "usr/share/palapeli/collection", "citrus-fruits.jpg"),
 }
 
 
@@ -163,20 +164,11 @@ def find_opencv_doc(explicit: Optional[str] = None) -> Optional[Path]:
     return None
 
 
-def find_plasma_wallpapers() -> Optional[Path]:
-    """Locate plasma-workspace-wallpapers' wallpaper folder, unpacked or installed."""
-    for c in PLASMA_DIRS:
-        sub = Path(c) / "usr/share/wallpapers"
-        if (sub / "Path" / "contents" / "images").is_dir():
-            return sub
-    return None
-
-
 def find_package_photos(source: str) -> Optional[Path]:
     """Locate a PACKAGE_PHOTO_DIRS source's photo folder, unpacked into cache/ or installed."""
-    unpacked, inside = PACKAGE_PHOTO_DIRS[source]
+    unpacked, inside, marker = PACKAGE_PHOTO_DIRS[source]
     for root in (REPO_CACHE.parent / unpacked, Path("/")):
-        if (root / inside).is_dir():
+        if (root / inside / marker).exists():
             return root / inside
     return None
 
@@ -230,7 +222,7 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
                     break
     if photo_set == "default":
         return photos
-    plasma = find_plasma_wallpapers()
+    plasma = find_package_photos("plasma")
     if plasma is None:
         raise FileNotFoundError(
             f"the {photo_set} photo set needs plasma wallpapers: run models/fetch_photos.sh --{photo_set}"

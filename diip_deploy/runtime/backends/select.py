@@ -93,23 +93,17 @@ def check_baked_chain(manifest: Manifest, name: str) -> None:
         )
 
 
-def _iteration_graph(manifest: Manifest, backend: str, settings: RestoreSettings) -> Optional[str]:
-    """The iteration graph (its role name) the loop can keep its state on the device with,
-    or None: the export has none for this gradient and precision (fp16: its ``_fp16`` twin;
-    TensorRT's EP makes fp16 from the fp32 one), or the backend (TensorRT engines) has no
-    use for it.  A graph traced with another clamp gradient than the run's is an error."""
-    role = iterate_graph_name(settings.gradient)
-    name = role if settings.precision == "fp32" or backend == "ort-tensorrt" else fp16_name(role)
+def _iteration_graph(manifest: Manifest, backend: str, gradient: str, precision: str) -> Optional[str]:
+    """The iteration graph the loop can keep its state on the device with (its file's name
+    in the manifest), or None: the export has none for this gradient and precision (fp16:
+    its ``_fp16`` twin; TensorRT's EP makes fp16 from the fp32 one), or the backend
+    (TensorRT engines) has no use for it."""
+    role = iterate_graph_name(gradient)
+    name = role if precision == "fp32" or backend == "ort-tensorrt" else fp16_name(role)
     if backend not in ORT_PROVIDERS or not manifest.has_graph(name):
         return None
     check_baked_chain(manifest, name)
-    held = manifest.baked_clamp_gradient(name)
-    if held != settings.clamp_gradient:
-        raise ValueError(
-            f"{manifest.root}: {name}.onnx was traced with --clamp-gradient {held}, this run asks for "
-            f"{settings.clamp_gradient}; use --loop host, or re-export the graph under that default"
-        )
-    return role
+    return name
 
 
 def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSettings) -> Optional[str]:
@@ -127,12 +121,15 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
             "as the iteration graph does; use --loop host, or --adam-beta1 0.9 --adam-beta2 0.999 "
             "--steps-per-eval 1 --lr-final 1"
         )
-    try:
-        graph = _iteration_graph(manifest, backend, settings)
-    except ValueError:
+    graph = _iteration_graph(manifest, backend, settings.gradient, settings.precision)
+    held = None if graph is None else manifest.baked_clamp_gradient(graph)
+    if held is not None and held != settings.clamp_gradient:
         if settings.loop == "auto":
             return None  # the host loop computes this run's gradient; the graph does not
-        raise
+        raise ValueError(
+            f"{manifest.root}: {graph}.onnx was traced with --clamp-gradient {held}, this run asks for "
+            f"{settings.clamp_gradient}; use --loop host, or re-export the graph under that default"
+        )
     if graph is None and settings.loop == "device":
         fp16 = " --precision fp16" if settings.precision == "fp16" else ""
         raise ValueError(
@@ -140,7 +137,7 @@ def device_loop_graph(manifest: Manifest, backend: str, settings: RestoreSetting
             f"{'_fp16' if fp16 else ''} graph (diip-export MODEL --out {manifest.root} --iterate "
             f"{settings.gradient}{fp16} --add)"
         )
-    return graph
+    return None if graph is None else iterate_graph_name(settings.gradient)  # the role open_chain opens
 
 
 def backend_unavailable_reason(manifest: Manifest, backend: str) -> Optional[str]:
