@@ -200,6 +200,13 @@ def mse_loss_grad(x0: np.ndarray, y: np.ndarray) -> tuple:
     return mse_loss(x0, y), diff * (2.0 / n)
 
 
+def forward_noised(y: Any, noise: Any, a_t: float, strength: float = 1.0) -> Any:
+    """DDPM's forward process q(x_t | x_0 = strength * y): sqrt(a_t) * strength * y +
+    sqrt(1 - a_t) * noise.  At strength 1, x_t is what the UNet was trained to see at t
+    for an image y; the chain's start ``--init noised`` (issue 26)."""
+    return float(np.sqrt(a_t)) * strength * y + float(np.sqrt(1.0 - a_t)) * noise
+
+
 def sphere_radius(shape: Sequence[int]) -> float:
     """BIRD projects z onto the sphere of radius sqrt(C*H*W) (per image)."""
     return float(np.sqrt(np.prod(shape)))

@@ -118,6 +118,19 @@ class RestoreSettings:
         "graph. An iteration (and --max-iters) counts evaluations.",
         min=1,
     )
+    init: Literal["noise", "noised"] = option(
+        "noise",
+        "optimisation",
+        "The starting z: noise (seeded Gaussian, the paper's) or noised (the damaged input taken by DDPM's "
+        "forward process to the chain's first timestep, sqrt(a_T) * --init-strength * y + sqrt(1 - a_T) * noise, "
+        "with the same seeded noise); both are then projected onto the sphere.",
+    )
+    init_strength: float = option(
+        1.0,
+        "optimisation",
+        "With --init noised: how much of the input the start holds (1: exactly the forward process).",
+        min=0,
+    )
     max_iters: int = option(300, "optimisation", "Iteration cap (evaluations of the chain).", min=1)
     restarts: int = option(
         1, "optimisation", "Restore K times from different seeds, batched, and average (K times the work).", min=1

@@ -8,6 +8,7 @@ from diip_deploy.schedule import (
     ChainSpec,
     ddim_step,
     ddim_timesteps,
+    forward_noised,
     linear_alphas_cumprod,
     model_output_to_eps,
     mse_loss_grad,
@@ -89,3 +90,22 @@ def test_mse_gradient_is_per_image():
     x2[1, 2, 3, 1] += h
     fd = (mse_loss_grad(x2, y)[0].sum() - loss.sum()) / h
     assert abs(fd - grad[1, 2, 3, 1]) < 1e-5
+
+
+def test_forward_noised_is_diffusers_add_noise():
+    """--init noised at strength 1 is DDPM's forward process, as diffusers adds noise to a
+    training image at the chain's first timestep; other strengths scale the image only."""
+    from diffusers import DDPMScheduler
+
+    rng = np.random.default_rng(0)
+    y = rng.uniform(-1, 1, (2, 3, 8, 8)).astype(np.float32)
+    noise = rng.standard_normal(y.shape).astype(np.float32)
+    spec = ChainSpec.from_table(linear_alphas_cumprod(), 5)
+    t, a_t = spec.timesteps[0], spec.alphas[0]
+    want = DDPMScheduler(beta_schedule="linear").add_noise(
+        torch.from_numpy(y), torch.from_numpy(noise), torch.tensor([t, t])
+    )
+    np.testing.assert_allclose(forward_noised(y, noise, a_t), want.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        forward_noised(y, noise, a_t, 3.0) - forward_noised(y, noise, a_t), 2 * np.sqrt(a_t) * y, atol=1e-6
+    )

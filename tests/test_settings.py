@@ -107,23 +107,28 @@ def test_ray_payload_round_trips_the_settings():
 
 
 def test_issue_26_settings_reach_the_cli_the_manifest_and_the_report(tiny_export, tmp_path):
-    """--clamp-gradient and --lr-final: in diip-run's help, settable as an export's
+    """--clamp-gradient, --lr-final and --init: in diip-run's help, settable as an export's
     defaults, overridden by the command line, and recorded in the report."""
     from diip_deploy.runtime.commands.cli import main as diip_run
 
     runner = CliRunner()
     help_text = " ".join(runner.invoke(diip_run, ["-h"]).output.split())
     assert "--clamp-gradient [mask|straight]" in help_text and "--lr-final" in help_text
+    assert "--init [noise|noised]" in help_text and "--init-strength" in help_text
     export = copy_export(tiny_export, tmp_path / "export")
     data = read_data(export)
-    set_defaults(data, {"clamp_gradient": "straight", "lr_final": 0.5})
+    set_defaults(data, {"clamp_gradient": "straight", "lr_final": 0.5, "init": "noised", "init_strength": 2.0})
     write_manifest(export, data)
     png = save(tmp_path / "a.png", smooth_image(16, 16))
-    for given, expected in (([], ("straight", 0.5)), (["--clamp-gradient", "mask", "--lr-final", "1"], ("mask", 1.0))):
+    cases = (
+        ([], ("straight", 0.5, "noised", 2.0)),
+        (["--clamp-gradient", "mask", "--lr-final", "1", "--init", "noise"], ("mask", 1.0, "noise", 2.0)),
+    )
+    for given, expected in cases:
         out = tmp_path / f"out{len(given)}"
         r = runner.invoke(
             diip_run, [str(png), "--model", str(export), "--out", str(out), "--max-iters", "3", "--quiet", *given]
         )
         assert r.exit_code == 0, r.output
         settings = json.loads((out / "a.json").read_text())["settings"]
-        assert (settings["clamp_gradient"], settings["lr_final"]) == expected
+        assert tuple(settings[k] for k in ("clamp_gradient", "lr_final", "init", "init_strength")) == expected

@@ -49,6 +49,18 @@ def main() -> None:
     "such histories score at their own cap only.",
 )
 @click.option(
+    "--init",
+    type=click_type(specs(RestoreSettings)["init"]),
+    default=None,
+    help="The starting z (default: the export's).",
+)
+@click.option(
+    "--init-strength",
+    type=click_type(specs(RestoreSettings)["init_strength"]),
+    default=None,
+    help="With --init noised: how much of the input the start holds (default: the export's).",
+)
+@click.option(
     "--saturated",
     type=click.IntRange(min=0),
     default=0,
@@ -70,6 +82,8 @@ def record_cmd(
     steps_per_eval,
     clamp_gradient,
     lr_final,
+    init,
+    init_strength,
     saturated,
     batch,
     threads,
@@ -96,7 +110,13 @@ def record_cmd(
         held_out=held_out,
         overrides={
             k: v
-            for k, v in (("steps_per_eval", steps_per_eval), ("clamp_gradient", clamp_gradient), ("lr_final", lr_final))
+            for k, v in dict(
+                steps_per_eval=steps_per_eval,
+                clamp_gradient=clamp_gradient,
+                lr_final=lr_final,
+                init=init,
+                init_strength=init_strength,
+            ).items()
             if v is not None
         },
         saturated=saturated,

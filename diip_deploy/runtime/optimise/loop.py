@@ -30,6 +30,7 @@ from .samples import (
     device_runner,
     evaluate,
     load_batch,
+    start_alpha,
     step_evaluated,
     unload_batch,
 )
@@ -65,6 +66,7 @@ def restore_iter(
     n = len(ys)
     seeds, batch = check_run(n, settings, seeds, batch)
     device = device_runner(chain, settings)
+    a_start = start_alpha(chain)
     waiting = iter(range(n))
     active: List[Sample] = []
     on_device: Optional[DeviceBatch] = None  # the active samples' state, while they stay the same set
@@ -74,7 +76,7 @@ def restore_iter(
             i = next(waiting, None)
             if i is None:
                 break
-            active.append(Sample(i, ys[i], seeds[i], settings))
+            active.append(Sample(i, ys[i], seeds[i], settings, a_start))
             on_device = None
         if not active:
             return

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
+from ...schedule import forward_noised
 from ...settings import RestoreSettings
 from .chain import loss_and_grad_with_eps
 from .device_loop import DeviceBatch
@@ -52,10 +53,16 @@ class RestoreResult:
     history: Dict[str, list] = field(default_factory=dict)
 
 
-def initial_latent(shape, seed: Seed, project: bool = True) -> np.ndarray:
+def initial_latent(
+    shape, seed: Seed, project: bool = True, noised: Optional[Tuple[np.ndarray, float, float]] = None
+) -> np.ndarray:
     """Seeded Gaussian z of ``shape`` ([C, H, W] or [1, C, H, W]); a tuple seed (image seed,
-    tile row, tile column) gives each tile its own independent stream."""
+    tile row, tile column) gives each tile its own independent stream.  ``noised`` (y,
+    a_T, strength): that same noise added to y by the forward process (``--init noised``)."""
     z = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    if noised is not None:
+        y, a_t, strength = noised
+        z = forward_noised(np.asarray(y, dtype=np.float32).reshape(shape), z, a_t, strength).astype(np.float32)
     if not project:
         return z
     return project_to_sphere(z[None])[0] if len(shape) == 3 else project_to_sphere(z)
@@ -64,11 +71,13 @@ def initial_latent(shape, seed: Seed, project: bool = True) -> np.ndarray:
 class Sample:
     """One sample's state in the batch: z, optimiser moments, stopper, recent x0."""
 
-    def __init__(self, index: int, y: np.ndarray, seed: Seed, settings: RestoreSettings):
+    def __init__(self, index: int, y: np.ndarray, seed: Seed, settings: RestoreSettings, a_start: float):
+        """``a_start``: a_T, alphas_cumprod at the chain's first timestep (``start_alpha``)."""
         self.index = index  # y itself is not kept: the loop cuts it from the source per call
         if not np.all(np.isfinite(y)):
             raise NonFiniteError(f"sample {index}: input holds NaN or infinite values")
-        self.z = initial_latent(y.shape, seed, settings.project)[None]
+        noised = (y, a_start, settings.init_strength) if settings.init == "noised" else None
+        self.z = initial_latent(y.shape, seed, settings.project, noised)[None]
         self.opt = make_optimizer(settings.optimizer, settings.lr, (settings.adam_beta1, settings.adam_beta2))
         self.rate = (settings.lr, settings.lr_final, settings.max_iters)
         self.evaluations = 0  # of the chain for this sample; its own count, also under a joint stop
@@ -86,6 +95,11 @@ class Sample:
     @property
     def k(self) -> int:
         return len(self.stopper.losses)
+
+
+def start_alpha(chain: Any) -> float:
+    """a_T of the chain's first step, where ``--init noised`` starts."""
+    return float(chain.spec.alphas[0])
 
 
 def check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Sequence[int]) -> None:
