@@ -246,7 +246,13 @@ def train(
 @click.option("--lr", type=float, default=3e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--channels", default=",".join(map(str, DEFAULT_CHANNELS)), show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Stop after this much wall time.")
+@click.option(
+    "--max-minutes",
+    type=float,
+    default=None,
+    help="Stop once the run's wall time reaches this, counted since it first started: a resumed run "
+    "counts its earlier sessions too (the checkpoint's 'elapsed'), so give it the total.",
+)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--ema-decay", type=float, default=0.999, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
