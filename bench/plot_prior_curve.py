@@ -4,7 +4,9 @@ PSNR against CPU-hours, one line per training run, from bench/results/prior_curv
 Plots each point's gain over the shipped prior restoring the same crops from the same
 starting noises in the same run, so points measured with different seed counts or crops
 still compare; the shipped prior is the zero line, marked at its own CPU-hours.  Only
-points measured under the shipped defaults of issue 26 on validation crops are drawn.
+points measured under the shipped defaults of issue 26 are drawn: on validation crops as
+filled markers joined by a line, on held-out crops as hollow markers in the run's colour
+(whether the gain carries to photos the run never saw).
 
     python bench/plot_prior_curve.py            # writes models/default/learning_curve.png
 """
@@ -25,12 +27,14 @@ from prior_curve import SHIPPED_CPU_HOURS  # noqa: E402
 DEFAULTS_TAG = "lr 0.1, cap 30, --clamp-gradient straight"
 
 
-def series(points: List[dict]) -> Dict[str, List[Tuple[float, float]]]:
-    """Run name -> [(CPU-hours, gain over the shipped prior in dB)], validation points under
-    the shipped defaults only; a run's name is its label up to the first ' ('."""
+def series(points: List[dict], held_out: bool = False) -> Dict[str, List[Tuple[float, float]]]:
+    """Run name -> [(CPU-hours, gain over the shipped prior in dB)], points under the shipped
+    defaults only, on validation crops (or ``held_out`` ones); a run's name is its label up
+    to the first ' ('."""
     runs: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
     for p in points:
-        if DEFAULTS_TAG not in p["task"] or not p.get("split", "").startswith("training"):
+        split = p.get("split", "")
+        if DEFAULTS_TAG not in p["task"] or not split.startswith("HELD-OUT" if held_out else "training"):
             continue
         name = p["label"].split(" (")[0] + (
             ", continued from the shipped prior" if "init from shipped" in p["label"] else ""
@@ -49,20 +53,24 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = series(json.loads(args.json.read_text())["points"])
+    points = json.loads(args.json.read_text())["points"]
+    runs, held = series(points), series(points, held_out=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for name, pts in runs.items():
-        ax.plot([h for h, _ in pts], [g for _, g in pts], "o-", label=name)
+        (line,) = ax.plot([h for h, _ in pts], [g for _, g in pts], "o-", label=name)
+        if name in held:
+            hx, hy = zip(*held[name])
+            ax.plot(hx, hy, "o", mfc="none", color=line.get_color(), label=f"{name}: held-out crops")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.plot([SHIPPED_CPU_HOURS], [0.0], "k*", ms=12, label="shipped prior")
     ax.set_xlabel("training CPU-hours")
     ax.set_ylabel("DIIP noise PSNR minus the shipped prior's (dB)")
-    ax.set_title("validation crops, noise σ25, the shipped DIIP defaults")
+    ax.set_title("noise σ25, the shipped DIIP defaults (filled: validation crops)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out)
-    print(json.dumps({"out": str(args.out), "runs": runs}, indent=1))
+    print(json.dumps({"out": str(args.out), "runs": runs, "held_out": held}, indent=1))
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
 
 def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     """bench/plot_prior_curve.py: one line per training run measured under the shipped
-    defaults on validation crops, each point as its gain over the shipped prior in the same
-    run; points under other defaults or on held-out crops are left out."""
+    defaults, each point as its gain over the shipped prior in the same run, validation and
+    held-out crops apart; points under other defaults are left out."""
     import json
     import subprocess
     import sys
@@ -142,5 +142,6 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
         text=True,
         check=True,
     )
-    assert json.loads(done.stdout)["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]}
+    drawn = json.loads(done.stdout)
+    assert drawn["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]} and drawn["held_out"] == {"a": [[2.0, 1.0]]}
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
