@@ -109,13 +109,16 @@ def test_restore_iter_on_the_device_matches_the_host_loop(tiny_export, gradient)
     assert not any(held) and shapes == [(3, 3, 16, 16)]  # x0 came to the host only when asked for
 
 
-def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export):
+@pytest.mark.parametrize("init", ("noise", "noised"))
+def test_restore_joint_on_the_device_matches_the_host_loop(tiny_export, init):
+    """Tiles under one stop; each tile's start (``--init noised``: from its own input) is
+    made on the host and carried to the device."""
     from diip_deploy.runtime.images.tiling import Blender, plan_tiles
 
     host, dev = _chains(tiny_export, "surrogate")
     plan = plan_tiles(24, 24, 16, 8)
     ys = _ys(len(plan))
-    cfg = RestoreSettings(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3)
+    cfg = RestoreSettings(lr=0.05, max_iters=15, stop="slope", eps=1e-2, slope_window=3, init=init, init_strength=5.0)
     results = [
         restore_joint(c, ys, cfg, Blender(plan, 3), [(0, i) for i in range(len(ys))], batch=3) for c in (host, dev)
     ]
