@@ -66,7 +66,7 @@ def restore_iter(
     n = len(ys)
     seeds, batch = check_run(n, settings, seeds, batch)
     device = device_runner(chain, settings)
-    a_start = start_alpha(chain)
+    a_start = start_alpha(chain, settings)
     waiting = iter(range(n))
     active: List[Sample] = []
     on_device: Optional[DeviceBatch] = None  # the active samples' state, while they stay the same set

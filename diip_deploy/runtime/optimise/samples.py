@@ -97,9 +97,15 @@ class Sample:
         return len(self.stopper.losses)
 
 
-def start_alpha(chain: Any) -> float:
-    """a_T of the chain's first step, where ``--init noised`` starts."""
-    return float(chain.spec.alphas[0])
+def start_alpha(chain: Any, settings: RestoreSettings) -> float:
+    """a_T of the chain's first step, where ``--init noised`` starts (unused, 1.0, by the
+    noise start, so a chain without a ``spec`` still runs the paper's start)."""
+    if settings.init != "noised":
+        return 1.0
+    spec = getattr(chain, "spec", None)
+    if spec is None:
+        raise ValueError("--init noised needs the chain's timesteps (a chain with a spec)")
+    return float(spec.alphas[0])
 
 
 def check_finite(losses: np.ndarray, grad_finite: Sequence[bool], iterations: Sequence[int]) -> None:
