@@ -9,9 +9,9 @@ from typing import Any, Dict
 import click
 
 from ..cli_common import OneLineErrors, OneLineGroup
-from ..runtime.commands.options import click_type
+from ..runtime.commands.options import setting_option
 from ..runtime.optimise.stopping import PAPER_SETTINGS
-from ..settings import RestoreSettings, specs
+from ..settings import RestoreSettings
 from .degrade import TASKS
 from .tune import TUNE_TASKS, record
 from .tune_scoring import best_run, classic_scores, score, scored_samples, write_defaults
@@ -29,37 +29,11 @@ def main() -> None:
 @click.option("--task", "tasks", multiple=True, type=click.Choice(sorted(TASKS)), default=TUNE_TASKS, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--max-iters", type=click.IntRange(min=1), default=None)
-@click.option(
-    "--steps-per-eval",
-    type=click_type(specs(RestoreSettings)["steps_per_eval"]),
-    default=None,
-    help="Adam steps per evaluation of the chain (default: the export's).",
-)
-@click.option(
-    "--clamp-gradient",
-    type=click_type(specs(RestoreSettings)["clamp_gradient"]),
-    default=None,
-    help="The gradient through the chain's clamp (default: the export's).",
-)
-@click.option(
-    "--lr-final",
-    type=click_type(specs(RestoreSettings)["lr_final"]),
-    default=None,
-    help="The rate at the cap as a fraction of --lr (default: the export's); the fall spans --max-iters, so "
-    "such histories score at their own cap only.",
-)
-@click.option(
-    "--init",
-    type=click_type(specs(RestoreSettings)["init"]),
-    default=None,
-    help="The starting z (default: the export's).",
-)
-@click.option(
-    "--init-strength",
-    type=click_type(specs(RestoreSettings)["init_strength"]),
-    default=None,
-    help="With --init noised: how much of the input the start holds (default: the export's).",
-)
+@setting_option("steps_per_eval")
+@setting_option("clamp_gradient")
+@setting_option("lr_final", "Recorded histories under a falling rate score at their own cap only.")
+@setting_option("init")
+@setting_option("init_strength")
 @click.option(
     "--saturated",
     type=click.IntRange(min=0),
@@ -79,17 +53,13 @@ def record_cmd(
     tasks,
     lr,
     max_iters,
-    steps_per_eval,
-    clamp_gradient,
-    lr_final,
-    init,
-    init_strength,
     saturated,
     batch,
     threads,
     seed,
     held_out,
     out,
+    **chosen,
 ):
     """Run DIIP to the iteration cap on every validation crop and keep the histories."""
     from ..manifest import load_manifest
@@ -108,17 +78,7 @@ def record_cmd(
         seed,
         log=lambda m: click.echo(m, err=True),
         held_out=held_out,
-        overrides={
-            k: v
-            for k, v in dict(
-                steps_per_eval=steps_per_eval,
-                clamp_gradient=clamp_gradient,
-                lr_final=lr_final,
-                init=init,
-                init_strength=init_strength,
-            ).items()
-            if v is not None
-        },
+        overrides={k: v for k, v in chosen.items() if v is not None},  # the settings given, over the export's
         saturated=saturated,
     )
     save_json(out, h)

@@ -72,24 +72,29 @@ def _checked(spec: Spec) -> Callable[[click.Context, click.Parameter, Any], Any]
     return check
 
 
+def _field_option(spec: Spec, help: str, **extra: Any) -> Callable[[Callable], Callable]:
+    """One settings field as a click option: its flag, type, range and check, None when not given."""
+    return click.option(
+        spec.flag, spec.name, type=click_type(spec), default=None, help=help, callback=_checked(spec), **extra
+    )
+
+
 def settings_options(settings_class: type = RestoreSettings) -> Callable[[Callable], Callable]:
     """A decorator that adds one option per command-line field of ``settings_class``."""
 
     def add(fn: Callable) -> Callable:
         for spec in reversed([s for s in specs(settings_class).values() if s.cli]):
-            fn = click.option(
-                spec.flag,
-                spec.name,
-                cls=GroupedOption,
-                group=spec.group,
-                type=click_type(spec),
-                default=None,
-                help=help_text(spec),
-                callback=_checked(spec),
-            )(fn)
+            fn = _field_option(spec, help_text(spec), cls=GroupedOption, group=spec.group)(fn)
         return fn
 
     return add
+
+
+def setting_option(name: str, note: str = "", settings_class: type = RestoreSettings) -> Callable[[Callable], Callable]:
+    """One field of ``settings_class`` as diip-run declares it, for a command that offers a
+    few of the settings rather than all; ``note`` adds what the field means to it."""
+    spec = specs(settings_class)[name]
+    return _field_option(spec, f"{help_text(spec)} {note}".strip())
 
 
 def option(*args: Any, group: str, **kwargs: Any) -> Callable[[Callable], Callable]:

@@ -91,7 +91,8 @@ def restore_joint(
     will revert anyway (stop reason "guard")."""
     n = len(ys)
     seeds, batch = check_run(n, settings, seeds, batch)
-    samples = [Sample(i, ys[i], seeds[i], settings, start_alpha(chain, settings)) for i in range(n)]
+    a_start = start_alpha(chain, settings)
+    samples = [Sample(i, ys[i], seeds[i], settings, a_start) for i in range(n)]
     chunks = balanced_chunks(samples, batch)
     device = device_runner(chain, settings)
     on_device = [load_batch(device, part, ys, settings.lr) for part in chunks] if device is not None else []
