@@ -4,17 +4,21 @@ Sources (licences in NOTICE): scikit-image's bundled data, scikit-learn's sample
 PyWavelets' images, matplotlib's sample photo, and the example photos of Debian's
 ``opencv-doc`` package (``apt-get download opencv-doc && dpkg-deb -x opencv-doc*.deb DIR``);
 for the larger sets, the photographs of Debian's plasma-workspace-wallpapers, tuxpaint-data
-(its templates) and palapeli-data (its puzzle collection), unpacked by models/fetch_photos.sh.
+(its templates), palapeli-data (its puzzle collection) and gcompris-qt-data (its activities'
+photographs, inside Qt resource bundles), unpacked by models/fetch_photos.sh.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image
+
+from .qt_resources import read_rcc
 
 # Held out from training: used only to evaluate the prior and DIIP (issue 3, 5).
 HELD_OUT = (
@@ -124,11 +128,40 @@ _TUXPAINT = (
     "wool_mill_machine",
 )
 _PALAPELI = ("castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female")
+# gcompris-qt-data's activities: the photographs inside their Qt resource bundles (the word
+# pictures of "lang" and the paintings of "details" are drawings or art, left out).  Strong
+# webp compression, so they enter at half size (_GCOMPRIS_SCALE), where box-averaging hides
+# most of it.  Training only, like _PLASMA.
+_GCOMPRIS = {
+    "erase": (
+        "alpaca bee butterfly calf camels caterpillar chamaeleon cheetah crab dolphin flying_fox gibbon giraffe "
+        "goat gorilla gosling heron horse kingfisher kitten long_nosed_monkey macaque meerkats northern_harrier "
+        "nubian_ibex penguin pika red_panda rhinoceros spoonbills squirrel swans toucan"
+    ).split(),
+    "explore_monuments": (
+        "ajantaCave arlesAmphitheater aulaPalatina bentPyramid berlinCathedral brandenburgGate cabrillo "
+        "canyondeChelly castillodeSanMarcos castleClinton charminar chateaudeChambord chateaudeChenonceau "
+        "chichenItza christTheRedeemer citedeCarcassonne colosseum eiffelTower fortSumter gatewayofIndia "
+        "georgeWashingtonBirthplace goldenTemple greatPyramidOfGiza greatStupa greatWallofChina hawaMahal "
+        "konarkSunTemple lincolnMemorial machuPicchu meidumPyramid montStMichel mountRushmore mysorePalace navajo "
+        "neuschwansteinCastle palaisdesPapes petra pontduGard qutubMinar rangGhar redPyramid reimsCathedral "
+        "rocamadour schwerinPalace statueofLiberty tajMahal trierImperialBaths victoriaMemorial wormsCathedral"
+    ).split(),
+    "explore_world_animals": (
+        "bison chameleon crocodile dragon giraffe hedgehog jaguar kangaroo koala lemur moose narwhal panda "
+        "polar_bear scarlet_macaw"
+    ).split(),
+    "explore_farm_animals": "cat chicken cow dog duck horse owl pig sheep".split(),
+    "explore_world_music": "africa america australia ireland italy japan mexico middleeast orchestra".split(),
+    "clickgame": "sea1 sea2 sea3 sea4 sea5 sea6".split(),
+}
+_GCOMPRIS_SCALE = 2
 
 # Photo sets that diip-train can use: "default" is what models/default was trained on;
 # "wide" adds the packaged wallpaper photographs (models/fetch_photos.sh --wide); "all"
-# adds tuxpaint's and palapeli's photographs too (models/fetch_photos.sh --all).
-PHOTO_SETS = ("default", "wide", "all")
+# adds tuxpaint's and palapeli's photographs too (models/fetch_photos.sh --all); "more"
+# adds GCompris' photographs to those (models/fetch_photos.sh --more).
+PHOTO_SETS = ("default", "wide", "all", "more")
 
 REPO_CACHE = Path(__file__).resolve().parents[2] / "cache" / "opencv-doc"  # models/fetch_photos.sh
 OPENCV_DOC_DIRS = (str(REPO_CACHE), "/usr/share/doc/opencv-doc/examples/data")
@@ -138,6 +171,7 @@ PACKAGE_PHOTO_DIRS = {
     "plasma": ("plasma-wallpapers", "usr/share/wallpapers", "Path/contents/images"),
     "tuxpaint": ("tuxpaint-data", "usr/share/tuxpaint/templates", "sheep.jpg"),
     "palapeli": ("palapeli-data", "usr/share/palapeli/collection", "citrus-fruits.jpg"),
+    "gcompris": ("gcompris-qt-data", "usr/share/gcompris-qt/rcc", "erase.rcc"),
 }
 
 
@@ -231,13 +265,41 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
         best = _largest_image(plasma / name / "contents" / "images")
         if best is not None:
             photos[f"plasma/{name}"] = _to_rgb(Image.open(best))
-    if photo_set == "all":
+    if photo_set in ("all", "more"):
         for source, names in (("tuxpaint", _TUXPAINT), ("palapeli", _PALAPELI)):
             folder = find_package_photos(source)
             if folder is None:
-                raise FileNotFoundError(f"the all photo set needs {source}'s photos: run models/fetch_photos.sh --all")
+                raise FileNotFoundError(
+                    f"the {photo_set} photo set needs {source}'s photos: run models/fetch_photos.sh --{photo_set}"
+                )
             for name in names:
                 photos[f"{source}/{name}"] = _to_rgb(Image.open(folder / f"{name}.jpg"))
+    if photo_set == "more":
+        photos.update(_gcompris_photos())
+    return photos
+
+
+def _gcompris_photos() -> Dict[str, np.ndarray]:
+    """_GCOMPRIS's photographs, read from the activities' resource bundles, at half size."""
+    folder = find_package_photos("gcompris")
+    if folder is None:
+        raise FileNotFoundError("the more photo set needs GCompris' photos: run models/fetch_photos.sh --more")
+    photos: Dict[str, np.ndarray] = {}
+    for activity, names in _GCOMPRIS.items():
+        files = read_rcc(folder / f"{activity}.rcc")
+        by_stem: Dict[str, List[str]] = {}
+        for path in files:
+            stem, _, ext = path.rsplit("/", 1)[-1].rpartition(".")
+            if ext.lower() in ("webp", "jpg", "jpeg", "png"):
+                by_stem.setdefault(stem, []).append(path)
+        for name in names:
+            found = by_stem.get(name, [])
+            if len(found) != 1:
+                raise FileNotFoundError(f"GCompris' {activity} bundle holds {len(found)} pictures called {name}, not 1")
+            img = Image.open(io.BytesIO(files[found[0]])).convert("RGB")
+            w, h = img.size
+            img = img.resize((w // _GCOMPRIS_SCALE, h // _GCOMPRIS_SCALE), Image.Resampling.BOX)
+            photos[f"gcompris/{activity}/{name}"] = _to_rgb(img)
     return photos
 
 
