@@ -71,10 +71,10 @@ def saturated_crops(n_windows: int, n_recoloured: int, size: int, seed: int = 0)
     scale, and ``n_recoloured`` ordinary validation crops turned to each of HUES in turn."""
     from PIL import Image
 
-    from ..train.photos import load_photos, split
+    from ..train.photos import default_split
     from .tune import validation_crops
 
-    train, _ = split(load_photos())
+    train, _ = default_split()
     small = []
     for name, img in sorted(train.items()):
         h, w = img.shape[:2]

@@ -34,9 +34,9 @@ def validation_crops(
     the held-out one), at several pyramid scales."""
     from PIL import Image
 
-    from ..train.photos import load_photos, split
+    from ..train.photos import default_split
 
-    train, held = split(load_photos(opencv_doc))
+    train, held = default_split(opencv_doc)
     if held_out:
         train = held
     names = sorted(train)

@@ -10,6 +10,7 @@ photographs, inside Qt resource bundles), unpacked by models/fetch_photos.sh.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from pathlib import Path
@@ -310,10 +311,20 @@ def split(photos: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], Dict[st
     return train, held
 
 
+@functools.lru_cache(maxsize=2)
+def default_split(opencv_doc: Optional[str] = None) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """``split(load_photos(opencv_doc))`` of the default set, decoded once per process for
+    the benchmarks that cut crops from it several times; its arrays are read-only."""
+    train, held = split(load_photos(opencv_doc))
+    for img in (*train.values(), *held.values()):
+        img.flags.writeable = False
+    return train, held
+
+
 def training_photos(names: List[str]) -> Dict[str, np.ndarray]:
     """The training photos called ``names``; a held-out or unknown name is an error,
     since benchmarks that choose defaults must choose on training photos only."""
-    train, _ = split(load_photos())
+    train, _ = default_split()
     for n in names:
         if n not in train:
             raise SystemExit(f"{n} is not a training photo: choose on training photos only")
