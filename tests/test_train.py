@@ -98,6 +98,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
 def test_photo_split_keeps_held_out_photos_out():
     import hashlib
 
+    from PIL import Image
+
     from diip_deploy.train.photos import PHOTO_SETS, load_photos, split
 
     photos = load_photos()
@@ -117,3 +119,17 @@ def test_photo_split_keeps_held_out_photos_out():
 
     assert not {digest(a) for a in train.values()} & {digest(a) for a in held.values()}
     assert not any(a.shape == b.shape and np.abs(a - b).mean() < 2 / 255 for a in train.values() for b in held.values())
+
+    # nor a resized copy (packages ship photos at other sizes): 32x32 thumbnails of
+    # pictures of the same aspect stay far apart (the closest pair here differs by 0.15)
+    def thumb(a):
+        img = Image.fromarray((a * 255).round().astype(np.uint8)).resize((32, 32), Image.Resampling.BOX)
+        return np.asarray(img, dtype=np.float32) / 255
+
+    def aspect(a):
+        return a.shape[1] / a.shape[0]
+
+    thumbs = [(aspect(a), thumb(a)) for a in train.values()]
+    for b in held.values():
+        tb = thumb(b)
+        assert all(np.abs(ta - tb).mean() > 0.05 for r, ta in thumbs if abs(r / aspect(b) - 1) < 0.05)
