@@ -56,11 +56,15 @@ def main() -> None:
     points = json.loads(args.json.read_text())["points"]
     runs, held = series(points), series(points, held_out=True)
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for name, pts in runs.items():
-        (line,) = ax.plot([h for h, _ in pts], [g for _, g in pts], "o-", label=name)
+    for name in list(runs) + [n for n in held if n not in runs]:  # a run measured only held out too
+        colour = None
+        if name in runs:
+            pts = runs[name]
+            (line,) = ax.plot([h for h, _ in pts], [g for _, g in pts], "o-", label=name)
+            colour = line.get_color()
         if name in held:
             hx, hy = zip(*held[name])
-            ax.plot(hx, hy, "o", mfc="none", color=line.get_color(), label=f"{name}: held-out crops")
+            ax.plot(hx, hy, "o", mfc="none", color=colour, label=f"{name}: held-out crops")  # None: a colour of its own
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.plot([SHIPPED_CPU_HOURS], [0.0], "k*", ms=12, label="shipped prior")
     ax.set_xlabel("training CPU-hours")
@@ -70,7 +74,8 @@ def main() -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out)
-    print(json.dumps({"out": str(args.out), "runs": runs, "held_out": held}, indent=1))
+    legend = ax.get_legend_handles_labels()[1]
+    print(json.dumps({"out": str(args.out), "runs": runs, "held_out": held, "legend": legend}, indent=1))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,8 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
 def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     """bench/plot_prior_curve.py: one line per training run measured under the shipped
     defaults, each point as its gain over the shipped prior in the same run, validation and
-    held-out crops apart; points under other defaults are left out."""
+    held-out crops apart (a run with held-out points alone is drawn too); points under other
+    defaults are left out."""
     import json
     import subprocess
     import sys
@@ -126,6 +127,7 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
         dict(base, label="a (y), 3 seeds", cpu_hours=2.0, mean_psnr=29.5, shipped_mean_psnr=29.25),
         dict(base, label="a (z), held out", cpu_hours=2.0, mean_psnr=1.0, shipped_mean_psnr=0.0, split="HELD-OUT"),
         dict(base, label="b (old)", cpu_hours=3.0, mean_psnr=1.0, shipped_mean_psnr=0.0, task="noise25, mask"),
+        dict(base, label="c (w), held out", cpu_hours=4.0, mean_psnr=2.0, shipped_mean_psnr=1.5, split="HELD-OUT"),
     ]
     (tmp_path / "curve.json").write_text(json.dumps({"points": points}))
     out = tmp_path / "curve.png"
@@ -143,5 +145,7 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
         check=True,
     )
     drawn = json.loads(done.stdout)
-    assert drawn["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]} and drawn["held_out"] == {"a": [[2.0, 1.0]]}
+    assert drawn["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]}
+    assert drawn["held_out"] == {"a": [[2.0, 1.0]], "c": [[4.0, 0.5]]}  # c: a run measured only held out
+    assert drawn["legend"] == ["a", "a: held-out crops", "c: held-out crops", "shipped prior"]
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
