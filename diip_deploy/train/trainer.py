@@ -237,7 +237,14 @@ def train(
 )
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in --work (its settings must match).")
 @click.option("--checkpoint-minutes", type=float, default=5.0, show_default=True, help="Also checkpoint this often.")
-@click.option("--photo-set", type=click.Choice(PHOTO_SETS), default="default", show_default=True)
+@click.option(
+    "--photo-set",
+    type=click.Choice(PHOTO_SETS),
+    default="default",
+    show_default=True,
+    help="Training photos: default (42), wide (54), all (77) or more (198); "
+    "models/fetch_photos.sh --wide/--all/--more unpacks what the larger sets need.",
+)
 @click.option("--init-from", type=click.Path(exists=True), default=None, help="Start from a pipeline folder's weights.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda; a checkpoint moves between them.")
 @click.option("--steps", type=int, default=100000, show_default=True)
