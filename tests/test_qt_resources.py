@@ -1,7 +1,8 @@
 """The Qt resource-bundle reader that GCompris' photographs come out of: a bundle written
-here in Qt's own layout (rcc format 2: a raw and a qCompress'd file under folders) reads
+here in Qt's own layout (rcc formats 1 and 2: a raw and a qCompress'd file under folders) reads
 back byte for byte, and what it cannot read is a clear error, not garbage."""
 
+import io
 import struct
 import zlib
 
@@ -32,7 +33,7 @@ def _rcc(files, version=2, file_flags=None):
     entries, data = [], b""
     size = 14 if version == 1 else 22
 
-    def add_children(node):  # breadth-first, as rcc lays siblings out contiguously
+    def add_children(node):  # a folder's children side by side, then each subfolder's, as rcc lays them out
         first = len(entries)
         for key in sorted(node):
             entries.append([key, node[key]])
@@ -100,8 +101,6 @@ def test_gcompris_photographs_load_at_half_size():
     assert len(photos) == sum(len(names) for names in _GCOMPRIS.values()) >= 120
     folder = find_package_photos("gcompris")
     assert folder is not None
-    import io
-
     raw = read_rcc(folder / "erase.rcc")
     full = Image.open(io.BytesIO(next(v for k, v in raw.items() if k.endswith("/toucan.webp"))))
     assert photos["gcompris/erase/toucan"].shape == (full.height // 2, full.width // 2, 3)

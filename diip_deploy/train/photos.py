@@ -257,22 +257,14 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
                     break
     if photo_set == "default":
         return photos
-    plasma = find_package_photos("plasma")
-    if plasma is None:
-        raise FileNotFoundError(
-            f"the {photo_set} photo set needs plasma wallpapers: run models/fetch_photos.sh --{photo_set}"
-        )
+    plasma = _package_folder("plasma", photo_set)
     for name in _PLASMA:
         best = _largest_image(plasma / name / "contents" / "images")
         if best is not None:
             photos[f"plasma/{name}"] = _to_rgb(Image.open(best))
     if photo_set in ("all", "more"):
         for source, names in (("tuxpaint", _TUXPAINT), ("palapeli", _PALAPELI)):
-            folder = find_package_photos(source)
-            if folder is None:
-                raise FileNotFoundError(
-                    f"the {photo_set} photo set needs {source}'s photos: run models/fetch_photos.sh --{photo_set}"
-                )
+            folder = _package_folder(source, photo_set)
             for name in names:
                 photos[f"{source}/{name}"] = _to_rgb(Image.open(folder / f"{name}.jpg"))
     if photo_set == "more":
@@ -280,11 +272,19 @@ def load_photos(opencv_doc: Optional[str] = None, photo_set: str = "default") ->
     return photos
 
 
+def _package_folder(source: str, photo_set: str) -> Path:
+    """``find_package_photos(source)``, or the one-line error that says how to unpack it."""
+    folder = find_package_photos(source)
+    if folder is None:
+        raise FileNotFoundError(
+            f"the {photo_set} photo set needs {source}'s photos: run models/fetch_photos.sh --{photo_set}"
+        )
+    return folder
+
+
 def _gcompris_photos() -> Dict[str, np.ndarray]:
     """_GCOMPRIS's photographs, read from the activities' resource bundles, at half size."""
-    folder = find_package_photos("gcompris")
-    if folder is None:
-        raise FileNotFoundError("the more photo set needs GCompris' photos: run models/fetch_photos.sh --more")
+    folder = _package_folder("gcompris", "more")
     photos: Dict[str, np.ndarray] = {}
     for activity, names in _GCOMPRIS.items():
         files = read_rcc(folder / f"{activity}.rcc")
