@@ -95,6 +95,37 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path):
     assert other.returncode != 0 and "seed 0 (now 1)" in err
 
 
+def test_focused_timesteps_are_the_chains_and_uniform_draws_are_unchanged():
+    """--focus-fraction draws that share at the 5-step chain's timesteps (t=0 left out);
+    at 0 the draw is the plain uniform one, so older checkpoints resume bit for bit."""
+    import torch
+
+    from diip_deploy.train.trainer import draw_timesteps, focus_timesteps
+
+    chain = focus_timesteps(5)
+    assert chain.tolist() == [800, 600, 400, 200]
+    torch.manual_seed(7)
+    plain = torch.randint(0, 1000, (4096,))
+    torch.manual_seed(7)
+    assert torch.equal(draw_timesteps(4096, chain, 0.0), plain)
+    assert set(draw_timesteps(4096, chain, 1.0).tolist()) == {800, 600, 400, 200}
+    mixed = draw_timesteps(4096, chain, 0.8)
+    share = np.isin(mixed.numpy(), chain.numpy()).mean()
+    assert 0.77 < share < 0.83, share  # 0.8 focused, plus the uniform draws that land on them
+
+
+def test_focus_is_a_setting_a_resume_must_match(tmp_path):
+    run = ["--work", str(tmp_path / "w"), "--steps", "2", "--focus-fraction", "0.5"]
+    first = _train_cli(tmp_path, "m", *run)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    made = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert made["focus_fraction"] == 0.5 and made["focus_steps"] == 5
+    other = _train_cli(tmp_path, "m", "--work", str(tmp_path / "w"), "--steps", "4", "--resume")
+    _, err = other.communicate(timeout=300)
+    assert other.returncode != 0 and "focus_fraction 0.5 (now None)" in err
+
+
 def test_photo_split_keeps_held_out_photos_out():
     import hashlib
 

@@ -17,7 +17,8 @@ def load_checkpoint(ckpt: Path, expected: Dict) -> Dict:
     """The checkpoint's state, refused when it was made with other settings than this run's."""
     state = torch.load(ckpt, weights_only=False, map_location="cpu")
     made_with = state.get("settings", {})
-    differ = {k: (made_with.get(k), v) for k, v in expected.items() if made_with.get(k) != v}
+    keys = list(expected) + [k for k in made_with if k not in expected]  # a setting only one side has differs too
+    differ = {k: (made_with.get(k), expected.get(k)) for k in keys if made_with.get(k) != expected.get(k)}
     if differ:
         what = ", ".join(f"{k} {old} (now {new})" for k, (old, new) in differ.items())
         raise SystemExit(f"{ckpt} was made with other settings: {what}; resume with those, or use another --work")

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..cli_common import OneLineErrors
+from ..schedule import ddim_timesteps, linear_alphas_cumprod
 from .checkpoints import load_checkpoint, save_atomically
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
@@ -95,6 +96,23 @@ def save_pipeline(unet, out: Path) -> None:
     pipeline.save_pretrained(str(out), safe_serialization=True)
 
 
+def focus_timesteps(steps: int) -> torch.Tensor:
+    """The timesteps at which an S-step DDIM chain's prediction matters (t=0 left out)."""
+    if steps < 2:
+        raise SystemExit(f"--focus-steps must be at least 2 (a chain with a step before t=0), got {steps}")
+    return torch.tensor([t for t in ddim_timesteps(steps) if t > 0], dtype=torch.long)
+
+
+def draw_timesteps(batch: int, focus_t: torch.Tensor, focus_fraction: float) -> torch.Tensor:
+    """Uniform timesteps, a ``focus_fraction`` of them replaced by the chain's; uniform alone
+    draws exactly what runs from before the option drew, so their checkpoints resume bit for bit."""
+    t = torch.randint(0, 1000, (batch,))
+    if focus_fraction > 0:
+        pick = focus_t[torch.randint(0, len(focus_t), (batch,))]
+        t = torch.where(torch.rand(batch) < focus_fraction, pick, t)
+    return t
+
+
 def train(
     out: Path,
     work: Path,
@@ -115,6 +133,8 @@ def train(
     photo_set: str = "default",
     init_from: Optional[Path] = None,
     device: str = "cpu",
+    focus_steps: int = 0,
+    focus_fraction: float = 0.0,
 ) -> Dict:
     """Train for ``steps`` steps in all, resuming ``work``'s checkpoint when ``resume``.
 
@@ -123,6 +143,11 @@ def train(
     ``checkpoint_minutes``; a run killed at any moment resumes from the last one and, on
     the same device and thread count, continues bit for bit as if never stopped. Noise
     and timesteps are drawn on the CPU so a checkpoint moves between CPU and GPU.
+
+    ``focus_fraction`` of each batch draws its timesteps from the ``focus_steps``-step DDIM
+    chain's (all but its last, t=0, whose prediction the chain scales by ~0.01) instead of
+    uniformly: DIIP only ever calls the prior there, so a small UNet can spend its capacity
+    on those few noise levels.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -138,13 +163,16 @@ def train(
     unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
-    acp = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)), dtype=torch.float32)
+    acp = torch.tensor(linear_alphas_cumprod(), dtype=torch.float32)
+    focus_t = focus_timesteps(focus_steps) if focus_fraction > 0 else torch.zeros(0, dtype=torch.long)
     losses: List[float] = []
     step, elapsed, cpu_before = 0, 0.0, 0.0  # cpu: this process's CPU seconds, which a pause does not count
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "train_state.ckpt"
     settings = {"batch": batch, "patch": patch, "lr": lr, "seed": seed, "channels": list(channels)}
     settings.update({"photo_set": photo_set, "n_train_photos": len(train_photos)})
+    if focus_fraction > 0:  # absent otherwise, so runs from before the option still resume
+        settings.update({"focus_steps": focus_steps, "focus_fraction": focus_fraction})
     if ckpt.exists() and not resume:
         raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --work")
     if resume and ckpt.exists():
@@ -179,7 +207,7 @@ def train(
             log(f"time budget reached at step {step}")
             break
         x0 = torch.from_numpy(sample_patches(levels, batch, patch, rng))
-        t = torch.randint(0, 1000, (batch,))
+        t = draw_timesteps(batch, focus_t, focus_fraction)
         noise = torch.randn_like(x0)
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -220,6 +248,8 @@ def train(
         "train_seconds": round(elapsed, 1),
         "cpu_seconds": round(cpu_seconds(), 1),
         "photo_set": photo_set,
+        "focus_steps": focus_steps if focus_fraction > 0 else 0,
+        "focus_fraction": focus_fraction,
         "n_train_photos": len(train_photos),
         "train_photos": sorted(train_photos),
         "held_out": list(HELD_OUT),
@@ -246,6 +276,20 @@ def train(
     "models/fetch_photos.sh --wide/--all/--more unpacks what the larger sets need.",
 )
 @click.option("--init-from", type=click.Path(exists=True), default=None, help="Start from a pipeline folder's weights.")
+@click.option(
+    "--focus-steps",
+    type=int,
+    default=5,
+    show_default=True,
+    help="With --focus-fraction: the DDIM chain length whose timesteps the prior is focused on.",
+)
+@click.option(
+    "--focus-fraction",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of each batch trained at the chain's timesteps rather than uniform ones (0: DDPM's uniform).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda; a checkpoint moves between them.")
 @click.option("--steps", type=int, default=100000, show_default=True)
 @click.option("--batch", type=int, default=32, show_default=True)
@@ -272,6 +316,8 @@ def main(
     photo_set,
     init_from,
     device,
+    focus_steps,
+    focus_fraction,
     steps,
     batch,
     patch,
@@ -305,6 +351,8 @@ def main(
         photo_set=photo_set,
         init_from=Path(init_from) if init_from else None,
         device=device,
+        focus_steps=focus_steps,
+        focus_fraction=focus_fraction,
     )
     click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
 
