@@ -1,0 +1,106 @@
+"""How well each prior predicts x0 at the chain's own timesteps, side by side (issue 27).
+
+DIIP calls the prior only at the shipped chain's timesteps (800, 600, 400, 200, 0), so a
+prior trained to focus on them (``diip-train --focus-fraction``) should predict x0 better
+there.  This checks that directly, before any DIIP run: held-out 64x64 crops, noised by
+DDPM's forward process with fixed noise, the one-step x0 prediction (clamped, as the
+chain clamps it) scored in PSNR per timestep, every prior on the same noise.  Quality
+only; a cheap check, not a substitute for ``bench/prior_curve.py``.
+
+    python bench/prior_denoise.py --model shipped=models/default \\
+        --model focus=~/diip-cache/runs/focus-c32.work
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_EXPORT = REPO / "models" / "default-export"
+
+
+def load_unet(where: Path):
+    """A pipeline folder's UNet, or the EMA of a ``diip-train --work`` checkpoint."""
+    import torch
+
+    from diip_deploy.train.trainer import make_unet
+
+    if (where / "train_state.ckpt").is_file():
+        state = torch.load(where / "train_state.ckpt", weights_only=False, map_location="cpu")
+        unet = make_unet(state["settings"]["channels"], sample_size=state["settings"]["patch"])
+        unet.load_state_dict(state["ema"])
+        return unet.eval()
+    from diffusers import UNet2DModel
+
+    return UNet2DModel.from_pretrained(str(where), subfolder="unet").eval()
+
+
+def x0_psnr(unet, clean: np.ndarray, timesteps: List[int], acp: np.ndarray, draws: int) -> Dict[int, float]:
+    """Mean PSNR of the clamped one-step x0 prediction per timestep, over ``draws`` fixed noises."""
+    import torch
+
+    from diip_deploy.bench.metrics import psnr
+
+    x0 = torch.from_numpy(clean.transpose(0, 3, 1, 2) * 2 - 1).float()  # [-1, 1], NCHW
+    out: Dict[int, float] = {}
+    for t in timesteps:
+        a = float(acp[t])
+        scores = []
+        for d in range(draws):
+            g = torch.Generator().manual_seed(1000 * d + t)
+            eps = torch.randn(x0.shape, generator=g)
+            xt = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+            with torch.no_grad():
+                pred = unet(xt, torch.full((len(x0),), t)).sample
+            x0_hat = ((xt - (1 - a) ** 0.5 * pred) / a**0.5).clamp(-1, 1)
+            restored = (x0_hat.numpy().transpose(0, 2, 3, 1) + 1) / 2
+            scores += [psnr(c, r) for c, r in zip(clean, restored)]
+        out[t] = round(float(np.mean(scores)), 3)
+    return out
+
+
+def main() -> None:
+    import torch
+
+    from diip_deploy.bench.tune import tuning_crops
+    from diip_deploy.manifest import load_manifest
+    from diip_deploy.schedule import linear_alphas_cumprod
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="label=folder (pipeline or --work)")
+    ap.add_argument("--crops", type=int, default=16)
+    ap.add_argument("--draws", type=int, default=4, help="noise draws per crop and timestep")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_denoise.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    timesteps = [t for t in load_manifest(SHIPPED_EXPORT).chain_spec.timesteps if t > 0]
+    crops = tuning_crops(args.crops, 64, 0, True, saturated=0)
+    clean = np.stack([c for _, c in crops]).astype(np.float32)
+    acp = linear_alphas_cumprod()
+    rows = {}
+    for spec in args.model:
+        label, _, folder = spec.partition("=")
+        rows[label] = x0_psnr(load_unet(Path(folder).expanduser()), clean, timesteps, acp, args.draws)
+    print("| prior | " + " | ".join(f"t={t}" for t in timesteps) + " |")
+    print("|---|" + "---|" * len(timesteps))
+    for label, scores in rows.items():
+        print(f"| {label} | " + " | ".join(f"{scores[t]:.2f}" for t in timesteps) + " |")
+    record = {
+        "task": "one-step x0 prediction (clamped), DDPM forward noise, PSNR",
+        "split": "HELD-OUT photos",
+        "crops": [name for name, _ in crops],
+        "draws": args.draws,
+        "models": {spec.partition("=")[0]: spec.partition("=")[2] for spec in args.model},
+        "psnr": {label: {str(t): v for t, v in scores.items()} for label, scores in rows.items()},
+    }
+    args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
