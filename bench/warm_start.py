@@ -5,7 +5,8 @@ saturated, to 40 evaluations, no stop) at several seeds; a seed picks other crop
 noise and another starting noise, so seeds add crops.  Per evaluation count, crop for crop
 against the noise start of the same seed: the mean PSNR of each, the mean difference with
 its standard error, how many crops the candidate wins, and the worst per-channel mean
-error.  Quality only.
+error.  Quality only.  Any two sets of histories of the same crops compare the same way
+(``--evals``, and the best evaluation of each crop): two priors' exports, for one.
 
     python bench/warm_start.py --noise N0.json N1.json --candidate "noised 10" W0.json W1.json
 """
@@ -38,9 +39,9 @@ def paired(noise_files: List[Path], candidate_files: List[Path]) -> Dict[str, np
     return {k: np.array([r[:n] for r in v]) for k, v in rows.items()}
 
 
-def compare(p: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
+def compare(p: Dict[str, np.ndarray], evals=EVALS) -> List[Dict[str, Any]]:
     out = []
-    for k in EVALS:
+    for k in evals:
         if k > p["psnr"].shape[1]:
             break
         d = p["psnr"][:, k - 1] - p["psnr_noise"][:, k - 1]
@@ -60,18 +61,32 @@ def compare(p: Dict[str, np.ndarray]) -> List[Dict[str, Any]]:
     return out
 
 
+def best(p: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """Each crop at its own best evaluation (the oracle stop) within what was recorded."""
+    d = p["psnr"].max(axis=1) - p["psnr_noise"].max(axis=1)
+    return {
+        "psnr": round(float(p["psnr"].max(axis=1).mean()), 2),
+        "psnr_noise_start": round(float(p["psnr_noise"].max(axis=1).mean()), 2),
+        "gain_db": round(float(d.mean()), 2),
+        "gain_stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))), 2),
+        "evaluations": p["psnr"].shape[1],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--noise", type=Path, nargs="+", required=True, help="the noise start's histories, one per seed")
     ap.add_argument(
         "--candidate", nargs="+", action="append", required=True, help="a label, then its histories in --noise's order"
     )
+    ap.add_argument("--evals", type=int, nargs="+", default=list(EVALS), help="evaluation counts to compare at")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     result: Dict[str, Any] = {"noise": [str(f) for f in args.noise], "candidates": {}}
     for label, *files in args.candidate:
-        rows = compare(paired(args.noise, [Path(f) for f in files]))
-        result["candidates"][label] = {"histories": files, "by_evaluations": rows}
+        p = paired(args.noise, [Path(f) for f in files])
+        rows, oracle = compare(p, args.evals), best(p)
+        result["candidates"][label] = {"histories": files, "by_evaluations": rows, "oracle": oracle}
         print(label)
         for r in rows:
             print(
@@ -79,6 +94,10 @@ def main() -> None:
                 f"{r['gain_db']:+.2f} +- {r['gain_stderr']:.2f}, won {r['crops_won']}/{r['crops']}, "
                 f"worst channel {r['channel_max']:.1f} against {r['channel_max_noise_start']:.1f} of 255"
             )
+        print(
+            f"  oracle within {oracle['evaluations']}: {oracle['psnr']:.2f} against "
+            f"{oracle['psnr_noise_start']:.2f} dB, {oracle['gain_db']:+.2f} +- {oracle['gain_stderr']:.2f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
