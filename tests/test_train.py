@@ -124,6 +124,13 @@ def test_focus_is_a_setting_a_resume_must_match(tmp_path):
     other = _train_cli(tmp_path, "m", "--work", str(tmp_path / "w"), "--steps", "4", "--resume")
     _, err = other.communicate(timeout=300)
     assert other.returncode != 0 and "focus_fraction 0.5 (now None)" in err
+    bad = _train_cli(
+        tmp_path, "b", "--work", str(tmp_path / "b"), "--steps", "2", "--focus-fraction", "1", "--focus-steps", "1"
+    )
+    _, err = bad.communicate(timeout=300)
+    assert bad.returncode != 0 and err.strip().splitlines()[-1].endswith(
+        "--focus-steps must be 2 to 1000 (a DDIM chain with a step before t=0), got 1"
+    )
 
 
 def test_photo_split_keeps_held_out_photos_out():

@@ -98,8 +98,8 @@ def save_pipeline(unet, out: Path) -> None:
 
 def focus_timesteps(steps: int) -> torch.Tensor:
     """The timesteps at which an S-step DDIM chain's prediction matters (t=0 left out)."""
-    if steps < 2:
-        raise SystemExit(f"--focus-steps must be at least 2 (a chain with a step before t=0), got {steps}")
+    if not 2 <= steps <= 1000:
+        raise SystemExit(f"--focus-steps must be 2 to 1000 (a DDIM chain with a step before t=0), got {steps}")
     return torch.tensor([t for t in ddim_timesteps(steps) if t > 0], dtype=torch.long)
 
 
