@@ -133,7 +133,7 @@ def train(
     photo_set: str = "default",
     init_from: Optional[Path] = None,
     device: str = "cpu",
-    focus_steps: int = 0,
+    focus_steps: int = 5,
     focus_fraction: float = 0.0,
 ) -> Dict:
     """Train for ``steps`` steps in all, resuming ``work``'s checkpoint when ``resume``.
