@@ -28,17 +28,13 @@ SHIPPED_CPU_HOURS = 4621.2 * 2 / 3600  # models/default/training.json: 4,621 s o
 def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
     """The checkpoint's EMA as a pipeline folder, exported with the shipped chain and
     defaults; returns what the checkpoint says of its training."""
-    import torch
-
     from diip_deploy.export.pipeline import export_model
     from diip_deploy.manifest import load_manifest
-    from diip_deploy.train.trainer import make_unet, save_pipeline
+    from diip_deploy.train.trainer import load_ema, save_pipeline
 
-    state = torch.load(work / "train_state.ckpt", weights_only=False, map_location="cpu")
+    unet, state = load_ema(work)
     made = state["settings"]
-    unet = make_unet(made["channels"], sample_size=made["patch"])
-    unet.load_state_dict(state["ema"])
-    save_pipeline(unet.eval(), out / "pipeline")
+    save_pipeline(unet, out / "pipeline")
     shipped = load_manifest(SHIPPED)
     steps = len(shipped.chain_spec.timesteps)
     export_model(

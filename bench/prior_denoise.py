@@ -20,47 +20,42 @@ from typing import Dict, List
 
 import numpy as np
 
+from diip_deploy.schedule import StepCoefficients, forward_noised, predict_x0
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_EXPORT = REPO / "models" / "default-export"
 
 
 def load_unet(where: Path):
     """A pipeline folder's UNet, or the EMA of a ``diip-train --work`` checkpoint."""
-    import torch
+    from diip_deploy.train.trainer import CHECKPOINT, load_ema
 
-    from diip_deploy.train.trainer import make_unet
-
-    if (where / "train_state.ckpt").is_file():
-        state = torch.load(where / "train_state.ckpt", weights_only=False, map_location="cpu")
-        unet = make_unet(state["settings"]["channels"], sample_size=state["settings"]["patch"])
-        unet.load_state_dict(state["ema"])
-        return unet.eval()
+    if (where / CHECKPOINT).is_file():
+        return load_ema(where)[0]
     from diffusers import UNet2DModel
 
     return UNet2DModel.from_pretrained(str(where), subfolder="unet").eval()
 
 
-def x0_psnr(unet, clean: np.ndarray, timesteps: List[int], acp: np.ndarray, draws: int) -> Dict[int, float]:
-    """Mean PSNR of the clamped one-step x0 prediction per timestep, over ``draws`` fixed noises."""
+def x0_psnr(unet, clean: np.ndarray, steps: List[StepCoefficients], draws: int) -> Dict[int, float]:
+    """Mean PSNR of the clamped one-step x0 prediction per chain step, over ``draws`` fixed
+    noises: the forward process and x0_hat are schedule.py's, as the chain computes them."""
     import torch
 
     from diip_deploy.bench.metrics import psnr
 
     x0 = torch.from_numpy(clean.transpose(0, 3, 1, 2) * 2 - 1).float()  # [-1, 1], NCHW
     out: Dict[int, float] = {}
-    for t in timesteps:
-        a = float(acp[t])
+    for c in steps:
         scores = []
         for d in range(draws):
-            g = torch.Generator().manual_seed(1000 * d + t)
-            eps = torch.randn(x0.shape, generator=g)
-            xt = a**0.5 * x0 + (1 - a) ** 0.5 * eps
+            g = torch.Generator().manual_seed(1000 * d + c.t)
+            xt = forward_noised(x0, torch.randn(x0.shape, generator=g), c.a_t)
             with torch.no_grad():
-                pred = unet(xt, torch.full((len(x0),), t)).sample
-            x0_hat = ((xt - (1 - a) ** 0.5 * pred) / a**0.5).clamp(-1, 1)
-            restored = (x0_hat.numpy().transpose(0, 2, 3, 1) + 1) / 2
-            scores += [psnr(c, r) for c, r in zip(clean, restored)]
-        out[t] = round(float(np.mean(scores)), 3)
+                eps = unet(xt, torch.full((len(x0),), c.t)).sample
+            restored = (predict_x0(xt, eps, c).clamp(-1, 1).numpy().transpose(0, 2, 3, 1) + 1) / 2
+            scores += [psnr(a, b) for a, b in zip(clean, restored)]
+        out[c.t] = round(float(np.mean(scores)), 3)
     return out
 
 
@@ -69,7 +64,6 @@ def main() -> None:
 
     from diip_deploy.bench.tune import tuning_crops
     from diip_deploy.manifest import load_manifest
-    from diip_deploy.schedule import linear_alphas_cumprod
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="label=folder (pipeline or --work)")
@@ -79,14 +73,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_denoise.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    timesteps = [t for t in load_manifest(SHIPPED_EXPORT).chain_spec.timesteps if t > 0]
+    steps = [c for c in load_manifest(SHIPPED_EXPORT).chain_spec.coefficients() if c.t > 0]
+    timesteps = [c.t for c in steps]
     crops = tuning_crops(args.crops, 64, 0, True, saturated=0)
     clean = np.stack([c for _, c in crops]).astype(np.float32)
-    acp = linear_alphas_cumprod()
     rows = {}
     for spec in args.model:
         label, _, folder = spec.partition("=")
-        rows[label] = x0_psnr(load_unet(Path(folder).expanduser()), clean, timesteps, acp, args.draws)
+        rows[label] = x0_psnr(load_unet(Path(folder).expanduser()), clean, steps, args.draws)
     print("| prior | " + " | ".join(f"t={t}" for t in timesteps) + " |")
     print("|---|" + "---|" * len(timesteps))
     for label, scores in rows.items():

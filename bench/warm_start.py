@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def paired(noise_files: List[Path], candidate_files: List[Path]) -> Dict[str, np
     return {k: np.array([r[:n] for r in v]) for k, v in rows.items()}
 
 
-def compare(p: Dict[str, np.ndarray], evals=EVALS) -> List[Dict[str, Any]]:
+def compare(p: Dict[str, np.ndarray], evals: Sequence[int] = EVALS) -> List[Dict[str, Any]]:
     out = []
     for k in evals:
         if k > p["psnr"].shape[1]:

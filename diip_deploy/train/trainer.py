@@ -11,7 +11,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
@@ -24,6 +24,7 @@ from .checkpoints import load_checkpoint, save_atomically
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
+CHECKPOINT = "train_state.ckpt"  # in a run's --work folder
 
 
 def make_unet(channels: Sequence[int] = DEFAULT_CHANNELS, sample_size: int = 32, norm_groups: Optional[int] = None):
@@ -94,6 +95,15 @@ def save_pipeline(unet, out: Path) -> None:
 
     pipeline: Any = DDPMPipeline(unet=unet, scheduler=make_scheduler())
     pipeline.save_pretrained(str(out), safe_serialization=True)
+
+
+def load_ema(work: Path) -> Tuple[Any, Dict]:
+    """A ``--work`` folder's EMA UNet (eval mode) and its checkpoint's state: how the
+    benchmarks judge a run in progress."""
+    state = torch.load(work / CHECKPOINT, weights_only=False, map_location="cpu")
+    unet = make_unet(state["settings"]["channels"], sample_size=state["settings"]["patch"])
+    unet.load_state_dict(state["ema"])
+    return unet.eval(), state
 
 
 def focus_timesteps(steps: int) -> torch.Tensor:
@@ -168,7 +178,7 @@ def train(
     losses: List[float] = []
     step, elapsed, cpu_before = 0, 0.0, 0.0  # cpu: this process's CPU seconds, which a pause does not count
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / "train_state.ckpt"
+    ckpt = work / CHECKPOINT
     settings = {"batch": batch, "patch": patch, "lr": lr, "seed": seed, "channels": list(channels)}
     settings.update({"photo_set": photo_set, "n_train_photos": len(train_photos)})
     if focus_fraction > 0:  # absent otherwise, so runs from before the option still resume
