@@ -84,7 +84,9 @@ def main() -> None:
     from diip_deploy.bench.tune import tuning_crops
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, required=True, help="diip-train's --work folder")
+    ap.add_argument(
+        "--work", type=Path, required=True, help="diip-train's --work folder, or a checkpoint it kept (--keep-every)"
+    )
     ap.add_argument("--label", required=True)
     ap.add_argument("--threads", type=int, default=2, help="of the training run, for CPU-hours; and of the restores")
     ap.add_argument("--init-cpu-hours", type=float, default=SHIPPED_CPU_HOURS, help="what --init-from weights cost")

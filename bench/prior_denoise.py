@@ -27,10 +27,11 @@ SHIPPED_EXPORT = REPO / "models" / "default-export"
 
 
 def load_unet(where: Path):
-    """A pipeline folder's UNet, or the EMA of a ``diip-train --work`` checkpoint."""
+    """A pipeline folder's UNet, or the EMA of a ``diip-train --work`` checkpoint (its folder,
+    or a file ``--keep-every`` kept)."""
     from diip_deploy.train.trainer import CHECKPOINT, load_ema
 
-    if (where / CHECKPOINT).is_file():
+    if where.is_file() or (where / CHECKPOINT).is_file():  # a kept step's file, or a run's folder
         return load_ema(where)[0]
     from diffusers import UNet2DModel
 

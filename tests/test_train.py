@@ -171,3 +171,38 @@ def test_photo_split_keeps_held_out_photos_out():
     for b in held.values():
         tb = thumb(b)
         assert all(np.abs(ta - tb).mean() > 0.05 for r, ta in thumbs if abs(r / aspect(b) - 1) < 0.05)
+
+
+def test_kept_checkpoints_hold_their_own_step(tmp_path):
+    """--keep-every keeps the checkpoint of every multiple of N under work/kept/; a kept
+    step still holds that step's weights after the run has moved on (the next checkpoint
+    replaces the file by rename, not in place), bit for bit what a run stopped there
+    holds, and load_ema reads it as a benchmark would."""
+    import torch
+
+    from diip_deploy.train.trainer import load_ema, train
+
+    settings = dict(
+        batch=2,
+        patch=16,
+        lr=1e-3,
+        seed=0,
+        channels=(8, 16),
+        max_minutes=None,
+        threads=1,
+        ema_decay=0.9,
+        checkpoint_every=4,
+        opencv_doc=None,
+        log=lambda m: None,
+    )
+    train(tmp_path / "m6", tmp_path / "w6", steps=6, keep_every=3, **settings)
+    kept = sorted(p.name for p in (tmp_path / "w6" / "kept").iterdir())
+    assert kept == ["step_0000003.ckpt", "step_0000006.ckpt"]
+    train(tmp_path / "m3", tmp_path / "w3", steps=3, **settings)
+    at3, state3 = load_ema(tmp_path / "w6" / "kept" / "step_0000003.ckpt")
+    alone, _ = load_ema(tmp_path / "w3")
+    last, _ = load_ema(tmp_path / "w6")
+    assert state3["step"] == 3 and len(state3["losses"]) == 3
+    a, b, c = at3.state_dict(), alone.state_dict(), last.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

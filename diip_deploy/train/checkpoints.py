@@ -34,3 +34,20 @@ def save_atomically(state: Dict, ckpt: Path) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(ckpt)
+
+
+def keep(ckpt: Path, step: int) -> Path:
+    """The checkpoint just written, kept as ``kept/step_NNNNNNN.ckpt`` beside it: a hard
+    link where the file system allows one (no copy; the next checkpoint replaces the file
+    by rename, so the link keeps this step's), a copy otherwise.  A learning curve can then
+    be measured at any kept step later, after the run has moved on."""
+    kept = ckpt.parent / "kept" / f"step_{step:07d}.ckpt"
+    kept.parent.mkdir(exist_ok=True)
+    kept.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, kept)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(ckpt, kept)
+    return kept

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..cli_common import OneLineErrors
 from ..schedule import ddim_timesteps, linear_alphas_cumprod
-from .checkpoints import load_checkpoint, save_atomically
+from .checkpoints import keep, load_checkpoint, save_atomically
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
@@ -98,9 +98,10 @@ def save_pipeline(unet, out: Path) -> None:
 
 
 def load_ema(work: Path) -> Tuple[Any, Dict]:
-    """A ``--work`` folder's EMA UNet (eval mode) and its checkpoint's state: how the
-    benchmarks judge a run in progress."""
-    state = torch.load(work / CHECKPOINT, weights_only=False, map_location="cpu")
+    """A ``--work`` folder's EMA UNet (eval mode) and its checkpoint's state, or those of
+    one checkpoint file (a step ``--keep-every`` kept): how the benchmarks judge a run in
+    progress."""
+    state = torch.load(work if work.is_file() else work / CHECKPOINT, weights_only=False, map_location="cpu")
     unet = make_unet(state["settings"]["channels"], sample_size=state["settings"]["patch"])
     unet.load_state_dict(state["ema"])
     return unet.eval(), state
@@ -145,6 +146,7 @@ def train(
     device: str = "cpu",
     focus_steps: int = 5,
     focus_fraction: float = 0.0,
+    keep_every: Optional[int] = None,
 ) -> Dict:
     """Train for ``steps`` steps in all, resuming ``work``'s checkpoint when ``resume``.
 
@@ -158,6 +160,9 @@ def train(
     chain's (all but its last, t=0, whose prediction the chain scales by ~0.01) instead of
     uniformly: DIIP only ever calls the prior there, so a small UNet can spend its capacity
     on those few noise levels.
+
+    ``keep_every``: the checkpoints of steps that are multiples of it are also kept under
+    ``work/kept/`` (``checkpoints.keep``), for learning-curve points measured later.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -239,9 +244,11 @@ def train(
         if step % 25 == 0:
             log(f"step {step} loss {np.mean(losses[-25:]):.4f} {elapsed / 60:.1f} min")
         due = checkpoint_minutes is not None and time.time() - last_checkpoint > 60 * checkpoint_minutes
-        if step % checkpoint_every == 0 or due:
+        if step % checkpoint_every == 0 or due or (keep_every and step % keep_every == 0):
             checkpoint()
             last_checkpoint = time.time()
+            if keep_every and step % keep_every == 0:
+                keep(ckpt, step)
     elapsed = time.time() - start
     checkpoint()
     ema.eval()
@@ -314,6 +321,13 @@ def train(
     help="Stop once the run's wall time reaches this, counted since it first started: a resumed run "
     "counts its earlier sessions too (the checkpoint's 'elapsed'), so give it the total.",
 )
+@click.option(
+    "--keep-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Also keep the checkpoint of every step that is a multiple of this, under WORK/kept/ "
+    "(a learning curve's points, measurable after the run moved on: bench/prior_curve.py --work FILE).",
+)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--ema-decay", type=float, default=0.999, show_default=True)
 @click.option("--checkpoint-every", type=int, default=200, show_default=True)
@@ -335,6 +349,7 @@ def main(
     seed,
     channels,
     max_minutes,
+    keep_every,
     threads,
     ema_decay,
     checkpoint_every,
@@ -363,6 +378,7 @@ def main(
         device=device,
         focus_steps=focus_steps,
         focus_fraction=focus_fraction,
+        keep_every=keep_every,
     )
     click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
 
