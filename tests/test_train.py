@@ -4,6 +4,21 @@ import json
 
 import numpy as np
 
+# train()'s arguments for a run of seconds; the CLI's equivalent is TINY below
+TINY_SETTINGS = dict(
+    batch=2,
+    patch=16,
+    lr=1e-3,
+    seed=0,
+    channels=(8, 16),
+    max_minutes=None,
+    threads=1,
+    ema_decay=0.9,
+    checkpoint_every=2,
+    opencv_doc=None,
+    log=lambda m: None,
+)
+
 
 def test_a_few_training_steps(tmp_path):
     from diffusers import DDPMPipeline
@@ -11,19 +26,7 @@ def test_a_few_training_steps(tmp_path):
     from diip_deploy.train.trainer import train
 
     out = tmp_path / "model"
-    settings = dict(
-        batch=2,
-        patch=16,
-        lr=1e-3,
-        seed=0,
-        channels=(8, 16),
-        max_minutes=None,
-        threads=1,
-        ema_decay=0.9,
-        checkpoint_every=2,
-        opencv_doc=None,
-        log=lambda m: None,
-    )
+    settings = TINY_SETTINGS
     info = train(out, tmp_path / "work", steps=4, **settings)
     assert info["steps"] == 4 and len(info["losses"]) == 4 and all(np.isfinite(info["losses"]))
     assert not set(info["train_photos"]) & set(info["held_out"])
@@ -182,19 +185,7 @@ def test_kept_checkpoints_hold_their_own_step(tmp_path):
 
     from diip_deploy.train.trainer import load_ema, train
 
-    settings = dict(
-        batch=2,
-        patch=16,
-        lr=1e-3,
-        seed=0,
-        channels=(8, 16),
-        max_minutes=None,
-        threads=1,
-        ema_decay=0.9,
-        checkpoint_every=4,
-        opencv_doc=None,
-        log=lambda m: None,
-    )
+    settings = {**TINY_SETTINGS, "checkpoint_every": 4}
     train(tmp_path / "m6", tmp_path / "w6", steps=6, keep_every=3, **settings)
     kept = sorted(p.name for p in (tmp_path / "w6" / "kept").iterdir())
     assert kept == ["step_0000003.ckpt", "step_0000006.ckpt"]

@@ -244,10 +244,11 @@ def train(
         if step % 25 == 0:
             log(f"step {step} loss {np.mean(losses[-25:]):.4f} {elapsed / 60:.1f} min")
         due = checkpoint_minutes is not None and time.time() - last_checkpoint > 60 * checkpoint_minutes
-        if step % checkpoint_every == 0 or due or (keep_every and step % keep_every == 0):
+        kept = keep_every is not None and step % keep_every == 0
+        if step % checkpoint_every == 0 or due or kept:
             checkpoint()
             last_checkpoint = time.time()
-            if keep_every and step % keep_every == 0:
+            if kept:
                 keep(ckpt, step)
     elapsed = time.time() - start
     checkpoint()
