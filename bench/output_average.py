@@ -1,0 +1,109 @@
+"""Issue 26, tried before it is built: return a running average of the chain's outputs
+rather than the last one, measured against the last one on the same trajectories.
+
+Deep Image Prior averages its outputs over iterations (an exponential moving average),
+because each iterate carries optimiser noise that the average cancels.  DIIP's short run
+at a high rate may carry the same noise.  One ``diip-tune record`` run is made; its
+callback also keeps, per crop and per weight ``beta``, the bias-corrected exponential
+average of x0 over the evaluations so far (``beta`` 0 is x0 itself).  The loss and
+Laplacian histories, and so every stop decision, are the chain's own and the same for
+every beta; only the image judged at the chosen evaluation differs: its PSNR, per-channel
+mean error and residual correlation (the guard's input).  One histories file is written
+per beta, as ``diip-tune record`` writes them, so bench/warm_start.py and
+bench/few_evals.py compare them with beta 0 crop for crop.  Quality only.
+
+    python bench/output_average.py --beta 0.3 0.5 0.7 --seed 0 --out-dir D
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from diip_deploy.bench.metrics import psnr
+from diip_deploy.bench.saturated import channel_mean_error
+from diip_deploy.bench.tune import record
+from diip_deploy.bench.tune_scoring import recorded_inputs
+from diip_deploy.runtime.images.codec import save_json
+from diip_deploy.runtime.optimise import loop
+from diip_deploy.runtime.optimise.guard import residual_correlation
+
+
+def averaged_histories(histories: Dict[str, Any], averages: Dict[int, List[np.ndarray]]) -> Dict[str, Any]:
+    """``histories`` with each sample's image metrics recomputed on ``averages[i]``, the
+    image the averaged run would judge at each evaluation."""
+    out = copy.deepcopy(histories)
+    for i, (s, clean, y) in enumerate(recorded_inputs(out)):
+        y_chw = (y.transpose(2, 0, 1) * 2 - 1).astype(np.float32)
+        xs = [np.clip((a.transpose(1, 2, 0) + 1) / 2, 0, 1) for a in averages[i]]
+        s["psnr"] = [round(psnr(clean, x), 4) for x in xs]
+        s["channel_mean_error"] = [round(channel_mean_error(x, clean), 2) for x in xs]
+        s["correlation"] = [round(residual_correlation(a, y_chw), 4) for a in averages[i]]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--beta", type=float, nargs="+", required=True, help="averaging weights to record (0 < beta < 1)")
+    ap.add_argument("--export", type=Path, default=Path("models/default-export"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n", type=int, default=8, help="ordinary crops a task (plus as many saturated ones)")
+    ap.add_argument("--task", action="append", default=None, help="diip-tune tasks (default: noise25)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the export's)")
+    ap.add_argument("--max-iters", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out-dir", type=Path, required=True)
+    args = ap.parse_args()
+
+    sums: Dict[float, Dict[int, np.ndarray]] = {b: {} for b in args.beta}
+    averages: Dict[float, Dict[int, List[np.ndarray]]] = {b: {} for b in args.beta}
+    counts: Dict[int, int] = {}
+    restore_iter = loop.restore_iter
+
+    def averaging(chain, ys, settings, seeds=None, batch=None, callback=None):
+        def listen(info):
+            for j, i in enumerate(info["index"]):
+                i = int(i)
+                x0 = np.asarray(info["x0"][j], dtype=np.float64)
+                counts[i] = counts.get(i, 0) + 1
+                for b in args.beta:
+                    m = b * sums[b].get(i, 0.0) + (1 - b) * x0
+                    sums[b][i] = m
+                    averages[b].setdefault(i, []).append((m / (1 - b ** counts[i])).astype(np.float32))
+            if callback is not None:
+                callback(info)
+
+        return restore_iter(chain, ys, settings, seeds, batch, listen)
+
+    loop.restore_iter = averaging  # type: ignore[assignment]
+    h = record(
+        args.export,
+        args.n,
+        64,
+        args.task or ["noise25"],
+        args.lr,
+        args.max_iters,
+        16,
+        args.threads,
+        args.seed,
+        saturated=args.n,
+    )
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"_lr{args.lr:g}" if args.lr is not None else ""
+    base = args.out_dir / f"beta0{tag}_seed{args.seed}.json"
+    save_json(base, h)
+    print(f"wrote {base}: {len(h['samples'])} histories in {h['seconds']} s")
+    for b in args.beta:
+        hb = averaged_histories(h, averages[b])
+        hb["output_average"] = {"beta": b}
+        path = args.out_dir / f"beta{b:g}{tag}_seed{args.seed}.json"
+        save_json(path, hb)
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
