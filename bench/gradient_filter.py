@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from diip_deploy.bench.tune import record
-from diip_deploy.runtime.images.codec import save_json
+from diip_deploy.bench import loop_study
 from diip_deploy.runtime.optimise import samples
 
 
@@ -40,11 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boost", type=float, required=True)
     ap.add_argument("--radius", type=int, default=0, help="box radius in latent pixels; 0: the channel mean")
-    ap.add_argument("--export", type=Path, default=Path("models/default-export"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n", type=int, default=8, help="ordinary noisy crops (plus as many saturated ones)")
-    ap.add_argument("--max-iters", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
+    loop_study.add_arguments(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -54,21 +49,7 @@ def main() -> None:
         return step(self, boosted(grad, args.boost, args.radius), project)
 
     samples.Sample.step = filtered_step  # type: ignore[method-assign]
-    h = record(
-        args.export,
-        args.n,
-        64,
-        ["noise25"],
-        None,
-        args.max_iters,
-        16,
-        args.threads,
-        args.seed,
-        saturated=args.n,
-    )
-    h["gradient_filter"] = {"boost": args.boost, "radius": args.radius}
-    save_json(args.out, h)
-    print(f"wrote {args.out}: {len(h['samples'])} histories in {h['seconds']} s")
+    loop_study.record_crops(args, args.out, "gradient_filter", {"boost": args.boost, "radius": args.radius})
 
 
 if __name__ == "__main__":

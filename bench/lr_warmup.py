@@ -19,8 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diip_deploy.bench.tune import record
-from diip_deploy.runtime.images.codec import save_json
+from diip_deploy.bench import loop_study
 from diip_deploy.runtime.optimise import samples
 
 
@@ -33,34 +32,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--start", type=float, required=True, help="the first evaluation's rate, as a share of lr")
     ap.add_argument("--evaluations", type=int, required=True, help="evaluations over which the rate rises")
-    ap.add_argument("--lr", type=float, default=None, help="the rate reached (default: the export's)")
-    ap.add_argument("--export", type=Path, default=Path("models/default-export"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n", type=int, default=8, help="ordinary crops a task (plus as many saturated ones)")
-    ap.add_argument("--task", action="append", default=None, help="diip-tune tasks (default: noise25)")
-    ap.add_argument("--max-iters", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
+    loop_study.add_arguments(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
     samples.scheduled_lr = lambda lr, lr_final, evaluations, cap: warmed_up(  # type: ignore[assignment]
         lr, args.start, args.evaluations, evaluations
     )
-    h = record(
-        args.export,
-        args.n,
-        64,
-        args.task or ["noise25"],
-        args.lr,
-        args.max_iters,
-        16,
-        args.threads,
-        args.seed,
-        saturated=args.n,
-    )
-    h["lr_warmup"] = {"start": args.start, "evaluations": args.evaluations}
-    save_json(args.out, h)
-    print(f"wrote {args.out}: {len(h['samples'])} histories in {h['seconds']} s")
+    loop_study.record_crops(args, args.out, "lr_warmup", {"start": args.start, "evaluations": args.evaluations})
 
 
 if __name__ == "__main__":

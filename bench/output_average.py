@@ -24,9 +24,9 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from diip_deploy.bench import loop_study
 from diip_deploy.bench.metrics import psnr
 from diip_deploy.bench.saturated import channel_mean_error
-from diip_deploy.bench.tune import record
 from diip_deploy.bench.tune_scoring import recorded_inputs
 from diip_deploy.runtime.images.codec import save_json
 from diip_deploy.runtime.optimise import loop
@@ -49,13 +49,7 @@ def averaged_histories(histories: Dict[str, Any], averages: Dict[int, List[np.nd
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--beta", type=float, nargs="+", required=True, help="averaging weights to record (0 < beta < 1)")
-    ap.add_argument("--export", type=Path, default=Path("models/default-export"))
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n", type=int, default=8, help="ordinary crops a task (plus as many saturated ones)")
-    ap.add_argument("--task", action="append", default=None, help="diip-tune tasks (default: noise25)")
-    ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the export's)")
-    ap.add_argument("--max-iters", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
+    loop_study.add_arguments(ap)
     ap.add_argument("--out-dir", type=Path, required=True)
     args = ap.parse_args()
 
@@ -80,23 +74,9 @@ def main() -> None:
         return restore_iter(chain, ys, settings, seeds, batch, listen)
 
     loop.restore_iter = averaging  # type: ignore[assignment]
-    h = record(
-        args.export,
-        args.n,
-        64,
-        args.task or ["noise25"],
-        args.lr,
-        args.max_iters,
-        16,
-        args.threads,
-        args.seed,
-        saturated=args.n,
-    )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"_lr{args.lr:g}" if args.lr is not None else ""
-    base = args.out_dir / f"beta0{tag}_seed{args.seed}.json"
-    save_json(base, h)
-    print(f"wrote {base}: {len(h['samples'])} histories in {h['seconds']} s")
+    h = loop_study.record_crops(args, args.out_dir / f"beta0{tag}_seed{args.seed}.json", "output_average", {"beta": 0})
     for b in args.beta:
         hb = averaged_histories(h, averages[b])
         hb["output_average"] = {"beta": b}
