@@ -55,7 +55,7 @@ def main() -> None:
 
     points = json.loads(args.json.read_text())["points"]
     runs, held = series(points), series(points, held_out=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, ax = plt.subplots(figsize=(10.0, 4.4), dpi=100)
     for name in list(runs) + [n for n in held if n not in runs]:  # a run measured only held out too
         colour = None
         if name in runs:
@@ -71,7 +71,7 @@ def main() -> None:
     ax.set_ylabel("DIIP noise PSNR minus the shipped prior's (dB)")
     ax.set_title("noise σ25, the shipped DIIP defaults (filled: validation crops)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, not over them
     fig.tight_layout()
     fig.savefig(args.out)
     legend = ax.get_legend_handles_labels()[1]
