@@ -21,13 +21,19 @@ from PIL import Image
 from ..cli_common import OneLineErrors
 from ..schedule import ddim_timesteps, linear_alphas_cumprod
 from .checkpoints import keep, load_checkpoint, save_atomically
+from .grow import deepen
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
 
 DEFAULT_CHANNELS = (32, 64, 128)
 CHECKPOINT = "train_state.ckpt"  # in a run's --work folder
 
 
-def make_unet(channels: Sequence[int] = DEFAULT_CHANNELS, sample_size: int = 32, norm_groups: Optional[int] = None):
+def make_unet(
+    channels: Sequence[int] = DEFAULT_CHANNELS,
+    sample_size: int = 32,
+    norm_groups: Optional[int] = None,
+    layers_per_block: int = 1,
+):
     """A fully convolutional UNet2DModel, attention only at the coarsest level."""
     from diffusers import UNet2DModel
 
@@ -39,7 +45,7 @@ def make_unet(channels: Sequence[int] = DEFAULT_CHANNELS, sample_size: int = 32,
         sample_size=sample_size,
         in_channels=3,
         out_channels=3,
-        layers_per_block=1,
+        layers_per_block=layers_per_block,
         block_out_channels=tuple(channels),
         down_block_types=tuple(down),
         up_block_types=tuple(up),
@@ -102,7 +108,8 @@ def load_ema(work: Path) -> Tuple[Any, Dict]:
     one checkpoint file (a step ``--keep-every`` kept): how the benchmarks judge a run in
     progress."""
     state = torch.load(work if work.is_file() else work / CHECKPOINT, weights_only=False, map_location="cpu")
-    unet = make_unet(state["settings"]["channels"], sample_size=state["settings"]["patch"])
+    settings = state["settings"]
+    unet = make_unet(settings["channels"], settings["patch"], layers_per_block=settings.get("layers_per_block", 1))
     unet.load_state_dict(state["ema"])
     return unet.eval(), state
 
@@ -147,6 +154,7 @@ def train(
     focus_steps: int = 5,
     focus_fraction: float = 0.0,
     keep_every: Optional[int] = None,
+    layers_per_block: int = 1,
 ) -> Dict:
     """Train for ``steps`` steps in all, resuming ``work``'s checkpoint when ``resume``.
 
@@ -161,6 +169,9 @@ def train(
     uniformly: DIIP only ever calls the prior there, so a small UNet can spend its capacity
     on those few noise levels.
 
+    ``layers_per_block``: the UNet's depth; ``init_from`` weights with fewer layers are
+    deepened to it without changing what they compute (``grow.deepen``).
+
     ``keep_every``: the checkpoints of steps that are multiples of it are also kept under
     ``work/kept/`` (``checkpoints.keep``), for learning-curve points measured later.
     """
@@ -169,12 +180,19 @@ def train(
     rng = np.random.default_rng(seed)
     train_photos, _ = split(load_photos(opencv_doc, photo_set=photo_set))
     levels = build_pyramids(train_photos, patch)
-    unet = make_unet(channels, sample_size=patch)
-    if init_from is not None:
+
+    def shape(depth: int):
+        return make_unet(channels, sample_size=patch, layers_per_block=depth)
+
+    if init_from is None:
+        unet = shape(layers_per_block)
+    else:
         from diffusers import UNet2DModel
 
-        unet.load_state_dict(UNet2DModel.from_pretrained(str(init_from), subfolder="unet").state_dict())
-        log(f"weights from {init_from}, fresh optimiser")
+        trained = UNet2DModel.from_pretrained(str(init_from), subfolder="unet")
+        unet = deepen(trained, layers_per_block, shape)
+        grown = trained.config.layers_per_block != layers_per_block
+        log(f"weights from {init_from}{', deepened' if grown else ''}, fresh optimiser")
     unet.to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
@@ -185,6 +203,8 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / CHECKPOINT
     settings = {"batch": batch, "patch": patch, "lr": lr, "seed": seed, "channels": list(channels)}
+    if layers_per_block != 1:  # absent otherwise, so runs from before the option still resume
+        settings["layers_per_block"] = layers_per_block
     settings.update({"photo_set": photo_set, "n_train_photos": len(train_photos)})
     if focus_fraction > 0:  # absent otherwise, so runs from before the option still resume
         settings.update({"focus_steps": focus_steps, "focus_fraction": focus_fraction})
@@ -261,6 +281,7 @@ def train(
         "lr": lr,
         "seed": seed,
         "channels": list(channels),
+        "layers_per_block": layers_per_block,
         "threads": threads,
         "ema_decay": ema_decay,
         "train_seconds": round(elapsed, 1),
@@ -316,6 +337,13 @@ def train(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--channels", default=",".join(map(str, DEFAULT_CHANNELS)), show_default=True)
 @click.option(
+    "--layers-per-block",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Resnets a down block; --init-from weights with fewer are deepened without changing their output.",
+)
+@click.option(
     "--max-minutes",
     type=float,
     default=None,
@@ -349,6 +377,7 @@ def main(
     lr,
     seed,
     channels,
+    layers_per_block,
     max_minutes,
     keep_every,
     threads,
@@ -380,6 +409,7 @@ def main(
         focus_steps=focus_steps,
         focus_fraction=focus_fraction,
         keep_every=keep_every,
+        layers_per_block=layers_per_block,
     )
     click.echo(json.dumps({k: v for k, v in info.items() if k not in ("losses", "train_photos")}))
 
