@@ -80,6 +80,20 @@ def restore_crops(
     return scores, firsts
 
 
+def append_point(path: Path, point: Dict[str, Any]) -> None:
+    """Add a point to the curve's JSON under an exclusive lock, written by rename: two
+    measurements finishing at once both land, and a kill never leaves half a file."""
+    import fcntl
+
+    from diip_deploy.runtime.images.codec import write_atomic
+
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        curve = json.loads(path.read_text()) if path.is_file() else {"points": []}
+        curve["points"].append(point)
+        write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(curve, indent=1) + "\n"))
+
+
 def main() -> None:
     from diip_deploy.bench.tune import tuning_crops
 
@@ -140,9 +154,7 @@ def main() -> None:
         "psnr": ours,
         "shipped_psnr": shipped,
     }
-    curve = json.loads(args.json.read_text()) if args.json.is_file() else {"points": []}
-    curve["points"].append(point)
-    args.json.write_text(json.dumps(curve, indent=1) + "\n")
+    append_point(args.json, point)
     print(json.dumps({k: v for k, v in point.items() if k not in ("crops", "psnr", "shipped_psnr")}, indent=1))
 
 

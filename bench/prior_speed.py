@@ -81,6 +81,7 @@ def main() -> None:
         rows = timed(exports, args.threads, args.rounds)
     for name, settings in made.items():
         rows[name]["channels"] = settings["channels"]
+        rows[name]["layers_per_block"] = settings.get("layers_per_block", 1)
     result = {"tool": "bench/prior_speed.py", "backend": "ort-cpu fp32", "threads": args.threads, "rows": rows}
     print(json.dumps(result, indent=1))
     if args.json:

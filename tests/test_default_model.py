@@ -149,3 +149,24 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     assert drawn["held_out"] == {"a": [[2.0, 1.0]], "c": [[4.0, 0.5]]}  # c: a run measured only held out
     assert drawn["legend"] == ["a", "a: held-out crops", "c: held-out crops", "shipped prior"]
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_curve_points_appended_at_once_all_land(tmp_path):
+    """bench/prior_curve.py appends under a lock and writes by rename: two measurements that
+    finish together (as two checkpoints measured side by side do) both keep their point."""
+    import json
+    import subprocess
+    import sys
+
+    curve = tmp_path / "curve.json"
+    append = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from prior_curve import append_point; "
+        "[append_point(Path(sys.argv[2]), {'label': sys.argv[3], 'i': i}) for i in range(40)]"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", append, str(REPO / "bench"), str(curve), name]) for name in "abcd"
+    ]
+    assert all(w.wait(timeout=120) == 0 for w in writers)
+    points = json.loads(curve.read_text())["points"]
+    assert sorted((p["label"], p["i"]) for p in points) == [(n, i) for n in "abcd" for i in range(40)]
+    assert not list(tmp_path.glob(".curve.json.*.tmp"))
