@@ -170,3 +170,33 @@ def test_learning_curve_points_appended_at_once_all_land(tmp_path):
     points = json.loads(curve.read_text())["points"]
     assert sorted((p["label"], p["i"]) for p in points) == [(n, i) for n in "abcd" for i in range(40)]
     assert not list(tmp_path.glob(".curve.json.*.tmp"))
+
+
+def test_prior_compare_pairs_crops_and_refuses_other_crops(tmp_path):
+    """bench/prior_compare.py: the gain of one learning-curve point over another, crop for
+    crop, and a refusal where the two were measured on other crops."""
+    import json
+    import subprocess
+    import sys
+
+    base = {"split": "HELD-OUT photos", "start_seeds": 3, "crops": ["x", "y", "z"]}
+    points = [
+        dict(base, label="a (first)", step=10, mean_psnr=28.0, psnr=[27.0, 28.0, 29.0]),
+        dict(base, label="b (second)", step=20, mean_psnr=28.5, psnr=[27.5, 28.0, 30.0]),
+        dict(base, label="c (other crops)", step=20, mean_psnr=28.5, psnr=[1.0, 2.0, 3.0], crops=["p", "q", "r"]),
+    ]
+    (tmp_path / "curve.json").write_text(json.dumps({"points": points}))
+
+    def run(*args):
+        tool = [sys.executable, str(REPO / "bench" / "prior_compare.py"), "--json", str(tmp_path / "curve.json")]
+        return subprocess.run([*tool, "--held-out", *args], capture_output=True, text=True)
+
+    done = run("--a", "a", "10", "--b", "b", "20")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["gain_db"] == 0.5 and result["b_wins"] == 2 and result["crops"] == 3
+    assert result["gain_range"] == [0.0, 1.0]
+    refused = run("--a", "a", "10", "--b", "c", "20")
+    assert refused.returncode != 0 and "other crops" in refused.stderr
+    missing = run("--a", "a", "11", "--b", "b", "20")
+    assert missing.returncode != 0 and "no point of 'a' at step 11" in missing.stderr
