@@ -22,21 +22,19 @@ from typing import Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from prior_curve import SHIPPED_CPU_HOURS  # noqa: E402
+from prior_curve import SHIPPED_CPU_HOURS, on_split, run_name  # noqa: E402
 
 DEFAULTS_TAG = "lr 0.1, cap 30, --clamp-gradient straight"
 
 
 def series(points: List[dict], held_out: bool = False) -> Dict[str, List[Tuple[float, float]]]:
     """Run name -> [(CPU-hours, gain over the shipped prior in dB)], points under the shipped
-    defaults only, on validation crops (or ``held_out`` ones); a run's name is its label up
-    to the first ' ('."""
+    defaults only, on validation crops (or ``held_out`` ones), by ``run_name``."""
     runs: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
     for p in points:
-        split = p.get("split", "")
-        if DEFAULTS_TAG not in p["task"] or not split.startswith("HELD-OUT" if held_out else "training"):
+        if DEFAULTS_TAG not in p["task"] or not on_split(p, held_out):
             continue
-        name = p["label"].split(" (")[0] + (
+        name = run_name(p["label"]) + (
             ", continued from the shipped prior" if "init from shipped" in p["label"] else ""
         )
         runs[name].append((p["cpu_hours"], p["mean_psnr"] - p["shipped_mean_psnr"]))

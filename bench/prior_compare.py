@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+from prior_curve import on_split, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def find(points: List[Dict[str, Any]], run: str, step: int, held_out: bool) -> Dict[str, Any]:
-    """The last point of run ``run`` (its label's name before " (") at ``step`` on that split."""
-    hits = [
-        p
-        for p in points
-        if p["label"].split(" (")[0] == run and p["step"] == step and ("HELD-OUT" in p["split"]) == held_out
-    ]
+    """The last point of run ``run`` (``run_name``) at ``step`` on that split."""
+    hits = [p for p in points if run_name(p["label"]) == run and p.get("step") == step and on_split(p, held_out)]
     if not hits:
         raise SystemExit(f"no point of {run!r} at step {step} ({'held-out' if held_out else 'validation'} crops)")
     return hits[-1]

@@ -80,6 +80,17 @@ def restore_crops(
     return scores, firsts
 
 
+def run_name(label: str) -> str:
+    """The training run a point belongs to: its label up to the first ' ('."""
+    return label.split(" (")[0]
+
+
+def on_split(point: Dict[str, Any], held_out: bool) -> bool:
+    """Whether a point was measured on held-out crops (or, ``held_out`` false, validation
+    crops of the training photos); the oldest points record no split and are on neither."""
+    return point.get("split", "").startswith("HELD-OUT" if held_out else "training")
+
+
 def append_point(path: Path, point: Dict[str, Any]) -> None:
     """Add a point to the curve's JSON under an exclusive lock, written by rename: two
     measurements finishing at once both land, and a kill never leaves half a file."""

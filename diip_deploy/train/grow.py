@@ -1,4 +1,4 @@
-"""Deepen a trained UNet without changing what it computes (``diip-train --deepen``).
+"""Deepen a trained UNet without changing what it computes (``diip-train --layers-per-block``).
 
 Every run of the 32, 64, 128 UNet has levelled off at the same held-out gain, and a
 larger shape trained from scratch needs more steps than a session has. Growing the
@@ -53,36 +53,34 @@ def _block_layer_map(trained_layers: int, grown_layers: int, up: bool) -> Dict[i
 
 def deepen(trained: Any, layers_per_block: int, make_unet) -> Any:
     """A UNet2DModel with ``layers_per_block`` resnets a down block, computing what
-    ``trained`` computes. ``make_unet(layers_per_block)`` builds the grown shape (the
-    trainer's own constructor, so the two stay one architecture)."""
+    ``trained`` computes (its own weights where the depth is the same). ``make_unet(n)``
+    builds the grown shape (the trainer's own constructor, so the two stay one
+    architecture)."""
     n = trained.config.layers_per_block
     if layers_per_block < n:
-        raise SystemExit(f"--deepen {layers_per_block}: the weights already have {n} layers a block")
+        raise SystemExit(f"--layers-per-block {layers_per_block}: the weights already have {n} layers a block")
     grown = make_unet(layers_per_block)
-    if layers_per_block == n:
-        grown.load_state_dict(trained.state_dict())
-        return grown
+    placed = {up: _block_layer_map(n + up, layers_per_block + up, up) for up in (False, True)}
     with torch.no_grad():
         for up, blocks in ((False, grown.down_blocks), (True, grown.up_blocks)):
-            placed = _block_layer_map(n + up, layers_per_block + up, up)
             for block in blocks:
                 for i, resnet in enumerate(block.resnets):
-                    if i in placed.values():
+                    if i in placed[up].values():
                         continue
                     _identity_resnet(resnet, resnet.out_channels)
                     if getattr(block, "attentions", None) is not None:
                         _identity_attention(block.attentions[i])
         grown_state = grown.state_dict()
         for key, value in trained.state_dict().items():
-            grown_state[_grown_key(key, n, layers_per_block)] = value
+            grown_state[_grown_key(key, placed[True])] = value
     grown.load_state_dict(grown_state)
     return grown
 
 
-def _grown_key(key: str, trained_layers: int, grown_layers: int) -> str:
-    """The grown UNet's name for a trained parameter (only up blocks' layers move)."""
+def _grown_key(key: str, up_placed: Dict[int, int]) -> str:
+    """The grown UNet's name for a trained parameter: only up blocks' layers move, to
+    ``up_placed`` of their index."""
     parts = key.split(".")
     if parts[0] == "up_blocks" and parts[2] in ("resnets", "attentions"):
-        placed = _block_layer_map(trained_layers + 1, grown_layers + 1, up=True)
-        parts[3] = str(placed[int(parts[3])])
+        parts[3] = str(up_placed[int(parts[3])])
     return ".".join(parts)
