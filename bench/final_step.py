@@ -18,7 +18,6 @@ import argparse
 from pathlib import Path
 
 from diip_deploy.bench import loop_study
-from diip_deploy.runtime.optimise import chain
 from diip_deploy.schedule import ChainSpec
 
 
@@ -34,13 +33,7 @@ def main() -> None:
     loop_study.add_arguments(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    opened = chain.GraphChain.__init__
-
-    def dropping(self, spec, runners, *rest, **kw):  # type: ignore[no-untyped-def]
-        opened(self, without_t0(spec), runners, *rest, **kw)
-
-    chain.GraphChain.__init__ = dropping  # type: ignore[method-assign]
-    loop_study.record_crops(args, args.out, "final_step", {"t0_call": False})
+    loop_study.record_with_chain(args, args.out, "final_step", {"t0_call": False}, without_t0)
 
 
 if __name__ == "__main__":

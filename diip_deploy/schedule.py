@@ -10,7 +10,7 @@ numpy runtime run literally the same code.  Nothing in this module imports torch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -51,6 +51,14 @@ def ddim_timesteps(steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -
         raise ValueError(f"steps must be in 1..{num_train_timesteps}, got {steps}")
     stride = num_train_timesteps // steps
     return [stride * i for i in range(steps)][::-1]
+
+
+def checked_timesteps(timesteps: Sequence[int], num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> List[int]:
+    """A chain's own timesteps (any spacing): strictly falling, within the training table."""
+    ts = [int(t) for t in timesteps]
+    if not ts or any(b >= a for a, b in zip(ts, ts[1:])) or ts[-1] < 0 or ts[0] >= num_train_timesteps:
+        raise ValueError(f"timesteps must fall strictly within 0..{num_train_timesteps - 1}, got {ts}")
+    return ts
 
 
 @dataclass(frozen=True)
@@ -109,9 +117,12 @@ class ChainSpec:
     clamp: bool = True
 
     @classmethod
-    def from_table(cls, alphas_cumprod: ArrayLike, steps: int, clamp: bool = True) -> ChainSpec:
+    def from_table(
+        cls, alphas_cumprod: ArrayLike, steps: int, clamp: bool = True, timesteps: Optional[Sequence[int]] = None
+    ) -> ChainSpec:
+        """The chain at DDIM's leading spacing of ``steps``, or at ``timesteps`` where given."""
         ac = np.asarray(alphas_cumprod, dtype=np.float64)
-        ts = ddim_timesteps(steps, len(ac))
+        ts = ddim_timesteps(steps, len(ac)) if timesteps is None else checked_timesteps(timesteps, len(ac))
         return cls(timesteps=tuple(ts), alphas=tuple(float(ac[t]) for t in ts), clamp=clamp)
 
     def coefficients(self) -> List[StepCoefficients]:

@@ -1,5 +1,5 @@
 """The host-loop studies of issue 26 (bench/lr_warmup.py, bench/output_average.py,
-bench/gradient_filter.py): each changes only what it says, on the same crops and starts as
+bench/gradient_filter.py, bench/chain_timesteps.py): each changes only what it says, on the same crops and starts as
 the unchanged loop, so that their comparisons crop for crop are fair."""
 
 import json
@@ -12,17 +12,18 @@ import numpy as np
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-def _study(script, export, *args):
+def _study(script, export, *args, fails=False):
     common = ["--export", str(export), "--n", "1", "--size", "16", "--max-iters", "5"]
     r = subprocess.run([sys.executable, str(BENCH / script), *common, *args], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    assert (r.returncode != 0) == fails, r.stderr
+    return r.stderr
 
 
 def _samples(path):
     return json.loads(Path(path).read_text())["samples"]
 
 
-def test_studies_change_only_what_they_study(tiny_export, tmp_path):
+def test_studies_change_only_what_they_study(tiny_export, tiny_pipeline, tmp_path):
     _study("output_average.py", tiny_export, "--beta", "0.5", "--out-dir", str(tmp_path))
     plain, averaged = _samples(tmp_path / "beta0_seed0.json"), _samples(tmp_path / "beta0.5_seed0.json")
     assert len(plain) == 2  # one ordinary crop and one saturated one
@@ -44,3 +45,16 @@ def test_studies_change_only_what_they_study(tiny_export, tmp_path):
     for p, n, b in zip(plain, _samples(tmp_path / "none.json"), _samples(tmp_path / "dc.json")):
         np.testing.assert_allclose(n["loss"], p["loss"], rtol=1e-6)  # no boost: the shipped gradient
         assert b["loss"][0] == p["loss"][0] and not np.allclose(b["loss"][1:], p["loss"][1:], rtol=1e-6)
+
+    # the export's own timesteps are the unchanged loop (on the per-step graph, where the
+    # tiny export's runs take its fused one); another spacing, another trajectory
+    own = ",".join(map(str, json.loads((tiny_export / "manifest.json").read_text())["chain"]["timesteps"]))
+    model = ["--model", str(tiny_pipeline)]
+    _study("chain_timesteps.py", tiny_export, *model, "--timesteps", own, "--out", str(tmp_path / "own.json"))
+    _study("chain_timesteps.py", tiny_export, *model, "--timesteps", "700,20", "--out", str(tmp_path / "spaced.json"))
+    for p, o, s in zip(plain, _samples(tmp_path / "own.json"), _samples(tmp_path / "spaced.json")):
+        np.testing.assert_allclose(o["loss"], p["loss"], rtol=1e-5)
+        assert abs(s["loss"][0] - p["loss"][0]) > 1e-3 * p["loss"][0]
+    bad = ["--timesteps", "0,700", "--out", str(tmp_path / "b")]
+    err = _study("chain_timesteps.py", tiny_export, *model, *bad, fails=True)
+    assert "fall strictly" in err and not (tmp_path / "b").exists()

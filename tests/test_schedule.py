@@ -36,6 +36,20 @@ def test_chain_spec_matches_diffusers_ddim():
     assert spec.coefficients()[-1].a_prev == 1.0
 
 
+def test_a_chain_at_its_own_timesteps():
+    """--timesteps: any falling spacing, alphas read off the same table; the leading
+    spacing given explicitly is the chain --steps makes."""
+    table = linear_alphas_cumprod()
+    spec = ChainSpec.from_table(table, 0, True, [700, 400, 200, 80, 20])
+    assert list(spec.timesteps) == [700, 400, 200, 80, 20]
+    assert list(spec.alphas) == [table[t] for t in (700, 400, 200, 80, 20)]
+    assert spec.coefficients()[-1].a_prev == 1.0 and spec.coefficients()[0].a_prev == table[400]
+    assert ChainSpec.from_table(table, 0, True, ddim_timesteps(5)) == ChainSpec.from_table(table, 5)
+    for bad in ([], [200, 400], [400, 400], [1000, 0], [200, -1]):
+        with pytest.raises(ValueError, match="fall strictly"):
+            ChainSpec.from_table(table, 5, True, bad)
+
+
 def test_ddim_step_matches_diffusers_clipped_step():
     from diffusers import DDIMScheduler
 

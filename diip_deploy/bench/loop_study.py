@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
 
 from .tune import record
 
@@ -47,3 +49,46 @@ def record_crops(args: argparse.Namespace, out: Path, study: str, params: Dict[s
     save_json(out, histories)
     print(f"wrote {out}: {len(histories['samples'])} histories in {histories['seconds']} s")
     return histories
+
+
+def alphas_cumprod(export: Path, model: Optional[Path] = None) -> np.ndarray:
+    """The whole alphas_cumprod table of the export's model (``model``, by default the
+    folder the export was made from), from its scheduler config, checked against the
+    alphas the export's manifest holds at its chain's timesteps."""
+    import json
+
+    from ..export.loading import alphas_from_scheduler_config
+    from ..manifest import load_manifest
+
+    manifest = load_manifest(export)
+    source = model or Path(manifest.data["model"]["source"])
+    config = source / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        raise SystemExit(f"{config} not found: name the export's model folder with --model")
+    table = alphas_from_scheduler_config(json.loads(config.read_text()))
+    spec = manifest.chain_spec
+    if not np.allclose([table[t] for t in spec.timesteps], spec.alphas, rtol=1e-9, atol=0):
+        raise SystemExit(f"{config} does not give the alphas of {export}'s chain")
+    return table
+
+
+def record_with_chain(
+    args: argparse.Namespace, out: Path, study: str, params: Dict[str, Any], change: Callable[[Any], Any]
+) -> Dict[str, Any]:
+    """``record_crops`` with the host loop handed ``change(spec)`` for the export's chain
+    spec, in this process only.  The chain is opened on the per-step UNet graph alone, so
+    that no graph that bakes the export's own chain in runs an evaluation."""
+    from ..runtime.backends import select
+
+    opened = select.open_chain
+
+    def per_step(manifest, backend, gradient, threads=None, prefer_fused=True, **kw):  # type: ignore[no-untyped-def]
+        chain = opened(manifest, backend, gradient, threads, False, **kw)
+        chain.spec = change(chain.spec)
+        return chain
+
+    select.open_chain = per_step  # type: ignore[assignment]
+    try:
+        return record_crops(args, out, study, params)
+    finally:
+        select.open_chain = opened

@@ -12,10 +12,26 @@ from .pipeline import GRADIENTS, export_model
 from .tensorrt_build import engine_options
 
 
+def parse_timesteps(text):
+    """``--timesteps``' list, or None where it is not given."""
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise CommandError(f"--timesteps must be integers separated by commas, got {text!r}") from None
+
+
 @click.command(cls=OneLineErrors, name="diip-export")
 @click.argument("model")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--steps", type=int, default=10, show_default=True, help="DDIM steps S of the chain.")
+@click.option(
+    "--timesteps",
+    default=None,
+    help="The chain's own timesteps, comma-separated and falling (e.g. 700,400,200,80,20), instead of "
+    "--steps' leading spacing (800,600,400,200,0 for 5).",
+)
 @click.option("--gradient", type=click.Choice((*GRADIENTS, "both")), default="both", show_default=True)
 @click.option(
     "--fused",
@@ -63,6 +79,7 @@ def main(
     model,
     out_dir,
     steps,
+    timesteps,
     gradient,
     fused,
     iterate,
@@ -119,6 +136,7 @@ def main(
             iterate=iterate,
             add=add,
             iterate_fp16=precision == "fp16",
+            timesteps=parse_timesteps(timesteps),
             log=lambda m: click.echo(m, err=True),
         )
     except ModelLoadError as e:

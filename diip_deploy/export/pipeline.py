@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .. import __version__
 from ..cli_common import CommandError
@@ -54,6 +54,7 @@ def export_model(
     iterate: str = "none",
     add: bool = False,
     iterate_fp16: bool = False,
+    timesteps: Optional[Sequence[int]] = None,
     log=print,
 ) -> dict:
     """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
@@ -62,7 +63,9 @@ def export_model(
     defaults and records as they are.  ``iterate_fp16``: each iteration graph also in fp16
     (its UNet calls; verified against fp32 autograd with fp16's tolerances).  The fused and
     iteration graphs bake in the export's default ``clamp_gradient`` (an ``add`` export's:
-    the manifest's), and their manifest entries say which."""
+    the manifest's), and their manifest entries say which.  ``timesteps``: the chain's
+    own timesteps, falling (``steps`` is then their number), where DDIM's leading spacing
+    of ``steps`` is not wanted."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -79,7 +82,11 @@ def export_model(
     multiple = size_multiple(cfg)
     native = cfg.get("sample_size") or 64
     native = int(native[0] if isinstance(native, (list, tuple)) else native)
-    spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp)
+    try:
+        spec = ChainSpec.from_table(loaded.alphas_cumprod, steps, clamp, timesteps)
+    except ValueError as e:
+        raise CommandError(f"--timesteps: {e}") from None
+    steps = len(spec.timesteps)
     eps_model = EpsModel(prepare_unet(loaded.unet), loaded.alphas_cumprod, loaded.prediction_type).eval()
     gradients = list(GRADIENTS) if gradient == "both" else [gradient]
     fused_modes = [g for g in gradients if fused in (g, "both")]
@@ -177,7 +184,7 @@ def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
     if not same_chain(chain, chain_record(spec)):
         raise CommandError(
             f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
-            "pass the --steps and --clamp it was exported with"
+            "pass the --steps (or --timesteps) and --clamp it was exported with"
         )
     return data
 
