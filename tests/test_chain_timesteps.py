@@ -82,3 +82,39 @@ def test_add_keeps_to_the_exports_spacing(tiny_pipeline, tiny_export, tmp_path):
     r = _export(tiny_pipeline, out, "--timesteps", ",".join(map(str, before["chain"]["timesteps"])), "--add")
     assert r.exit_code == 0, r.output
     assert json.loads((out / "manifest.json").read_text())["chain"] == before["chain"]
+
+
+def test_rechain_moves_an_export_and_marks_what_was_measured_before(tiny_pipeline, tiny_export, tmp_path):
+    """--add --rechain: the per-step graphs, defaults and records stay, each record marked
+    with the chain it was measured on; the old baked graphs leave (files included), those
+    asked for come back traced and verified at the new chain; a bf16 check made on the old
+    chain no longer counts."""
+    from diip_deploy.manifest import write_manifest
+    from diip_deploy.runtime.backends.cpu_variants import unverified_reason
+
+    out = copy_export(tiny_export, tmp_path / "x")
+    data = json.loads((out / "manifest.json").read_text())
+    data["validation"] = {"few_evals": {"tool": "bench/few_evals.py", "adopted": {"lr": 0.02}}}
+    data["variants"] = {"openvino-bf16": {"passed": True, "defaults": data["defaults"]}}
+    write_manifest(out, data)
+    assert unverified_reason(load_manifest(out), "openvino-bf16") is None
+
+    r = _export(tiny_pipeline, out, "--timesteps", "700,20", "--add")
+    assert r.exit_code != 0 and "--rechain" in r.output
+    r = _export(tiny_pipeline, out, "--timesteps", "700,20", "--rechain")
+    assert r.exit_code != 0 and "with --add" in r.output
+    r = _export(tiny_pipeline, out, "--timesteps", "700,20", "--add", "--rechain")
+    assert r.exit_code == 0, r.output
+
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["chain"]["timesteps"] == [700, 20] and after["chain"]["steps"] == 2
+    assert after["defaults"] == data["defaults"]
+    for name in ("unet", "unet_vjp"):
+        assert after["graphs"][name] == data["graphs"][name]
+    assert set(after["graphs"]) == {"unet", "unet_vjp", "chain_surrogate"}
+    assert after["graphs"]["chain_surrogate"]["chain"]["timesteps"] == [700, 20]
+    assert after["verification"]["chain_surrogate"]["passed"] and "chain_exact" not in after["verification"]
+    assert not (out / data["graphs"]["chain_exact"]["file"]).exists()
+    assert not (out / data["graphs"]["iterate_surrogate"]["file"]).exists()
+    assert after["validation"]["few_evals"]["chain_timesteps"] == [500, 0]
+    assert "not verified on this export's chain" in unverified_reason(load_manifest(out), "openvino-bf16")

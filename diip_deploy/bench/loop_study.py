@@ -26,6 +26,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-iters", type=int, default=40)
     ap.add_argument("--size", type=int, default=64, help="crop size (the shipped model's tile)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--held-out",
+        action="store_true",
+        help="--n crops of the held-out photos (no saturated ones: those come from the training photos)",
+    )
 
 
 def record_crops(args: argparse.Namespace, out: Path, study: str, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -43,7 +48,8 @@ def record_crops(args: argparse.Namespace, out: Path, study: str, params: Dict[s
         16,
         args.threads,
         args.seed,
-        saturated=args.n,
+        held_out=args.held_out,
+        saturated=0 if args.held_out else args.n,
     )
     histories[study] = params
     save_json(out, histories)

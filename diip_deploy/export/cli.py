@@ -56,6 +56,13 @@ def parse_timesteps(text):
     help="Export only the --fused / --iterate graphs and add them to the export "
     "already in --out (same model and chain); its other graphs, defaults and records stay.",
 )
+@click.option(
+    "--rechain",
+    is_flag=True,
+    help="With --add: move the export in --out to this chain (--steps or --timesteps). Its per-step graphs, "
+    "defaults and records stay, each record marked with the chain it was measured on; its fused and "
+    "iteration graphs leave, and those asked for are re-traced at the new chain.",
+)
 @click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
 @click.option("--verify/--no-verify", default=True, show_default=True)
 @click.option(
@@ -84,6 +91,7 @@ def main(
     fused,
     iterate,
     add,
+    rechain,
     clamp,
     verify,
     prediction_type,
@@ -116,6 +124,8 @@ def main(
         }.items()
         if v is not None
     }
+    if rechain and not add:
+        raise CommandError("--rechain moves an existing export: give it with --add")
     if engine == "tensorrt":  # learn about unsupported ops before a long export, not after
         from .tensorrt_build import check_can_build
 
@@ -137,6 +147,7 @@ def main(
             add=add,
             iterate_fp16=precision == "fp16",
             timesteps=parse_timesteps(timesteps),
+            rechain=rechain,
             log=lambda m: click.echo(m, err=True),
         )
     except ModelLoadError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..cli_common import CommandError
@@ -55,6 +55,7 @@ def export_model(
     add: bool = False,
     iterate_fp16: bool = False,
     timesteps: Optional[Sequence[int]] = None,
+    rechain: bool = False,
     log=print,
 ) -> dict:
     """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
@@ -65,7 +66,8 @@ def export_model(
     iteration graphs bake in the export's default ``clamp_gradient`` (an ``add`` export's:
     the manifest's), and their manifest entries say which.  ``timesteps``: the chain's
     own timesteps, falling (``steps`` is then their number), where DDIM's leading spacing
-    of ``steps`` is not wanted."""
+    of ``steps`` is not wanted.  ``rechain`` (with ``add``): the export moves to this chain
+    (``rechain_export``)."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -91,7 +93,7 @@ def export_model(
     gradients = list(GRADIENTS) if gradient == "both" else [gradient]
     fused_modes = [g for g in gradients if fused in (g, "both")]
     iterate_modes = [g for g in gradients if iterate in (g, "both")]
-    existing = existing_export(out, loaded.weights_sha256, spec) if add else None
+    existing, dropped = existing_export(out, loaded.weights_sha256, spec, rechain) if add else (None, [])
     chosen = runtime_defaults(gradients, defaults) if existing is None else existing.get("defaults", {})
     baked_clamp = chosen.get("clamp_gradient", "mask")
     out.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,8 @@ def export_model(
     if existing is not None:
         add_graphs(existing, graphs, verification if verify else None)
         write_manifest(out, existing)
+        for file in set(dropped) - {g["file"] for g in existing["graphs"].values()}:
+            (out / file).unlink(missing_ok=True)  # a graph of the old chain, unlisted now
         return _check_verified(existing, verification, out)
     model_entry = {
         "source": model,
@@ -172,8 +176,10 @@ def _check_verified(manifest: dict, verification: dict, out: Path) -> dict:
     return manifest
 
 
-def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
-    """The manifest that ``--add`` extends, if it is of these weights and this chain."""
+def existing_export(out: Path, weights_sha256: str, spec: ChainSpec, rechain: bool = False) -> Tuple[dict, List[str]]:
+    """The manifest that ``--add`` extends, if it is of these weights and this chain (of
+    any chain with ``rechain``, which moves it to this one), and the files of the graphs
+    that the move unlisted."""
     try:
         data = read_data(out)
     except (OSError, ManifestError) as e:
@@ -182,11 +188,35 @@ def existing_export(out: Path, weights_sha256: str, spec: ChainSpec) -> dict:
         raise CommandError(f"--add: {out} was exported from other weights than this model's")
     chain = data.get("chain", {})
     if not same_chain(chain, chain_record(spec)):
+        if rechain:
+            return data, rechain_export(data, spec)
         raise CommandError(
             f"--add: {out} has another chain (steps {chain.get('steps')}, clamp {chain.get('clamp')}); "
-            "pass the --steps (or --timesteps) and --clamp it was exported with"
+            "pass the --steps (or --timesteps) and --clamp it was exported with, or --rechain to move it"
         )
-    return data
+    return data, []
+
+
+def rechain_export(data: dict, spec: ChainSpec) -> List[str]:
+    """Move an export being edited to the chain ``spec``: the per-step graphs stay (they
+    take the timestep), the graphs that bake the old chain in leave (``--add`` re-traces
+    those asked for), and every record the old chain was measured under keeps that chain's
+    timesteps as ``chain_timesteps``, so that nothing reads as measured on the new one.
+    Returns the files of the graphs it unlisted."""
+    old = list(data["chain"]["timesteps"])
+    baked = [name for name in data.get("graphs", {}) if name.startswith(BAKED_PREFIXES)]
+    files = [data["graphs"][name]["file"] for name in baked] + [
+        e["file"] for name, e in data.get("engines", {}).items() if name in baked
+    ]
+    for section in ("graphs", "verification", "engines"):
+        for name in baked:
+            data.get(section, {}).pop(name, None)
+    for section in ("validation", "variants"):
+        for record in data.get(section, {}).values():
+            if isinstance(record, dict):
+                record.setdefault("chain_timesteps", old)
+    data["chain"] = {**data["chain"], "steps": len(spec.timesteps), **chain_record(spec)}
+    return files
 
 
 def tiling_entry(tile_size: int, multiple: int) -> dict:

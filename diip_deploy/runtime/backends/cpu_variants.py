@@ -38,12 +38,15 @@ def variant_name(backend: str, precision: str) -> str:
 
 def unverified_reason(manifest: Manifest, name: str) -> Optional[str]:
     """Why variant ``name`` may not run on this export, or None where the manifest records
-    that it passed its restoration check under the defaults the manifest holds now: a
-    check made under other defaults (another clamp gradient, lr or stop rule) says
-    nothing of the runs these defaults make."""
+    that it passed its restoration check under the defaults and on the chain the manifest
+    holds now: a check made under other defaults (another clamp gradient, lr or stop rule)
+    or on another chain (``diip-export --rechain``) says nothing of the runs made now."""
     record = manifest.data.get("variants", {}).get(name)
     if not isinstance(record, dict) or record.get("passed") is not True:
         return "not verified for this export"
+    chain, now_chain = record.get("chain_timesteps"), list(manifest.chain_spec.timesteps)
+    if chain is not None and list(chain) != now_chain:
+        return f"not verified on this export's chain (verified at timesteps {chain}, the chain is now {now_chain})"
     under, now = record.get("defaults"), manifest.data.get("defaults", {})
     if under is not None and under != now:
         changed = sorted(k for k in set(under) | set(now) if under.get(k) != now.get(k))
