@@ -101,6 +101,14 @@ def main() -> None:
         help="a manifest whose defaults are the OLD side of the photo rows (e.g. the shipped one before a change, "
         "from git show), run on this export's graphs; without it, the defaults issue 18 started from",
     )
+    ap.add_argument(
+        "--old-export",
+        type=Path,
+        default=None,
+        help="the export the OLD side of the photo rows runs, its own chain and graphs (e.g. the shipped one "
+        "before diip-export --rechain, from git archive; its manifest's defaults unless --old-manifest); "
+        "without it, --export",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iters", type=int, default=6, help="iterations of the iteration section")
@@ -117,7 +125,9 @@ def main() -> None:
     sections = args.sections.split(",")
     manifest = load_manifest(args.export)
     OLD["options"]["tile_overlap"] = manifest.tile_size // 4
-    old = OLD if args.old_manifest is None else old_from_manifest(args.old_manifest)
+    old_manifest = args.old_manifest or (args.old_export / "manifest.json" if args.old_export else None)
+    old = OLD if old_manifest is None else old_from_manifest(old_manifest)
+    old_export = args.old_export or args.export
     variants = [v for v in CPU_VARIANTS if not (v.startswith("openvino") and unavailable_reason())]
     report = json.loads(args.out.read_text()) if args.out.is_file() else {"benchmark": "cpu"}
     report.update(
@@ -167,7 +177,8 @@ def main() -> None:
                     )
                     pair["old"], pair["old_measured"] = before[task]["old"], old_date
                     continue
-                row = photo_row(str(args.export), img, damaged, cfg["backend"], args.threads, cfg["options"])
+                export = old_export if label == "old" else args.export
+                row = photo_row(str(export), img, damaged, cfg["backend"], args.threads, cfg["options"])
                 pair[label] = row
                 print(json.dumps({"task": task, label: row}), flush=True)
             pair["speedup"] = round(pair["old"]["seconds"] / pair["new"]["seconds"], 2)
@@ -176,7 +187,7 @@ def main() -> None:
             pair["psnr_change_db"] = round(pair["new"]["output_psnr"] - pair["old"]["output_psnr"], 3)
             measured = time.strftime("%Y-%m-%d", time.gmtime())
             rows.append({"task": task, "photo": args.photo, "size": args.size, "measured": measured, **pair})
-            if args.old_manifest is not None and "photo" in report and "photo_issue18" not in report:
+            if old_manifest is not None and "photo" in report and "photo_issue18" not in report:
                 report["photo_issue18"] = report["photo"]  # the comparison issue 18 made, kept beside
             report["photo"] = {"old_defaults": old, "new_defaults": new_settings, "rows": rows + earlier}
             save()

@@ -91,6 +91,12 @@ def meets(j: Dict[str, Any]) -> bool:
     )
 
 
+def chain_of(histories: Dict[str, Any], unrecorded: List[int]) -> List[int]:
+    """The chain's timesteps a record ran (``unrecorded`` for records from before they were kept)."""
+    study = histories.get("chain_timesteps", {}).get("timesteps")
+    return list(histories["settings"].get("timesteps") or study or unrecorded)
+
+
 def adopt(
     export: Path,
     chosen: Dict[str, Any],
@@ -105,6 +111,10 @@ def adopt(
     from diip_deploy.bench.tune_scoring import score
 
     data = load_manifest(export).data
+    chain = list(data["chain"]["timesteps"])
+    if chain_of(chosen, chain) != chain:
+        raise SystemExit(f"the adopted histories ran the chain {chain_of(chosen, chain)}, {export} holds {chain}")
+    earlier = data.get("validation", {}).get("few_evals", {}).get("chain_timesteps", chain)  # rechain's mark
     before = manifest_settings(data["defaults"])
     before["clamp_gradient"] = previous["settings"]["clamp_gradient"]
     if [s["crop"] for s in chosen["samples"]] != [s["crop"] for s in previous["samples"]]:
@@ -118,9 +128,11 @@ def adopt(
         "crops_per_task": chosen["n_per_task"],
         "saturated_per_task": chosen.get("saturated", 0),
         "adopted": adopted,
+        "chain_timesteps": chain,
         "scores": score(chosen, after),
         "previous_defaults": {k: before[k] for k in adopted},
         "previous_defaults_scores": score(previous, before),
+        "previous_chain_timesteps": chain_of(previous, earlier),
         "targets": TARGETS,
         "against_reference": judge(chosen, after, reference, input_errors),
     }

@@ -36,11 +36,12 @@ def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
     made = state["settings"]
     save_pipeline(unet, out / "pipeline")
     shipped = load_manifest(SHIPPED)
-    steps = len(shipped.chain_spec.timesteps)
+    timesteps = list(shipped.chain_spec.timesteps)
     export_model(
         str(out / "pipeline"),
         out / "export",
-        steps=steps,
+        steps=len(timesteps),
+        timesteps=timesteps,
         gradient="surrogate",
         defaults=shipped.defaults,
         log=lambda m: None,
@@ -133,10 +134,15 @@ def main() -> None:
     args = ap.parse_args()
     crops = tuning_crops(args.crops, 64, 0, args.held_out, saturated=0 if args.held_out else args.saturated)
     from diip_deploy.manifest import load_manifest
+    from diip_deploy.schedule import ddim_timesteps
 
-    shipped_defaults = load_manifest(SHIPPED).defaults
+    shipped_manifest = load_manifest(SHIPPED)
+    shipped_defaults = shipped_manifest.defaults
     chosen = args.clamp_gradient or shipped_defaults.get("clamp_gradient", "mask")
     defaults = f"lr {shipped_defaults['lr']}, cap {shipped_defaults['max_iters']}, --clamp-gradient {chosen}"
+    timesteps = list(shipped_manifest.chain_spec.timesteps)
+    if timesteps != ddim_timesteps(len(timesteps)):  # points before the chain moved name none
+        defaults += f", timesteps {','.join(map(str, timesteps))}"
     ys = noisy(crops)
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))

@@ -84,6 +84,7 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
     for name, value in few["adopted"].items():
         assert m.defaults[name] == value, name
     assert "training photos" in few["split"] and few["saturated_per_task"] >= 8
+    assert few["chain_timesteps"] == m.data["chain"]["timesteps"]  # measured on the chain it ships
     for task, scores in few["scores"].items():
         assert scores["returned"] >= few["previous_defaults_scores"][task]["returned"] - 0.05, task
     for name in ("tile_overlap", "guard_at"):

@@ -167,7 +167,8 @@ def record(
             "max_iters": cfg.max_iters,
             "gradient": cfg.gradient,
             "clamp_gradient": cfg.clamp_gradient,
-            "steps": len(manifest.chain_spec.timesteps),
+            "steps": len(chain.spec.timesteps),
+            "timesteps": list(chain.spec.timesteps),  # the chain run, a study's included
             "backend": backend,
             "precision": precision,
         },
