@@ -62,7 +62,8 @@ def test_an_export_at_its_own_timesteps(tiny_pipeline, tiny_export, tmp_path):
         diip_run, [str(png), "--model", str(out), "--out", str(tmp_path / "o"), "--quiet", "--max-iters", "3"]
     )
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "o" / "a.json").read_text())["settings"]["steps"] == 2
+    settings = json.loads((tmp_path / "o" / "a.json").read_text())["settings"]
+    assert settings["steps"] == 2 and settings["timesteps"] == SPACING
 
 
 def test_bad_timesteps_are_one_line_errors(tiny_pipeline, tmp_path):

@@ -37,12 +37,12 @@ def _spread(values: Sequence[float]) -> Dict[str, float]:
 def image_report(
     settings: RestoreSettings,
     layout: ImageLayout,
-    steps: int,
+    timesteps: Sequence[int],
     results: Sequence[UnitResult],
     notes: Sequence[str] = (),
 ) -> Dict[str, Any]:
-    """The report of one image restored unit by unit; ``notes``: where the model's defaults
-    yielded to the user's options."""
+    """The report of one image restored unit by unit; ``timesteps``: the chain's;
+    ``notes``: where the model's defaults yielded to the user's options."""
     stops = [k for r in results for k in r.stops]
     reasons = Counter(x for r in results for x in r.reasons)
     single = results[0] if len(stops) == 1 else None
@@ -63,7 +63,8 @@ def image_report(
         "settings": {
             **{k: v for k, v in settings.as_dict().items() if k != "batch"},
             "seed": layout.seed,
-            "steps": steps,
+            "steps": len(timesteps),
+            "timesteps": [int(t) for t in timesteps],  # the export's chain, which --timesteps may set
         },
         "size": [int(w), int(h)],
         "padded_size": [int(plan.width), int(plan.height)],

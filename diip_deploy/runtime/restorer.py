@@ -200,7 +200,7 @@ class Restorer:
         return [c for c, _ in verdicts], sum(not kept for _, kept in verdicts)
 
     def report(self, layout: ImageLayout, results: Sequence[UnitResult]) -> Dict[str, Any]:
-        return image_report(self.settings, layout, len(self.manifest.chain_spec.timesteps), results, self.notes)
+        return image_report(self.settings, layout, self.manifest.chain_spec.timesteps, results, self.notes)
 
     def restore_layout(self, layout: ImageLayout, callback: Callback = None) -> Tuple[np.ndarray, Dict[str, Any]]:
         """(restored HxWxC in [0, 1], report) for an image already laid out."""

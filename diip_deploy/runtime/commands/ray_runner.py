@@ -208,7 +208,7 @@ def run_jobs(
     manifest, settings = Restorer.check(on.model_dir, manifest, **on.options)  # the precision every actor runs
     tiling = ImageTiling(manifest, settings)
     notes = manifest.settings_notes(**on.options)
-    steps = len(manifest.chain_spec.timesteps)
+    timesteps = list(manifest.chain_spec.timesteps)
     gpu = on.backend in GPU_BACKENDS
     per_actor = {"num_gpus": 1} if gpu else {"num_cpus": on.threads or 1}
     if workers is None:
@@ -253,7 +253,7 @@ def run_jobs(
             return finished(n, {"ok": False, "error": s.error})
         try:
             restored = s.assembly.restored()
-            report = image_report(settings, s.assembly.layout, steps, s.assembly.stats, notes)
+            report = image_report(settings, s.assembly.layout, timesteps, s.assembly.stats, notes)
             finished(n, {"ok": True, "report": finish_job(s.job, s.img, restored, s.notes, report, save_plots)})
         except Exception as e:
             finished(n, {"ok": False, "error": _one_line(str(s.job.source), e)})
