@@ -112,8 +112,9 @@ def adopt(
 
     data = load_manifest(export).data
     chain = list(data["chain"]["timesteps"])
-    if chain_of(chosen, chain) != chain:
-        raise SystemExit(f"the adopted histories ran the chain {chain_of(chosen, chain)}, {export} holds {chain}")
+    ran = chain_of(chosen, chain)
+    if ran != chain:
+        raise SystemExit(f"the adopted histories ran the chain {ran}, {export} holds {chain}")
     earlier = data.get("validation", {}).get("few_evals", {}).get("chain_timesteps", chain)  # rechain's mark
     before = manifest_settings(data["defaults"])
     before["clamp_gradient"] = previous["settings"]["clamp_gradient"]

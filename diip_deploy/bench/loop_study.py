@@ -61,20 +61,18 @@ def alphas_cumprod(export: Path, model: Optional[Path] = None) -> np.ndarray:
     """The whole alphas_cumprod table of the export's model (``model``, by default the
     folder the export was made from), from its scheduler config, checked against the
     alphas the export's manifest holds at its chain's timesteps."""
-    import json
-
-    from ..export.loading import alphas_from_scheduler_config
+    from ..export.loading import ModelLoadError, folder_alphas_cumprod
     from ..manifest import load_manifest
 
     manifest = load_manifest(export)
     source = model or Path(manifest.data["model"]["source"])
-    config = source / "scheduler" / "scheduler_config.json"
-    if not config.is_file():
-        raise SystemExit(f"{config} not found: name the export's model folder with --model")
-    table = alphas_from_scheduler_config(json.loads(config.read_text()))
+    try:
+        table = folder_alphas_cumprod(source)
+    except (OSError, ModelLoadError) as e:
+        raise SystemExit(f"{e}; name the export's model folder with --model") from None
     spec = manifest.chain_spec
     if not np.allclose([table[t] for t in spec.timesteps], spec.alphas, rtol=1e-9, atol=0):
-        raise SystemExit(f"{config} does not give the alphas of {export}'s chain")
+        raise SystemExit(f"{source}'s schedule does not give the alphas of {export}'s chain")
     return table
 
 

@@ -81,6 +81,13 @@ def _find_unet_dir(root: Path) -> tuple:
     raise ModelLoadError(f"{root}: not a diffusers pipeline or UNet folder (no model_index.json or config.json)")
 
 
+def folder_alphas_cumprod(root: Path) -> np.ndarray:
+    """alphas_cumprod of a local model folder's schedule, found as ``load_model`` finds it,
+    without loading the weights."""
+    _, sched_path = _find_unet_dir(root)
+    return alphas_from_scheduler_config(json.loads(sched_path.read_text()) if sched_path else {})
+
+
 def load_model(source: str, prediction_type: Optional[str] = None) -> LoadedModel:
     """Load a UNet2DModel and its schedule from a folder or hub id."""
     path = Path(source)
