@@ -57,3 +57,13 @@ class OneLineGroup(_OneLine, click.Group):
     """A group of such commands (``diip-tune record|choose|score``)."""
 
     command_class = OneLineErrors
+
+
+def parse_timesteps(text, option: str = "--timesteps"):
+    """A comma-separated timesteps option's list, or None where it is not given."""
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise CommandError(f"{option} must be integers separated by commas, got {text!r}") from None

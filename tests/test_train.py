@@ -136,6 +136,31 @@ def test_focus_is_a_setting_a_resume_must_match(tmp_path):
     )
 
 
+def test_focus_on_a_chains_own_timesteps(tmp_path):
+    """--focus-timesteps draws the focused share at exactly the given chain's timesteps (t=20
+    kept: a chain ending above 0 calls the prior there), records them, and a resume without
+    them is refused; a list that is not a chain is refused in one line."""
+    from diip_deploy.train.trainer import draw_timesteps, focus_timesteps
+
+    shipped = focus_timesteps(5, [700, 450, 250, 100, 20])
+    assert shipped.tolist() == [700, 450, 250, 100, 20]
+    assert set(draw_timesteps(2048, shipped, 1.0).tolist()) == {700, 450, 250, 100, 20}
+    run = ["--work", str(tmp_path / "w"), "--steps", "2", "--focus-fraction", "0.5"]
+    first = _train_cli(tmp_path, "m", *run, "--focus-timesteps", "700,450,250,100,20")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    made = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert made["focus_timesteps"] == [700, 450, 250, 100, 20] and made["focus_fraction"] == 0.5
+    other = _train_cli(tmp_path, "m", *run, "--steps", "4", "--resume")
+    _, err = other.communicate(timeout=300)
+    assert other.returncode != 0 and "focus_timesteps [700, 450, 250, 100, 20] (now None)" in err
+    for bad_list, says in (("20,700", "timesteps must fall strictly"), ("7x0", "integers separated by commas")):
+        bad = _train_cli(tmp_path, "b", *run[2:], "--work", str(tmp_path / "b"), "--focus-timesteps", bad_list)
+        _, err = bad.communicate(timeout=300)
+        last = err.strip().splitlines()[-1]
+        assert bad.returncode != 0 and "--focus-timesteps" in last and says in last, err
+
+
 def test_photo_split_keeps_held_out_photos_out():
     import hashlib
 

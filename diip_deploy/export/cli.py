@@ -6,20 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import CommandError, OneLineErrors
+from ..cli_common import CommandError, OneLineErrors, parse_timesteps
 from ..manifest import read_data
 from .pipeline import GRADIENTS, export_model
 from .tensorrt_build import engine_options
-
-
-def parse_timesteps(text):
-    """``--timesteps``' list, or None where it is not given."""
-    if text is None:
-        return None
-    try:
-        return [int(t) for t in text.split(",")]
-    except ValueError:
-        raise CommandError(f"--timesteps must be integers separated by commas, got {text!r}") from None
 
 
 @click.command(cls=OneLineErrors, name="diip-export")

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..cli_common import OneLineErrors
-from ..schedule import ddim_timesteps, linear_alphas_cumprod
+from ..cli_common import OneLineErrors, parse_timesteps
+from ..schedule import checked_timesteps, ddim_timesteps, linear_alphas_cumprod
 from .checkpoints import keep, load_checkpoint, save_atomically
 from .grow import deepen
 from .photos import HELD_OUT, PHOTO_SETS, load_photos, split
@@ -114,8 +114,15 @@ def load_ema(work: Path) -> Tuple[Any, Dict]:
     return unet.eval(), state
 
 
-def focus_timesteps(steps: int) -> torch.Tensor:
-    """The timesteps at which an S-step DDIM chain's prediction matters (t=0 left out)."""
+def focus_timesteps(steps: int, timesteps: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """The timesteps at which an S-step DDIM chain's prediction matters (t=0 left out), or a
+    chain's own ``timesteps`` (``diip-export --timesteps``), all of them kept: a chain that
+    ends above t=0 calls the prior at each."""
+    if timesteps is not None:
+        try:
+            return torch.tensor(checked_timesteps(timesteps), dtype=torch.long)
+        except ValueError as e:
+            raise SystemExit(f"--focus-timesteps: {e}") from None
     if not 2 <= steps <= 1000:
         raise SystemExit(f"--focus-steps must be 2 to 1000 (a DDIM chain with a step before t=0), got {steps}")
     return torch.tensor([t for t in ddim_timesteps(steps) if t > 0], dtype=torch.long)
@@ -153,6 +160,7 @@ def train(
     device: str = "cpu",
     focus_steps: int = 5,
     focus_fraction: float = 0.0,
+    focus_timesteps_list: Optional[Sequence[int]] = None,
     keep_every: Optional[int] = None,
     layers_per_block: int = 1,
 ) -> Dict:
@@ -167,7 +175,8 @@ def train(
     ``focus_fraction`` of each batch draws its timesteps from the ``focus_steps``-step DDIM
     chain's (all but its last, t=0, whose prediction the chain scales by ~0.01) instead of
     uniformly: DIIP only ever calls the prior there, so a small UNet can spend its capacity
-    on those few noise levels.
+    on those few noise levels. ``focus_timesteps_list`` names a chain's own timesteps instead
+    of the ``focus_steps``-step leading spacing.
 
     ``layers_per_block``: the UNet's depth; ``init_from`` weights with fewer layers are
     deepened to it without changing what they compute (``grow.deepen``).
@@ -197,7 +206,11 @@ def train(
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.0)
     acp = torch.tensor(linear_alphas_cumprod(), dtype=torch.float32)
-    focus_t = focus_timesteps(focus_steps) if focus_fraction > 0 else torch.zeros(0, dtype=torch.long)
+    if focus_timesteps_list is not None and focus_fraction <= 0:
+        raise SystemExit("--focus-timesteps needs --focus-fraction above 0")
+    focus_t = (
+        focus_timesteps(focus_steps, focus_timesteps_list) if focus_fraction > 0 else torch.zeros(0, dtype=torch.long)
+    )
     losses: List[float] = []
     step, elapsed, cpu_before = 0, 0.0, 0.0  # cpu: this process's CPU seconds, which a pause does not count
     work.mkdir(parents=True, exist_ok=True)
@@ -208,6 +221,8 @@ def train(
     settings.update({"photo_set": photo_set, "n_train_photos": len(train_photos)})
     if focus_fraction > 0:  # absent otherwise, so runs from before the option still resume
         settings.update({"focus_steps": focus_steps, "focus_fraction": focus_fraction})
+    if focus_timesteps_list is not None:  # absent otherwise, so runs from before the option still resume
+        settings["focus_timesteps"] = focus_t.tolist()
     if ckpt.exists() and not resume:
         raise SystemExit(f"{ckpt} exists: pass --resume to continue it, or choose another --work")
     if resume and ckpt.exists():
@@ -289,6 +304,7 @@ def train(
         "photo_set": photo_set,
         "focus_steps": focus_steps if focus_fraction > 0 else 0,
         "focus_fraction": focus_fraction,
+        "focus_timesteps": focus_t.tolist(),
         "n_train_photos": len(train_photos),
         "train_photos": sorted(train_photos),
         "held_out": list(HELD_OUT),
@@ -328,6 +344,12 @@ def train(
     default=0.0,
     show_default=True,
     help="Share of each batch trained at the chain's timesteps rather than uniform ones (0: DDPM's uniform).",
+)
+@click.option(
+    "--focus-timesteps",
+    default=None,
+    help="With --focus-fraction: a chain's own timesteps, comma-separated (e.g. the shipped "
+    "700,450,250,100,20), instead of --focus-steps' leading spacing.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda; a checkpoint moves between them.")
 @click.option("--steps", type=int, default=100000, show_default=True)
@@ -371,6 +393,7 @@ def main(
     device,
     focus_steps,
     focus_fraction,
+    focus_timesteps,
     steps,
     batch,
     patch,
@@ -408,6 +431,7 @@ def main(
         device=device,
         focus_steps=focus_steps,
         focus_fraction=focus_fraction,
+        focus_timesteps_list=parse_timesteps(focus_timesteps, "--focus-timesteps"),
         keep_every=keep_every,
         layers_per_block=layers_per_block,
     )
