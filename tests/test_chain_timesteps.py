@@ -119,3 +119,45 @@ def test_rechain_moves_an_export_and_marks_what_was_measured_before(tiny_pipelin
     assert not (out / data["graphs"]["iterate_surrogate"]["file"]).exists()
     assert after["validation"]["few_evals"]["chain_timesteps"] == [500, 0]
     assert "not verified on this export's chain" in unverified_reason(load_manifest(out), "openvino-bf16")
+
+
+def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measured(
+    tiny_pipeline, tiny_export, tmp_path
+):
+    """--carry-from: a fresh export of other weights takes the old export's tuned defaults
+    and records, each record marked with the weights (and the chain, where it moved) it was
+    measured on, leaves its variant checks behind, and runs on its own verified graphs."""
+    from diip_deploy.export.loading import load_model
+    from diip_deploy.manifest import write_manifest
+    from tiny_model import make_tiny_pipeline
+
+    old = copy_export(tiny_export, tmp_path / "old")
+    data = json.loads((old / "manifest.json").read_text())
+    data["defaults"] = {**data["defaults"], "lr": 0.05, "max_iters": 9, "clamp_gradient": "straight"}
+    data["validation"] = {
+        "tool": "diip-tune",
+        "scores": {"noise25": {"auto": 20.0}},
+        "few_evals": {"tool": "bench/few_evals.py", "adopted": {"lr": 0.05}},
+        "residual_guard": {"tool": "bench/guard.py", "chosen": 0.5, "weights_sha256": "earlier"},
+    }
+    data["variants"] = {"openvino-bf16": {"passed": True, "defaults": data["defaults"]}}
+    write_manifest(old, data)
+    other = make_tiny_pipeline(tmp_path / "other", seed=3)
+    r = _export(other, tmp_path / "x", "--add", "--carry-from", str(old))
+    assert r.exit_code != 0 and "not with --add" in r.output
+
+    r = _export(other, tmp_path / "new", "--timesteps", "700,20", "--carry-from", str(old))
+    assert r.exit_code == 0, r.output
+    new = load_manifest(tmp_path / "new")
+    assert new.data["model"]["weights_sha256"] == load_model(str(other)).weights_sha256 != data["model"]["weights_sha256"]
+    assert new.defaults["lr"] == 0.05 and new.defaults["max_iters"] == 9 and new.defaults["clamp_gradient"] == "straight"
+    assert new.data["graphs"]["chain_surrogate"]["clamp_gradient"] == "straight" and all(
+        v["passed"] for v in new.data["verification"].values()
+    )
+    v = new.data["validation"]
+    for record in (v, v["few_evals"]):
+        assert record["weights_sha256"] == data["model"]["weights_sha256"] and record["chain_timesteps"] == [500, 0]
+    assert v["residual_guard"]["weights_sha256"] == "earlier"  # its own mark kept
+    assert "variants" not in new.data or not new.data["variants"]
+    r = _export(other, tmp_path / "none", "--carry-from", str(tmp_path / "other"))
+    assert r.exit_code != 0 and "--carry-from: no readable export" in r.output.strip().splitlines()[-1]

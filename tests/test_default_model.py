@@ -201,3 +201,24 @@ def test_prior_compare_pairs_crops_and_refuses_other_crops(tmp_path):
     assert refused.returncode != 0 and "other crops" in refused.stderr
     missing = run("--a", "a", "11", "--b", "b", "20")
     assert missing.returncode != 0 and "no point of 'a' at step 11" in missing.stderr
+
+
+def test_prior_curve_scores_nlmeans_on_the_same_noisy_crops():
+    """bench/prior_curve.py puts non-local means beside DIIP on the very inputs both priors
+    get: each crop's own noise, and the filter lifts it well above the noisy input."""
+    import sys
+
+    from images import smooth_image
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from prior_curve import nlmeans_crops, noisy
+
+    from diip_deploy.bench.metrics import psnr
+
+    crops = [(f"c{i}", smooth_image(64, 64, seed=i).astype(np.float32)) for i in range(2)]
+    ys = noisy(crops)
+    assert not np.array_equal(ys[0] - crops[0][1], ys[1] - crops[1][1])  # each crop its own noise
+    assert all(np.array_equal(a, b) for a, b in zip(ys, noisy(crops)))  # the same draw each run
+    scores = nlmeans_crops(crops, ys)
+    inputs = [psnr(y, clean) for (_, clean), y in zip(crops, ys)]
+    assert all(s > i + 5 for s, i in zip(scores, inputs)), (scores, inputs)

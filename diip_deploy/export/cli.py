@@ -53,6 +53,13 @@ from .tensorrt_build import engine_options
     "defaults and records stay, each record marked with the chain it was measured on; its fused and "
     "iteration graphs leave, and those asked for are re-traced at the new chain.",
 )
+@click.option(
+    "--carry-from",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An export of other weights (e.g. the prior this one replaces) whose tuned defaults and records this "
+    "export takes, each record marked with the weights (and chain) it was measured on. Not with --add.",
+)
 @click.option("--clamp/--no-clamp", default=True, show_default=True, help="Clamp x0_hat to [-1, 1] at each step.")
 @click.option("--verify/--no-verify", default=True, show_default=True)
 @click.option(
@@ -82,6 +89,7 @@ def main(
     iterate,
     add,
     rechain,
+    carry_from,
     clamp,
     verify,
     prediction_type,
@@ -114,6 +122,8 @@ def main(
         }.items()
         if v is not None
     }
+    if carry_from is not None and add:
+        raise CommandError("--carry-from starts a fresh export: not with --add")
     if rechain and not add:
         raise CommandError("--rechain moves an existing export: give it with --add")
     if engine == "tensorrt":  # learn about unsupported ops before a long export, not after
@@ -138,6 +148,7 @@ def main(
             iterate_fp16=precision == "fp16",
             timesteps=parse_timesteps(timesteps),
             rechain=rechain,
+            carry_from=carry_from,
             log=lambda m: click.echo(m, err=True),
         )
     except ModelLoadError as e:

@@ -3,6 +3,8 @@ autograd, and write the manifest (``diip-export`` is the command around it)."""
 
 from __future__ import annotations
 
+import copy
+
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -56,6 +58,7 @@ def export_model(
     iterate_fp16: bool = False,
     timesteps: Optional[Sequence[int]] = None,
     rechain: bool = False,
+    carry_from: Optional[Path] = None,
     log=print,
 ) -> dict:
     """Export ``model`` into ``out``; returns the manifest written.  Raises on failure.
@@ -67,7 +70,9 @@ def export_model(
     the manifest's), and their manifest entries say which.  ``timesteps``: the chain's
     own timesteps, falling (``steps`` is then their number), where DDIM's leading spacing
     of ``steps`` is not wanted.  ``rechain`` (with ``add``): the export moves to this chain
-    (``rechain_export``)."""
+    (``rechain_export``).  ``carry_from``: a fresh export of new weights that takes its
+    tuned defaults and records from the export of other weights in that folder, each record
+    marked with the weights (and chain) it was measured on (``carried_records``)."""
     from .loading import load_model, size_multiple
     from .onnx_export import export_graph, graph_defs
     from .reference import EpsModel
@@ -94,6 +99,9 @@ def export_model(
     fused_modes = [g for g in gradients if fused in (g, "both")]
     iterate_modes = [g for g in gradients if iterate in (g, "both")]
     existing, dropped = existing_export(out, loaded.weights_sha256, spec, rechain) if add else (None, [])
+    carried = carried_records(carry_from, spec) if carry_from is not None else None
+    if carried is not None:
+        defaults = {**carried["defaults"], **(defaults or {})}
     chosen = runtime_defaults(gradients, defaults) if existing is None else existing.get("defaults", {})
     baked_clamp = chosen.get("clamp_gradient", "mask")
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +161,8 @@ def export_model(
         verification if verify else None,
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+    if carried is not None and carried["validation"]:
+        manifest["validation"] = carried["validation"]
     write_manifest(out, manifest)
     return _check_verified(manifest, verification, out)
 
@@ -217,6 +227,26 @@ def rechain_export(data: dict, spec: ChainSpec) -> List[str]:
                 record.setdefault("chain_timesteps", old)
     data["chain"] = {**data["chain"], "steps": len(spec.timesteps), **chain_record(spec)}
     return files
+
+
+def carried_records(source: Path, spec: ChainSpec) -> dict:
+    """What ``--carry-from`` takes from another export: its defaults, and its records, each
+    marked ``weights_sha256`` (and ``chain_timesteps``, where the chain differs) with what it
+    was measured on, so that none reads as measured on the new weights; a record already
+    marked keeps its mark.  Variant checks are not carried: they judge one export's graphs."""
+    try:
+        data = read_data(source)
+    except (OSError, ManifestError) as e:
+        raise CommandError(f"--carry-from: no readable export in {source} ({str(e).splitlines()[0]})") from None
+    validation = copy.deepcopy(data.get("validation", {}))
+    mark = {"weights_sha256": data["model"]["weights_sha256"]}
+    if not same_chain(data.get("chain", {}), chain_record(spec)):
+        mark["chain_timesteps"] = list(data["chain"]["timesteps"])
+    records = [validation] + [r for r in validation.values() if isinstance(r, dict) and "tool" in r]
+    for record in records if validation else []:
+        for key, value in mark.items():
+            record.setdefault(key, value)
+    return {"defaults": dict(data.get("defaults", {})), "validation": validation}
 
 
 def tiling_entry(tile_size: int, multiple: int) -> dict:
