@@ -139,6 +139,19 @@ def adopt(
     }
 
 
+def accepted_losses(record: Dict[str, Any], given: List[str]) -> Dict[str, Any]:
+    """``--accept-loss TASK=WHY`` as the record keeps it: each task's loss against the
+    previous defaults, in dB as diip-run returns it, beside the reason it was accepted."""
+    out = {}
+    for item in given:
+        task, _, why = item.partition("=")
+        if task not in record["scores"] or not why.strip():
+            raise SystemExit(f"--accept-loss wants TASK=WHY with a task of the record, got {item!r}")
+        loss = record["previous_defaults_scores"][task]["returned"] - record["scores"][task]["returned"]
+        out[task] = {"loss_db": round(loss, 3), "why": why.strip()}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reference", type=Path, required=True, help="Histories recorded to 150 (the reference run).")
@@ -149,6 +162,14 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, help="Histories of the defaults being replaced, on the same crops.")
     ap.add_argument("--cap", type=int, help="The cap adopted with them (default: the export's).")
     ap.add_argument("--write", action="store_true", help="Write the adopted defaults into --export's manifest.")
+    ap.add_argument(
+        "--accept-loss",
+        action="append",
+        default=[],
+        metavar="TASK=WHY",
+        help="With --adopt: a task the adopted side may score lower on than the previous one, and why "
+        "(recorded with the loss, e.g. a new prior that trades a little JPEG for noise)",
+    )
     a = ap.parse_args()
     shipped = manifest_settings(load_manifest(a.export).data["defaults"])
     reference_histories = json.loads(a.reference.read_text())
@@ -197,6 +218,10 @@ def main() -> None:
             a.cap,
         )
         record.update(reference=a.reference.name, adopted_from=a.adopt.name, previous_from=a.previous.name)
+        record["weights_sha256"] = load_manifest(a.export).data["model"]["weights_sha256"]
+        accepted = accepted_losses(record, a.accept_loss)
+        if accepted:
+            record["accepted_losses"] = accepted
         print(json.dumps(record, indent=1))
         if a.write:
             from diip_deploy.manifest import read_data, set_defaults, write_manifest

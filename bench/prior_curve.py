@@ -177,13 +177,16 @@ def main() -> None:
         "crops": [name for name, _ in crops],
         "mean_psnr": round(float(np.mean(ours)), 3),
         "shipped_mean_psnr": round(float(np.mean(shipped)), 3),
+        # the baseline moves when a prior ships
+        "shipped_weights_sha256": shipped_manifest.data["model"]["weights_sha256"],
         "psnr": ours,
         "shipped_psnr": shipped,
     }
     baseline = nlmeans_crops(crops, ys)
     point.update({"nlmeans_mean_psnr": round(float(np.mean(baseline)), 3), "nlmeans_psnr": baseline})
     append_point(args.json, point)
-    print(json.dumps({k: v for k, v in point.items() if k not in ("crops", "psnr", "shipped_psnr", "nlmeans_psnr")}, indent=1))
+    lists = ("crops", "psnr", "shipped_psnr", "nlmeans_psnr")
+    print(json.dumps({k: v for k, v in point.items() if k not in lists}, indent=1))
 
 
 if __name__ == "__main__":

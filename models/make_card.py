@@ -45,7 +45,7 @@ def samples(model_dir: str, out: Path, n: int = 16, size: int = 64, steps: int =
     import torch
     from diffusers import DDIMScheduler, DDPMPipeline
 
-    from diip_deploy.runtime.images import save_image
+    from diip_deploy.runtime.images.codec import save_image
 
     pipe = DDPMPipeline.from_pretrained(model_dir)
     sched = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -95,34 +95,34 @@ def denoising_psnr(model_dir: str, ts=(25, 50, 100, 200, 400), size: int = 64, s
 
 
 def diip_by_size(export_dir: str, sizes=(32, 64, 128), n: int = 3) -> dict:
-    """DIIP with the manifest's defaults (auto stop) on noisy (sigma 25/255) held-out
-    crops at several sizes: which sizes the fully convolutional prior handles well."""
+    """What diip-run returns, defaults and guard included, on noisy (sigma 25/255) held-out
+    crops at several sizes (larger ones in the export's tiles): where the defaults hold."""
+    import time
+
     from diip_deploy.bench.degrade import gaussian_noise
     from diip_deploy.bench.metrics import psnr
-    from diip_deploy.runtime import RestoreConfig, load_manifest, open_chain, restore
-    from diip_deploy.runtime.images import from_model_range, to_model_range
+    from diip_deploy.runtime.restorer import Restorer
     from diip_deploy.train.photos import held_out_crops
 
-    manifest = load_manifest(export_dir)
-    cfg = RestoreConfig.from_defaults(manifest.defaults)
-    chain = open_chain(manifest, "ort-cpu", cfg.gradient)
     out = {}
-    for size in sizes:
-        rows = []
-        for i, (_name, x) in enumerate(held_out_crops(size, scale=0.25 * size / 64)[:n]):
-            y = gaussian_noise(x.astype(np.float64), 25.0, seed=i)
-            (r,) = restore(chain, to_model_range(y.astype(np.float32)), cfg)
-            rows.append((psnr(x, y), psnr(x, from_model_range(r.x0[None])), r.seconds, r.iterations_run))
-        a = np.array(rows)
-        out[str(size)] = {
-            "input_psnr": float(a[:, 0].mean()),
-            "output_psnr": float(a[:, 1].mean()),
-            "gain_db": float((a[:, 1] - a[:, 0]).mean()),
-            "seconds": float(a[:, 2].mean()),
-            "iterations": float(a[:, 3].mean()),
-            "images": n,
-        }
-        print(size, out[str(size)], flush=True)
+    with Restorer(export_dir, "ort-cpu", 2) as r:
+        for size in sizes:
+            rows = []
+            for i, (_name, x) in enumerate(held_out_crops(size, scale=0.25 * size / 64)[:n]):
+                y = gaussian_noise(x.astype(np.float64), 25.0, seed=i).astype(np.float32)
+                t0 = time.perf_counter()
+                restored, rep = r.restore_array(y, seed=0)
+                rows.append((psnr(x, y), psnr(x, restored), time.perf_counter() - t0, rep["iterations_run"]))
+            a = np.array(rows)
+            out[str(size)] = {
+                "input_psnr": float(a[:, 0].mean()),
+                "output_psnr": float(a[:, 1].mean()),
+                "gain_db": float((a[:, 1] - a[:, 0]).mean()),
+                "seconds": float(a[:, 2].mean()),
+                "iterations": float(a[:, 3].mean()),
+                "images": n,
+            }
+            print(size, out[str(size)], flush=True)
     return out
 
 
@@ -133,7 +133,8 @@ def diip_run_seconds(export_dir: str, image: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "diip_deploy.runtime.cli", image, "--model", export_dir, "--out", tmp, "--quiet"],
+            [sys.executable, "-m", "diip_deploy.runtime.commands.cli", image, "--model", export_dir]
+            + ["--out", tmp, "--quiet"],
             check=True,
         )
         wall = time.perf_counter() - t0
@@ -141,7 +142,6 @@ def diip_run_seconds(export_dir: str, image: str) -> dict:
     return {
         "image": image,
         "wall_seconds": round(wall, 2),
-        "restore_seconds": rep["seconds"],
         "iterations_run": rep["iterations_run"],
         "stop_reason": rep["stop_reason"],
     }

@@ -126,10 +126,12 @@ def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measu
 ):
     """--carry-from: a fresh export of other weights takes the old export's tuned defaults
     and records, each record marked with the weights (and the chain, where it moved) it was
-    measured on, leaves its variant checks behind, and runs on its own verified graphs."""
+    measured on, and its tiling, leaves its variant checks behind, and runs on its own
+    verified graphs."""
+    from tiny_model import make_tiny_pipeline
+
     from diip_deploy.export.loading import load_model
     from diip_deploy.manifest import write_manifest
-    from tiny_model import make_tiny_pipeline
 
     old = copy_export(tiny_export, tmp_path / "old")
     data = json.loads((old / "manifest.json").read_text())
@@ -141,6 +143,7 @@ def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measu
         "residual_guard": {"tool": "bench/guard.py", "chosen": 0.5, "weights_sha256": "earlier"},
     }
     data["variants"] = {"openvino-bf16": {"passed": True, "defaults": data["defaults"]}}
+    data["tiling"] = {"tile_size": 24, "max_tile_pixels": 9999}
     write_manifest(old, data)
     other = make_tiny_pipeline(tmp_path / "other", seed=3)
     r = _export(other, tmp_path / "x", "--add", "--carry-from", str(old))
@@ -149,8 +152,9 @@ def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measu
     r = _export(other, tmp_path / "new", "--timesteps", "700,20", "--carry-from", str(old))
     assert r.exit_code == 0, r.output
     new = load_manifest(tmp_path / "new")
-    assert new.data["model"]["weights_sha256"] == load_model(str(other)).weights_sha256 != data["model"]["weights_sha256"]
-    assert new.defaults["lr"] == 0.05 and new.defaults["max_iters"] == 9 and new.defaults["clamp_gradient"] == "straight"
+    made = new.data["model"]["weights_sha256"]
+    assert made == load_model(str(other)).weights_sha256 != data["model"]["weights_sha256"]
+    assert (new.defaults["lr"], new.defaults["max_iters"], new.defaults["clamp_gradient"]) == (0.05, 9, "straight")
     assert new.data["graphs"]["chain_surrogate"]["clamp_gradient"] == "straight" and all(
         v["passed"] for v in new.data["verification"].values()
     )
@@ -159,5 +163,6 @@ def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measu
         assert record["weights_sha256"] == data["model"]["weights_sha256"] and record["chain_timesteps"] == [500, 0]
     assert v["residual_guard"]["weights_sha256"] == "earlier"  # its own mark kept
     assert "variants" not in new.data or not new.data["variants"]
+    assert new.data["tiling"] == {"tile_size": 24, "max_tile_pixels": 9999}  # the runtime's tile, as tuned
     r = _export(other, tmp_path / "none", "--carry-from", str(tmp_path / "other"))
     assert r.exit_code != 0 and "--carry-from: no readable export" in r.output.strip().splitlines()[-1]

@@ -85,8 +85,15 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
         assert m.defaults[name] == value, name
     assert "training photos" in few["split"] and few["saturated_per_task"] >= 8
     assert few["chain_timesteps"] == m.data["chain"]["timesteps"]  # measured on the chain it ships
+    shipped_weights = m.data["model"]["weights_sha256"]
+    assert few.get("weights_sha256", shipped_weights) == shipped_weights  # and on the weights it ships
+    accepted = few.get("accepted_losses", {})  # a loss is only ever a recorded, reasoned choice
     for task, scores in few["scores"].items():
-        assert scores["returned"] >= few["previous_defaults_scores"][task]["returned"] - 0.05, task
+        loss = few["previous_defaults_scores"][task]["returned"] - scores["returned"]
+        if task in accepted:
+            assert accepted[task]["why"] and abs(accepted[task]["loss_db"] - loss) < 1e-3, task
+        else:
+            assert loss <= 0.05, task
     for name in ("tile_overlap", "guard_at"):
         assert m.defaults[name] == chosen[name]["chosen"], name
     assert "training photos" in chosen["split"]
@@ -222,3 +229,24 @@ def test_prior_curve_scores_nlmeans_on_the_same_noisy_crops():
     scores = nlmeans_crops(crops, ys)
     inputs = [psnr(y, clean) for (_, clean), y in zip(crops, ys)]
     assert all(s > i + 5 for s, i in zip(scores, inputs)), (scores, inputs)
+
+
+def test_few_evals_records_an_accepted_loss_with_its_size_and_reason():
+    """bench/few_evals.py --accept-loss: the loss against the previous defaults is measured,
+    not typed in, and a task or reason that is missing is refused."""
+    import sys
+
+    import pytest
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from few_evals import accepted_losses
+
+    record = {
+        "scores": {"noise25": {"returned": 30.7}, "jpeg10": {"returned": 27.5}},
+        "previous_defaults_scores": {"noise25": {"returned": 30.2}, "jpeg10": {"returned": 27.7}},
+    }
+    got = accepted_losses(record, ["jpeg10=a stronger prior for noise"])
+    assert got == {"jpeg10": {"loss_db": 0.2, "why": "a stronger prior for noise"}}
+    for bad in ("sr4=not in the record", "jpeg10=", "jpeg10"):
+        with pytest.raises(SystemExit):
+            accepted_losses(record, [bad])

@@ -4,7 +4,6 @@ autograd, and write the manifest (``diip-export`` is the command around it)."""
 from __future__ import annotations
 
 import copy
-
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -155,7 +154,9 @@ def export_model(
         model_entry,
         chain,
         graphs,
-        tiling_entry(tile_size or native, multiple),
+        carried_tiling(carried, multiple)
+        if carried is not None and tile_size is None
+        else tiling_entry(tile_size or native, multiple),
         chosen,
         tool_versions(),
         verification if verify else None,
@@ -233,7 +234,8 @@ def carried_records(source: Path, spec: ChainSpec) -> dict:
     """What ``--carry-from`` takes from another export: its defaults, and its records, each
     marked ``weights_sha256`` (and ``chain_timesteps``, where the chain differs) with what it
     was measured on, so that none reads as measured on the new weights; a record already
-    marked keeps its mark.  Variant checks are not carried: they judge one export's graphs."""
+    marked keeps its mark.  Its tiling comes too (``carried_tiling``).  Variant checks are
+    not carried: they judge one export's graphs."""
     try:
         data = read_data(source)
     except (OSError, ManifestError) as e:
@@ -246,7 +248,16 @@ def carried_records(source: Path, spec: ChainSpec) -> dict:
     for record in records if validation else []:
         for key, value in mark.items():
             record.setdefault(key, value)
-    return {"defaults": dict(data.get("defaults", {})), "validation": validation}
+    return {"defaults": dict(data.get("defaults", {})), "validation": validation, "tiling": data.get("tiling")}
+
+
+def carried_tiling(carried: dict, multiple: int) -> dict:
+    """The carried export's tile and largest whole image (its runtime's, tuned with the
+    defaults), checked against this UNet's size multiple."""
+    tiling = carried.get("tiling") or {}
+    if "tile_size" not in tiling:
+        raise CommandError("--carry-from: that export names no tile size; give --tile-size")
+    return {**tiling_entry(int(tiling["tile_size"]), multiple), **tiling}
 
 
 def tiling_entry(tile_size: int, multiple: int) -> dict:
