@@ -7,7 +7,7 @@
 # (direct-more ran one thread for its first 1,000 steps, then two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:?set STEPS to the first stage's step count the card names (4000)}
+STEPS=${STEPS:?set STEPS to the step count of the first stage that the card names, 4000}
 MORE_STEPS=${MORE_STEPS:-4000}
 W=${WORK:-cache}
 models/fetch_photos.sh --more
@@ -17,8 +17,10 @@ diip-train --init-from "$W/first-stage" --out models/default --work "$W/train-mo
     --patch 64 --batch 16 --lr 2e-4 --seed 4 --channels 32,64,128 --threads 2 --steps "$MORE_STEPS" \
     --checkpoint-every 100 --keep-every 500
 rm -f models/default/training.json.tmp
-# The defaults and records come from the export this prior replaced (each marked with the
-# weights it was measured on); bench/few_evals.py --adopt ... --write then records the
+cp "$W/first-stage/training.json" models/default/training_first_stage.json
+# The defaults and records come from the export this prior replaced, named by CARRY_FROM
+# (each record marked with the weights it was measured on; without it, the settings' own
+# defaults); bench/few_evals.py --adopt ... --write then records the
 # shipped defaults' scores on these weights (models/default/README.md, "The prior before and after").
 diip-export models/default --out models/default-export --timesteps 700,450,250,100,20 --gradient both \
     --fused exact --iterate surrogate ${CARRY_FROM:+--carry-from "$CARRY_FROM"}

@@ -97,8 +97,6 @@ def denoising_psnr(model_dir: str, ts=(25, 50, 100, 200, 400), size: int = 64, s
 def diip_by_size(export_dir: str, sizes=(32, 64, 128), n: int = 3) -> dict:
     """What diip-run returns, defaults and guard included, on noisy (sigma 25/255) held-out
     crops at several sizes (larger ones in the export's tiles): where the defaults hold."""
-    import time
-
     from diip_deploy.bench.degrade import gaussian_noise
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer

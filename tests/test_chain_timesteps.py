@@ -95,7 +95,11 @@ def test_rechain_moves_an_export_and_marks_what_was_measured_before(tiny_pipelin
 
     out = copy_export(tiny_export, tmp_path / "x")
     data = json.loads((out / "manifest.json").read_text())
-    data["validation"] = {"few_evals": {"tool": "bench/few_evals.py", "adopted": {"lr": 0.02}}}
+    data["validation"] = {
+        "tool": "diip-tune",
+        "scores": {"noise25": {"auto": 20.0}},
+        "few_evals": {"tool": "bench/few_evals.py", "adopted": {"lr": 0.02}},
+    }
     data["variants"] = {"openvino-bf16": {"passed": True, "defaults": data["defaults"]}}
     write_manifest(out, data)
     assert unverified_reason(load_manifest(out), "openvino-bf16") is None
@@ -118,6 +122,8 @@ def test_rechain_moves_an_export_and_marks_what_was_measured_before(tiny_pipelin
     assert not (out / data["graphs"]["chain_exact"]["file"]).exists()
     assert not (out / data["graphs"]["iterate_surrogate"]["file"]).exists()
     assert after["validation"]["few_evals"]["chain_timesteps"] == [500, 0]
+    assert after["validation"]["chain_timesteps"] == [500, 0]  # the diip-tune record itself
+    assert after["validation"]["scores"] == {"noise25": {"auto": 20.0}}  # a table of tasks, not a record
     assert "not verified on this export's chain" in unverified_reason(load_manifest(out), "openvino-bf16")
 
 
@@ -161,6 +167,7 @@ def test_carry_from_takes_defaults_and_marks_records_with_the_weights_they_measu
     v = new.data["validation"]
     for record in (v, v["few_evals"]):
         assert record["weights_sha256"] == data["model"]["weights_sha256"] and record["chain_timesteps"] == [500, 0]
+    assert v["scores"] == {"noise25": {"auto": 20.0}}  # a table of tasks, not a record
     assert v["residual_guard"]["weights_sha256"] == "earlier"  # its own mark kept
     assert "variants" not in new.data or not new.data["variants"]
     assert new.data["tiling"] == {"tile_size": 24, "max_tile_pixels": 9999}  # the runtime's tile, as tuned

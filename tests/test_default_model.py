@@ -86,6 +86,9 @@ def test_shipped_speed_defaults_are_the_ones_their_scores_chose():
     assert "training photos" in few["split"] and few["saturated_per_task"] >= 8
     assert few["chain_timesteps"] == m.data["chain"]["timesteps"]  # measured on the chain it ships
     shipped_weights = m.data["model"]["weights_sha256"]
+    # the carried diip-tune record names what it measured; its table holds tasks alone
+    assert m.data["validation"]["weights_sha256"] != shipped_weights and m.data["validation"]["chain_timesteps"]
+    assert set(m.data["validation"]["scores"]) <= {"noise25", "jpeg10", "sr4", "waterdrop"}
     assert few.get("weights_sha256", shipped_weights) == shipped_weights  # and on the weights it ships
     accepted = few.get("accepted_losses", {})  # a loss is only ever a recorded, reasoned choice
     for task, scores in few["scores"].items():

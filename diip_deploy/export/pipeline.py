@@ -222,12 +222,22 @@ def rechain_export(data: dict, spec: ChainSpec) -> List[str]:
     for section in ("graphs", "verification", "engines"):
         for name in baked:
             data.get(section, {}).pop(name, None)
-    for section in ("validation", "variants"):
-        for record in data.get(section, {}).values():
-            if isinstance(record, dict):
-                record.setdefault("chain_timesteps", old)
+    mark_measured(data.get("validation", {}), {"chain_timesteps": old})
+    for record in data.get("variants", {}).values():
+        record.setdefault("chain_timesteps", old)
     data["chain"] = {**data["chain"], "steps": len(spec.timesteps), **chain_record(spec)}
     return files
+
+
+def mark_measured(validation: dict, mark: dict) -> None:
+    """Mark the manifest's validation records with what they were measured on (a record
+    already marked keeps its mark): the diip-tune record that ``validation`` itself is, and
+    each record kept inside it (one with a ``tool``), never a per-task table of scores."""
+    if not validation:
+        return
+    for record in [validation, *(r for r in validation.values() if isinstance(r, dict) and "tool" in r)]:
+        for key, value in mark.items():
+            record.setdefault(key, value)
 
 
 def carried_records(source: Path, spec: ChainSpec) -> dict:
@@ -244,10 +254,7 @@ def carried_records(source: Path, spec: ChainSpec) -> dict:
     mark = {"weights_sha256": data["model"]["weights_sha256"]}
     if not same_chain(data.get("chain", {}), chain_record(spec)):
         mark["chain_timesteps"] = list(data["chain"]["timesteps"])
-    records = [validation] + [r for r in validation.values() if isinstance(r, dict) and "tool" in r]
-    for record in records if validation else []:
-        for key, value in mark.items():
-            record.setdefault(key, value)
+    mark_measured(validation, mark)
     return {"defaults": dict(data.get("defaults", {})), "validation": validation, "tiling": data.get("tiling")}
 
 
