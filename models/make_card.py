@@ -152,8 +152,14 @@ def main() -> None:
     ap.add_argument("--image", default="examples/chelsea_noise25.png")
     args = ap.parse_args()
     model = Path(args.model)
-    training = json.loads((model / "training.json").read_text())
-    loss_curve(training, model / "loss_curve.png")
+    # the last stage whose record kept its loss history (focus-new's went with its lost
+    # checkpoints; the card says which stage the curve shows)
+    for name in ("training.json", "training_second_stage.json", "training_first_stage.json"):
+        training = json.loads((model / name).read_text()) if (model / name).is_file() else {}
+        if "losses" in training:
+            loss_curve(training, model / "loss_curve.png")
+            print(f"loss curve from {name}", file=sys.stderr)
+            break
     samples(args.model, model / "samples.png")
     metrics = {
         "denoising": denoising_psnr(args.model),

@@ -112,3 +112,38 @@ def test_replay_from_recorded_correlations_is_what_the_restorer_did(tiny_export)
         judged, kept, run = replay(corrs, 5, 5, guard, guard_at, 6)
         assert (got.stops[0], got.reverted == 0, got.iterations_run) == (judged, kept, run), (guard, guard_at)
     assert replay(corrs, 5, 5, 0.0, 3, 6) == (2, False, 3)  # the early guard did fire in that run
+
+
+def test_guard_replay_bench_hands_back_a_crop_exactly_where_its_correlation_passes_the_threshold(tmp_path):
+    """bench/guard_replay.py on two made-up recorded runs under the shipped defaults (cap
+    25): a noise-like run (correlation 0.05 throughout) is kept at every threshold; a
+    structured one (0.45 to evaluation 10, 0.3 to 14, then 0.1) is handed back where the
+    early guard's evaluation sees it over the threshold, and otherwise kept to the cap."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    n = 25
+    loss = list(np.linspace(1.0, 0.5, n))  # still falling at the cap: no stop before it
+    run = {"loss": loss, "laplacian_var": [1.0] * n, "psnr": [20.0 + 0.1 * i for i in range(n)]}
+    noisy = dict(run, task="noise25", crop="a", input_psnr=20.0, correlation=[0.05] * n)
+    structured = dict(run, task="jpeg10", crop="b", input_psnr=25.0, correlation=[0.45] * 10 + [0.3] * 4 + [0.1] * (n - 14))
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"samples": [noisy, structured]}))
+    out = tmp_path / "r.json"
+    p = subprocess.run(
+        [sys.executable, str(repo / "bench" / "guard_replay.py"), "--histories", str(hist), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+    )
+    assert p.returncode == 0, p.stderr
+    rows = {(r["guard_at"], r["residual_guard"]): r["training"] for r in json.loads(out.read_text())["rows"]}
+    for (at, th), row in rows.items():
+        assert row["noise25"]["handed_back"] == 0 and row["noise25"]["returned"] == 22.4
+        back = (at == 10 and th < 0.45) or (at == 14 and th < 0.3)
+        assert row["jpeg10"]["handed_back"] == int(back), (at, th)
+        assert row["jpeg10"]["returned"] == (25.0 if back else 22.4)
+        assert row["jpeg10"]["mean_cost"] == (at if back else 25)
+    assert json.loads(out.read_text())["top_correlation_at"]["14"]["training"] == {"jpeg10": 0.3, "noise25": 0.05}

@@ -120,6 +120,9 @@ class Degradation:
 # The benchmark's tasks, in the paper's terms.
 TASKS: Dict[str, Degradation] = {
     "noise25": Degradation("noise", gaussian_noise, {"sigma": 25.0}),
+    # milder and stronger noise: whether the residual guard, judged on sigma 25, keeps them
+    "noise10": Degradation("noise", gaussian_noise, {"sigma": 10.0}),
+    "noise50": Degradation("noise", gaussian_noise, {"sigma": 50.0}),
     "jpeg10": Degradation("jpeg", jpeg, {"quality": 10}),
     "sr4": Degradation("sr", super_resolution, {"factor": 4, "method": "bicubic"}),
     "sr8": Degradation("sr", super_resolution, {"factor": 8, "method": "bicubic"}),

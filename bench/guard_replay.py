@@ -1,0 +1,104 @@
+"""The residual guard's threshold and evaluation, replayed on recorded histories: what
+diip-run would return under each (residual_guard, guard_at), the rest of the export's
+defaults unchanged.
+
+``guard.py`` restores crops once and judges the final output; this one replays the
+runtime's own order from ``diip-tune record`` histories (each holds the residual
+correlation of every evaluation): the early guard at ``guard_at``, then the stop rule and
+the guard on the stop's result (``tune_scoring.per_crop``).  So it scores the early guard
+too, and costs nothing beyond the recording.  Choose on training-photo histories; report
+on held-out ones.
+
+    python bench/guard_replay.py --histories H_train.json H_val.json --held-out H_held.json \\
+        --export models/default-export --json bench/results/guard_replay.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from diip_deploy.bench.tune_cli import manifest_settings
+from diip_deploy.bench.tune_scoring import per_crop
+from diip_deploy.manifest import load_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLDS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+GUARD_AT = (10, 14, 20)
+
+
+def replay(files: Sequence[Path], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task over every file's crops: input, returned, margin, crops handed back, the
+    most evaluations run on average, and the noise-like crops' highest correlation."""
+    per: Dict[str, List[Dict[str, Any]]] = {}
+    for f in files:
+        for c in per_crop(json.loads(Path(f).read_text()), settings):
+            per.setdefault(c["task"], []).append(c)
+    out = {}
+    for task, crops in sorted(per.items()):
+        inp, ret = np.mean([c["input"] for c in crops]), np.mean([c["returned"] for c in crops])
+        out[task] = {
+            "crops": len(crops),
+            "input": round(float(inp), 3),
+            "returned": round(float(ret), 3),
+            "margin_db": round(float(ret - inp), 3),
+            "worst_db": round(float(min(c["returned"] - c["input"] for c in crops)), 3),
+            "handed_back": int(sum(not c["kept"] for c in crops)),
+            "mean_cost": round(float(np.mean([c["cost"] for c in crops])), 1),
+        }
+    return out
+
+
+def correlations_at(files: Sequence[Path], guard_at: int) -> Dict[str, float]:
+    """Per task, the highest residual correlation at evaluation ``guard_at``: how close the
+    threshold may come to a task the guard should keep."""
+    top: Dict[str, float] = {}
+    for f in files:
+        for s in json.loads(Path(f).read_text())["samples"]:
+            corr = s.get("correlation") or []
+            if len(corr) >= guard_at:
+                top[s["task"]] = max(top.get(s["task"], -1.0), float(corr[guard_at - 1]))
+    return {k: round(v, 3) for k, v in sorted(top.items())}
+
+
+def main() -> None:
+    from diip_deploy.bench.report import emit
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--histories", type=Path, nargs="+", required=True, help="training-photo histories: choose here")
+    ap.add_argument("--held-out", type=Path, nargs="*", default=[], help="held-out histories: report only")
+    ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
+    ap.add_argument("--json", type=Path)
+    a = ap.parse_args()
+    shipped = manifest_settings(load_manifest(a.export).data["defaults"])
+    rows = []
+    for guard_at in GUARD_AT:
+        for th in THRESHOLDS:
+            rule = {**shipped, "residual_guard": th, "guard_at": guard_at}
+            row: Dict[str, Any] = {"residual_guard": th, "guard_at": guard_at, "training": replay(a.histories, rule)}
+            if a.held_out:
+                row["held_out"] = replay(a.held_out, rule)
+            rows.append(row)
+    emit(
+        {
+            "benchmark": "residual guard replayed on recorded histories",
+            "export": str(a.export),
+            "shipped": {"residual_guard": shipped["residual_guard"], "guard_at": shipped["guard_at"]},
+            "histories": [str(p) for p in a.histories],
+            "held_out_histories": [str(p) for p in a.held_out],
+            "top_correlation_at": {
+                str(g): {"training": correlations_at(a.histories, g), "held_out": correlations_at(a.held_out, g)}
+                for g in GUARD_AT
+            },
+            "rows": rows,
+        },
+        a.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
