@@ -128,7 +128,9 @@ def test_guard_replay_bench_hands_back_a_crop_exactly_where_its_correlation_pass
     loss = list(np.linspace(1.0, 0.5, n))  # still falling at the cap: no stop before it
     run = {"loss": loss, "laplacian_var": [1.0] * n, "psnr": [20.0 + 0.1 * i for i in range(n)]}
     noisy = dict(run, task="noise25", crop="a", input_psnr=20.0, correlation=[0.05] * n)
-    structured = dict(run, task="jpeg10", crop="b", input_psnr=25.0, correlation=[0.45] * 10 + [0.3] * 4 + [0.1] * (n - 14))
+    structured = dict(
+        run, task="jpeg10", crop="b", input_psnr=25.0, correlation=[0.45] * 10 + [0.3] * 4 + [0.1] * (n - 14)
+    )
     hist = tmp_path / "h.json"
     hist.write_text(json.dumps({"samples": [noisy, structured]}))
     out = tmp_path / "r.json"
