@@ -11,12 +11,17 @@ on held-out ones.
 
     python bench/guard_replay.py --histories H_train.json H_val.json --held-out H_held.json \\
         --export models/default-export --json bench/results/guard_replay.json
+
+``--write`` records, in the export's manifest (``validation.residual_guard_replay``), what
+its own guard settings give on these histories beside the guard off, marked with the
+weights and chain they were recorded on: the guard's record for the weights that ship.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -65,6 +70,35 @@ def correlations_at(files: Sequence[Path], guard_at: int) -> Dict[str, float]:
     return {k: round(v, 3) for k, v in sorted(top.items())}
 
 
+def write_record(export: Path, histories: Sequence[Path], held_out: Sequence[Path], shipped: Dict[str, Any]) -> None:
+    """The export's own (residual_guard, guard_at) against the guard off, per task, into its
+    manifest; refused where the histories were recorded on other weights or another chain."""
+    from diip_deploy.manifest import read_data, write_manifest
+
+    data = read_data(export)
+    chain = list(data["chain"]["timesteps"])
+    for f in list(histories) + list(held_out):
+        recorded = json.loads(Path(f).read_text())
+        if recorded.get("settings", {}).get("timesteps") not in (None, chain):
+            raise SystemExit(f"{f} was recorded on another chain than {export}'s")
+    off = {**shipped, "residual_guard": 1.0}
+    record: Dict[str, Any] = {
+        "tool": "bench/guard_replay.py",
+        "residual_guard": shipped["residual_guard"],
+        "guard_at": shipped["guard_at"],
+        "training": replay(histories, shipped),
+        "training_without": replay(histories, off),
+        "histories": [Path(p).name for p in histories],
+        "weights_sha256": data["model"]["weights_sha256"],
+        "chain_timesteps": chain,
+    }
+    if held_out:
+        record.update(held_out=replay(held_out, shipped), held_out_without=replay(held_out, off))
+    data.setdefault("validation", {})["residual_guard_replay"] = record
+    write_manifest(export, data)
+    print(f"wrote validation.residual_guard_replay into {export / 'manifest.json'}", file=sys.stderr)
+
+
 def main() -> None:
     from diip_deploy.bench.report import emit
 
@@ -73,6 +107,7 @@ def main() -> None:
     ap.add_argument("--held-out", type=Path, nargs="*", default=[], help="held-out histories: report only")
     ap.add_argument("--export", type=Path, default=REPO / "models" / "default-export")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--write", action="store_true", help="record the export's own guard row in its manifest")
     a = ap.parse_args()
     shipped = manifest_settings(load_manifest(a.export).data["defaults"])
     rows = []
@@ -83,6 +118,8 @@ def main() -> None:
             if a.held_out:
                 row["held_out"] = replay(a.held_out, rule)
             rows.append(row)
+    if a.write:
+        write_record(a.export, a.histories, a.held_out, shipped)
     emit(
         {
             "benchmark": "residual guard replayed on recorded histories",

@@ -149,3 +149,41 @@ def test_guard_replay_bench_hands_back_a_crop_exactly_where_its_correlation_pass
         assert row["jpeg10"]["returned"] == (25.0 if back else 22.4)
         assert row["jpeg10"]["mean_cost"] == (at if back else 25)
     assert json.loads(out.read_text())["top_correlation_at"]["14"]["training"] == {"jpeg10": 0.3, "noise25": 0.05}
+
+
+def test_guard_replay_write_records_the_exports_own_guard_row_for_its_weights(tiny_export, tmp_path):
+    """--write puts the export's own guard row beside the guard off into its manifest,
+    marked with its weights and chain; histories recorded on another chain are refused."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["defaults"].update(residual_guard=0.5, guard_at=14, max_iters=25)  # the shipped guard and cap
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    chain = manifest["chain"]["timesteps"]
+    n = 25
+    run = {
+        "loss": list(np.linspace(1.0, 0.5, n)),
+        "laplacian_var": [1.0] * n,
+        "psnr": [20.0 + 0.1 * i for i in range(n)],
+    }
+    sample = dict(run, task="jpeg10", crop="b", input_psnr=25.0, correlation=[0.99] * n)
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"settings": {"timesteps": chain}, "samples": [sample]}))
+    cmd = [sys.executable, str(repo / "bench" / "guard_replay.py"), "--export", str(export), "--write"]
+    p = subprocess.run(cmd + ["--histories", str(hist)], capture_output=True, text=True, cwd=repo)
+    assert p.returncode == 0, p.stderr
+    record = json.loads((export / "manifest.json").read_text())["validation"]["residual_guard_replay"]
+    assert record["weights_sha256"] == manifest["model"]["weights_sha256"] and record["chain_timesteps"] == chain
+    assert (record["residual_guard"], record["guard_at"]) == (0.5, 14)
+    assert record["training_without"]["jpeg10"]["handed_back"] == 0  # the guard off keeps everything
+    assert record["training"]["jpeg10"]["handed_back"] == 1 and record["training"]["jpeg10"]["mean_cost"] == 14
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"settings": {"timesteps": [999] + chain[1:]}, "samples": [sample]}))
+    p = subprocess.run(cmd + ["--histories", str(other)], capture_output=True, text=True, cwd=repo)
+    assert p.returncode != 0 and "another chain" in p.stderr
