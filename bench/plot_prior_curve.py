@@ -8,6 +8,12 @@ points measured under the shipped defaults of issue 26 are drawn: on validation 
 filled markers joined by a line, on held-out crops as hollow markers in the run's colour
 (whether the gain carries to photos the run never saw).
 
+A second panel holds the points measured under a later chain (issue 26's timesteps, a
+task naming ``timesteps``) on held-out crops: their baselines changed as priors shipped
+(the first prior, then direct-more, then focus-new), so they are drawn as mean PSNR,
+which compares across them because every such point restores the same 16 held-out crops
+from the same 3 starting noises; non-local means on those inputs is the dashed line.
+
     python bench/plot_prior_curve.py            # writes models/default/learning_curve.png
 """
 
@@ -41,6 +47,18 @@ def series(points: List[dict], held_out: bool = False) -> Dict[str, List[Tuple[f
     return {k: sorted(v) for k, v in runs.items()}
 
 
+def chain_series(points: List[dict]) -> Tuple[Dict[str, List[Tuple[float, float]]], float | None]:
+    """Run name -> [(CPU-hours, held-out mean PSNR)] for points under a later chain, and
+    the NL-means PSNR on their inputs where recorded."""
+    runs: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
+    nlmeans = None
+    for p in points:
+        if "timesteps " in p["task"] and on_split(p, True):
+            runs[run_name(p["label"])].append((p["cpu_hours"], p["mean_psnr"]))
+            nlmeans = p.get("nlmeans_mean_psnr", nlmeans)
+    return {k: sorted(v) for k, v in runs.items()}, nlmeans
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "prior_curve.json")
@@ -53,7 +71,8 @@ def main() -> None:
 
     points = json.loads(args.json.read_text())["points"]
     runs, held = series(points), series(points, held_out=True)
-    fig, ax = plt.subplots(figsize=(10.0, 4.4), dpi=100)
+    chained, nlmeans = chain_series(points)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16.0, 4.6), dpi=100, width_ratios=(2, 1), layout="constrained")
     for name in list(runs) + [n for n in held if n not in runs]:  # a run measured only held out too
         colour = None
         if name in runs:
@@ -70,10 +89,19 @@ def main() -> None:
     ax.set_title("noise σ25, the shipped DIIP defaults (filled: validation crops)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, not over them
-    fig.tight_layout()
+    for name, pts in chained.items():
+        ax2.plot([h for h, _ in pts], [v for _, v in pts], "o-", mfc="none", label=name)
+    if nlmeans is not None:
+        ax2.axhline(nlmeans, color="grey", ls="--", lw=0.8, label=f"NL-means ({nlmeans:.2f})")
+    ax2.set_xlabel("training CPU-hours")
+    ax2.set_ylabel("held-out DIIP noise PSNR (dB)")
+    ax2.set_title("chain t = 700 ... 20, cap 25: held-out crops", fontsize=10)
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7, loc="lower right")
     fig.savefig(args.out)
     legend = ax.get_legend_handles_labels()[1]
-    print(json.dumps({"out": str(args.out), "runs": runs, "held_out": held, "legend": legend}, indent=1))
+    report = {"out": str(args.out), "runs": runs, "held_out": held, "current_chain": chained, "legend": legend}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

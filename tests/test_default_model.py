@@ -139,6 +139,16 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
         dict(base, label="a (z), held out", cpu_hours=2.0, mean_psnr=1.0, shipped_mean_psnr=0.0, split="HELD-OUT"),
         dict(base, label="b (old)", cpu_hours=3.0, mean_psnr=1.0, shipped_mean_psnr=0.0, task="noise25, mask"),
         dict(base, label="c (w), held out", cpu_hours=4.0, mean_psnr=2.0, shipped_mean_psnr=1.5, split="HELD-OUT"),
+        dict(
+            base,
+            label="d (v), held out",
+            cpu_hours=5.0,
+            mean_psnr=29.2,
+            shipped_mean_psnr=29.0,
+            split="HELD-OUT",
+            task="noise25 (lr 0.1, cap 25, --clamp-gradient straight, timesteps 700,450,250,100,20)",
+            nlmeans_mean_psnr=28.15,
+        ),
     ]
     (tmp_path / "curve.json").write_text(json.dumps({"points": points}))
     out = tmp_path / "curve.png"
@@ -159,6 +169,7 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     assert drawn["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]}
     assert drawn["held_out"] == {"a": [[2.0, 1.0]], "c": [[4.0, 0.5]]}  # c: a run measured only held out
     assert drawn["legend"] == ["a", "a: held-out crops", "c: held-out crops", "shipped prior"]
+    assert drawn["current_chain"] == {"d": [[5.0, 29.2]]}  # a later chain: its own panel, in PSNR
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
