@@ -31,4 +31,7 @@ cp "$W/direct-more/training.json" models/default/training_second_stage.json
 # shipped defaults' scores on these weights (models/default/README.md, "The prior before and after").
 diip-export models/default --out models/default-export --timesteps 700,450,250,100,20 --gradient both \
     --fused exact --iterate surrogate ${CARRY_FROM:+--carry-from "$CARRY_FROM"}
+# On a CPU with native bf16 (AVX-512 BF16 or AMX), diip-variants checks OpenVINO bf16 on
+# validation crops and records it, so that --backend auto may run it (the shipped export's was).
+diip-variants models/default-export
 python models/make_card.py --model models/default --export models/default-export
