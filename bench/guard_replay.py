@@ -36,12 +36,17 @@ THRESHOLDS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 GUARD_AT = (10, 14, 20)
 
 
-def replay(files: Sequence[Path], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
-    """Per task over every file's crops: input, returned, margin, crops handed back, the
-    most evaluations run on average, and the noise-like crops' highest correlation."""
+def load(files: Sequence[Path]) -> List[Dict[str, Any]]:
+    """The histories files, each read once: every row below replays the same recordings."""
+    return [json.loads(Path(f).read_text()) for f in files]
+
+
+def replay(histories: Sequence[Dict[str, Any]], settings: Dict[str, Any]) -> Dict[str, Dict[str, float]]:
+    """Per task over every recording's crops: input, returned, margin, the worst crop's
+    margin, crops handed back and the mean evaluations run."""
     per: Dict[str, List[Dict[str, Any]]] = {}
-    for f in files:
-        for c in per_crop(json.loads(Path(f).read_text()), settings):
+    for h in histories:
+        for c in per_crop(h, settings):
             per.setdefault(c["task"], []).append(c)
     out = {}
     for task, crops in sorted(per.items()):
@@ -58,29 +63,35 @@ def replay(files: Sequence[Path], settings: Dict[str, Any]) -> Dict[str, Dict[st
     return out
 
 
-def correlations_at(files: Sequence[Path], guard_at: int) -> Dict[str, float]:
+def correlations_at(histories: Sequence[Dict[str, Any]], guard_at: int) -> Dict[str, float]:
     """Per task, the highest residual correlation at evaluation ``guard_at``: how close the
     threshold may come to a task the guard should keep."""
     top: Dict[str, float] = {}
-    for f in files:
-        for s in json.loads(Path(f).read_text())["samples"]:
+    for h in histories:
+        for s in h["samples"]:
             corr = s.get("correlation") or []
             if len(corr) >= guard_at:
                 top[s["task"]] = max(top.get(s["task"], -1.0), float(corr[guard_at - 1]))
     return {k: round(v, 3) for k, v in sorted(top.items())}
 
 
-def write_record(export: Path, histories: Sequence[Path], held_out: Sequence[Path], shipped: Dict[str, Any]) -> None:
+def write_record(
+    export: Path,
+    names: Sequence[Path],
+    histories: Sequence[Dict[str, Any]],
+    held_out: Sequence[Dict[str, Any]],
+    shipped: Dict[str, Any],
+) -> None:
     """The export's own (residual_guard, guard_at) against the guard off, per task, into its
-    manifest; refused where the histories were recorded on other weights or another chain."""
+    manifest; refused where a recording names another chain than the export's (recordings
+    do not name their weights: the record takes the export's)."""
     from diip_deploy.manifest import read_data, write_manifest
 
     data = read_data(export)
     chain = list(data["chain"]["timesteps"])
-    for f in list(histories) + list(held_out):
-        recorded = json.loads(Path(f).read_text())
-        if recorded.get("settings", {}).get("timesteps") not in (None, chain):
-            raise SystemExit(f"{f} was recorded on another chain than {export}'s")
+    for h in list(histories) + list(held_out):
+        if h.get("settings", {}).get("timesteps") not in (None, chain):
+            raise SystemExit(f"{h.get('export', 'a recording')} was recorded on another chain than {export}'s")
     off = {**shipped, "residual_guard": 1.0}
     record: Dict[str, Any] = {
         "tool": "bench/guard_replay.py",
@@ -88,7 +99,7 @@ def write_record(export: Path, histories: Sequence[Path], held_out: Sequence[Pat
         "guard_at": shipped["guard_at"],
         "training": replay(histories, shipped),
         "training_without": replay(histories, off),
-        "histories": [Path(p).name for p in histories],
+        "histories": [Path(p).name for p in names],
         "weights_sha256": data["model"]["weights_sha256"],
         "chain_timesteps": chain,
     }
@@ -110,16 +121,17 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="record the export's own guard row in its manifest")
     a = ap.parse_args()
     shipped = manifest_settings(load_manifest(a.export).data["defaults"])
+    histories, held_out = load(a.histories), load(a.held_out)
     rows = []
     for guard_at in GUARD_AT:
         for th in THRESHOLDS:
             rule = {**shipped, "residual_guard": th, "guard_at": guard_at}
-            row: Dict[str, Any] = {"residual_guard": th, "guard_at": guard_at, "training": replay(a.histories, rule)}
-            if a.held_out:
-                row["held_out"] = replay(a.held_out, rule)
+            row: Dict[str, Any] = {"residual_guard": th, "guard_at": guard_at, "training": replay(histories, rule)}
+            if held_out:
+                row["held_out"] = replay(held_out, rule)
             rows.append(row)
     if a.write:
-        write_record(a.export, a.histories, a.held_out, shipped)
+        write_record(a.export, a.histories, histories, held_out, shipped)
     emit(
         {
             "benchmark": "residual guard replayed on recorded histories",
@@ -128,7 +140,7 @@ def main() -> None:
             "histories": [str(p) for p in a.histories],
             "held_out_histories": [str(p) for p in a.held_out],
             "top_correlation_at": {
-                str(g): {"training": correlations_at(a.histories, g), "held_out": correlations_at(a.held_out, g)}
+                str(g): {"training": correlations_at(histories, g), "held_out": correlations_at(held_out, g)}
                 for g in GUARD_AT
             },
             "rows": rows,
