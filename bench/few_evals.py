@@ -105,8 +105,8 @@ def adopt(
     input_errors: Dict[tuple, float],
     cap: Optional[int] = None,
 ) -> Dict[str, Any]:
-    """The record that goes into the manifest when ``chosen``'s lr, rate schedule and clamp
-    gradient become the defaults, with ``cap`` (the stop rule stays): both sides scored on
+    """The record that goes into the manifest when ``chosen``'s lr, rate schedule, Adam betas
+    and clamp gradient become the defaults, with ``cap`` (the stop rule stays): both sides scored on
     the same crops, each under its own defaults, as diip-run returns them."""
     from diip_deploy.bench.tune_scoring import score
 
@@ -121,6 +121,8 @@ def adopt(
     if [s["crop"] for s in chosen["samples"]] != [s["crop"] for s in previous["samples"]]:
         raise SystemExit("the adopted and previous histories hold different crops")
     adopted = {k: chosen["settings"].get(k, 1.0) for k in ("lr", "lr_final", "clamp_gradient")}
+    # records from before the betas were kept ran torch's
+    adopted["adam_beta1"], adopted["adam_beta2"] = chosen["settings"].get("adam_betas", (0.9, 0.999))
     adopted["max_iters"] = cap or before["max_iters"]
     after = {**before, **adopted}
     return {

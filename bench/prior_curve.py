@@ -71,18 +71,18 @@ def restore_crops(
     crops: List[Any],
     inputs: List[np.ndarray],
     threads: int,
-    clamp_gradient: Optional[str],
+    given: Optional[Dict[str, Any]] = None,
     seeds: int = 1,
 ) -> Tuple[List[float], List[np.ndarray]]:
     """Each crop's PSNR as diip-run returns it from its noisy input, averaged over ``seeds``
     starting noises (seed 0 alone by default: a difference of 0.2 dB between priors on a
-    few crops is within what the start alone moves), and each crop's restoration from seed 0."""
+    few crops is within what the start alone moves), and each crop's restoration from seed 0.
+    ``given``: settings over the export's defaults, as diip-run's options give them."""
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.runtime.restorer import Restorer
 
     scores, firsts = [], []
-    given = {} if clamp_gradient is None else {"clamp_gradient": clamp_gradient}
-    with Restorer(export, "ort-cpu", threads, **given) as r:
+    with Restorer(export, "ort-cpu", threads, **(given or {})) as r:
         for (_, clean), y in zip(crops, inputs):
             restored = [r.restore_array(y, seed=start)[0] for start in range(seeds)]
             scores.append(round(float(np.mean([psnr(clean, x) for x in restored])), 3))
@@ -153,10 +153,11 @@ def main() -> None:
     if timesteps != ddim_timesteps(len(timesteps)):  # points before the chain moved name none
         defaults += f", timesteps {','.join(map(str, timesteps))}"
     ys = noisy(crops)
+    given = {} if args.clamp_gradient is None else {"clamp_gradient": args.clamp_gradient}
     with tempfile.TemporaryDirectory() as tmp:
         made = export_checkpoint(args.work, Path(tmp))
-        ours, ours_seen = restore_crops(Path(tmp) / "export", crops, ys, args.threads, args.clamp_gradient, args.seeds)
-    shipped, shipped_seen = restore_crops(SHIPPED, crops, ys, args.threads, args.clamp_gradient, args.seeds)
+        ours, ours_seen = restore_crops(Path(tmp) / "export", crops, ys, args.threads, given, args.seeds)
+    shipped, shipped_seen = restore_crops(SHIPPED, crops, ys, args.threads, given, args.seeds)
     if args.sheet:
         from diip_deploy.bench.report import image_grid
         from diip_deploy.runtime.images.codec import save_image

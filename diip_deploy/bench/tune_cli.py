@@ -34,6 +34,8 @@ def main() -> None:
 @setting_option("lr_final", "Recorded histories under a falling rate score at their own cap only.")
 @setting_option("init")
 @setting_option("init_strength")
+@setting_option("adam_beta1")
+@setting_option("adam_beta2")
 @click.option(
     "--saturated",
     type=click.IntRange(min=0),
