@@ -49,3 +49,55 @@ def test_overrides_reach_the_runtime_and_the_defaults_are_the_base():
     assert short["base_psnr"] == same["base_psnr"]
     assert all(s < b for s, b in zip(short["psnr"], short["base_psnr"])), short
     assert short["won"] == 0 and short["overrides"] == {"max_iters": 2}
+
+
+def test_replay_compare_counts_crop_for_crop_and_refuses_other_crops(tmp_path):
+    """bench/replay_compare.py: a history against itself gains nothing on any crop; against
+    another setting's records each task's gain is the mean of the per-crop differences; records
+    of other crops, or a cap past what was recorded, are refused."""
+    import json
+
+    from replay_compare import compare, main
+
+    from diip_deploy.bench.tune_cli import manifest_settings
+    from diip_deploy.bench.tune_scoring import per_crop
+    from diip_deploy.runtime import load_manifest
+
+    studied = REPO / "bench" / "results" / "adam_beta2"
+    base = json.loads((studied / "histories_seed1_b2_0.999.json").read_text())
+    other = json.loads((studied / "histories_seed1_b2_0.95.json").read_text())
+    rule = {**manifest_settings(load_manifest(EXPORT).data["defaults"]), "max_iters": 25}
+    same = compare(base, base, rule)
+    assert all(r["gain_db"] == 0.0 and r["won"] == 0 and r["returned"] == r["base_returned"] for r in same.values())
+    got = compare(base, other, rule)
+    a = {(c["task"], c["crop"]): c["returned"] for c in per_crop(base, rule)}
+    b = {(c["task"], c["crop"]): c["returned"] for c in per_crop(other, rule)}
+    for task, r in got.items():
+        d = [b[k] - a[k] for k in a if k[0] == task]
+        assert r["gain_db"] == pytest.approx(np.mean(d), abs=1e-3) and r["crops"] == len(d)
+    shifted = {**other, "samples": other["samples"][1:]}
+    with pytest.raises(SystemExit, match="different crops"):
+        compare(base, shifted, rule)
+    with pytest.raises(SystemExit, match="past what"):
+        main(
+            [
+                "--base",
+                str(studied / "histories_seed1_b2_0.999.json"),
+                "--candidate",
+                str(studied / "histories_seed1_b2_0.95.json"),
+                "--caps",
+                "60",
+            ]
+        )
+    out = tmp_path / "c.json"
+    main(
+        [
+            "--base",
+            str(studied / "histories_seed1_b2_0.999.json"),
+            "--candidate",
+            str(studied / "histories_seed1_b2_0.95.json"),
+            "--json",
+            str(out),
+        ]
+    )
+    assert json.loads(out.read_text())["candidates"]["histories_seed1_b2_0.95.json"]["by_cap"][0]["cap"] == 25
