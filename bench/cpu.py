@@ -118,6 +118,7 @@ def main() -> None:
     from diip_deploy.bench.cpu_speed import CPU_VARIANTS, iteration_rows, photo_row, sgemm_gflops, unet_rows
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.backends.cpu_variants import machine_name
     from diip_deploy.runtime.backends.openvino import unavailable_reason
     from diip_deploy.runtime.images.tiling import plan_tiles
     from diip_deploy.runtime.restorer import Restorer
@@ -186,7 +187,8 @@ def main() -> None:
                 pair["speedup_note"] = "OLD from an earlier run on this machine: a ratio across two runs"
             pair["psnr_change_db"] = round(pair["new"]["output_psnr"] - pair["old"]["output_psnr"], 3)
             measured = time.strftime("%Y-%m-%d", time.gmtime())
-            rows.append({"task": task, "photo": args.photo, "size": args.size, "measured": measured, **pair})
+            on = machine_name()  # photo times differ by CPU (AMX or not) more than by defaults
+            rows.append({"task": task, "photo": args.photo, "size": args.size, "measured": measured, "on": on, **pair})
             if old_manifest is not None and "photo" in report and "photo_issue18" not in report:
                 report["photo_issue18"] = report["photo"]  # the comparison issue 18 made, kept beside
             report["photo"] = {"old_defaults": old, "new_defaults": new_settings, "rows": rows + earlier}
