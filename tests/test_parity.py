@@ -228,17 +228,29 @@ def test_straight_through_clamp_gradient_matches_autograd_and_survives_the_clamp
     assert rel_l2(grad_s, grad_m) > 1e-2
 
 
-def test_straight_through_restore_matches_torch(tiny_export, tiny_torch):
+@pytest.mark.parametrize("betas", [(0.9, 0.999), (0.9, 0.95)])  # torch's, and the shipped export's
+def test_straight_through_restore_matches_torch(tiny_export, tiny_torch, betas):
     """The whole loop with --clamp-gradient straight (two Adam steps per evaluation, the
-    second on reused eps) against torch's Adam on the straight-through chain."""
+    second on reused eps) against torch's Adam on the straight-through chain, at torch's
+    betas and at the shipped export's beta2 of 0.95."""
     eps_model, spec = tiny_torch
     _, y = _saturated_inputs(seed=6)
-    cfg = RestoreSettings(lr=0.05, max_iters=10, stop="none", seed=2, steps_per_eval=2, clamp_gradient="straight")
+    b1, b2 = betas
+    cfg = RestoreSettings(
+        lr=0.05,
+        max_iters=10,
+        stop="none",
+        seed=2,
+        steps_per_eval=2,
+        clamp_gradient="straight",
+        adam_beta1=b1,
+        adam_beta2=b2,
+    )
     c = open_chain(load_manifest(tiny_export), "ort-cpu", "surrogate", clamp_gradient="straight")
     (result,) = restore(c, y, cfg)
     z0 = torch.from_numpy(initial_latent(y.shape, cfg.seed))
     x0_ref, losses_ref = reference_restore(
-        eps_model, torch.from_numpy(y), z0, spec, 10, cfg.lr, "surrogate", steps_per_eval=2, straight=True
+        eps_model, torch.from_numpy(y), z0, spec, 10, cfg.lr, "surrogate", betas=betas, steps_per_eval=2, straight=True
     )
     assert rel_l2(result.x0[None], x0_ref.numpy()) <= 1e-3
     assert rel_l2(np.array(result.history["loss"]), np.array(losses_ref)) <= 1e-3
