@@ -152,6 +152,9 @@ def main() -> None:
     timesteps = list(shipped_manifest.chain_spec.timesteps)
     if timesteps != ddim_timesteps(len(timesteps)):  # points before the chain moved name none
         defaults += f", timesteps {','.join(map(str, timesteps))}"
+    betas = (shipped_defaults.get("adam_beta1", 0.9), shipped_defaults.get("adam_beta2", 0.999))
+    if betas != (0.9, 0.999):  # points before beta2 moved (the thirteenth session) name none
+        defaults += f", adam betas {betas[0]:g}/{betas[1]:g}"
     ys = noisy(crops)
     given = {} if args.clamp_gradient is None else {"clamp_gradient": args.clamp_gradient}
     with tempfile.TemporaryDirectory() as tmp:

@@ -149,6 +149,16 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
             task="noise25 (lr 0.1, cap 25, --clamp-gradient straight, timesteps 700,450,250,100,20)",
             nlmeans_mean_psnr=28.15,
         ),
+        dict(
+            base,
+            label="e (u), held out",
+            cpu_hours=6.0,
+            mean_psnr=29.4,
+            shipped_mean_psnr=29.35,
+            split="HELD-OUT",
+            task="noise25 (lr 0.1, cap 25, --clamp-gradient straight, timesteps 700,450,250,100,20, "
+            "adam betas 0.9/0.95)",
+        ),
     ]
     (tmp_path / "curve.json").write_text(json.dumps({"points": points}))
     out = tmp_path / "curve.png"
@@ -169,7 +179,7 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     assert drawn["runs"] == {"a": [[1.0, -1.0], [2.0, 0.25]]}
     assert drawn["held_out"] == {"a": [[2.0, 1.0]], "c": [[4.0, 0.5]]}  # c: a run measured only held out
     assert drawn["legend"] == ["a", "a: held-out crops", "c: held-out crops", "shipped prior"]
-    assert drawn["current_chain"] == {"d": [[5.0, 29.2]]}  # a later chain: its own panel, in PSNR
+    assert drawn["current_chain"] == {"d": [[5.0, 29.2]]}  # a later chain: its own panel, in PSNR; e: other betas
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
