@@ -29,6 +29,8 @@ cp "$W/direct-more/training.json" models/default/training_second_stage.json
 # (each record marked with the weights it was measured on; without it, the settings' own
 # defaults); bench/few_evals.py --adopt ... --write then records the
 # shipped defaults' scores on these weights (models/default/README.md, "The prior before and after").
+# Adam's beta2 of 0.95 (the thirteenth session) was adopted the same way, from
+# bench/results/adam_beta2/histories_b2_0.95_cap150.json (docs/method.md, "The optimisation").
 diip-export models/default --out models/default-export --timesteps 700,450,250,100,20 --gradient both \
     --fused exact --iterate surrogate ${CARRY_FROM:+--carry-from "$CARRY_FROM"}
 # On a CPU with native bf16 (AVX-512 BF16 or AMX), diip-variants checks OpenVINO bf16 on
