@@ -31,6 +31,7 @@ import numpy as np
 from diip_deploy.bench.tune_cli import manifest_settings
 from diip_deploy.bench.tune_scoring import per_crop, recorded_inputs
 from diip_deploy.manifest import load_manifest
+from diip_deploy.runtime.optimise.optim import ADAM_BETAS
 
 REPO = Path(__file__).resolve().parents[1]
 CAPS = (20, 25, 30, 40, 60)
@@ -122,7 +123,7 @@ def adopt(
         raise SystemExit("the adopted and previous histories hold different crops")
     adopted = {k: chosen["settings"].get(k, 1.0) for k in ("lr", "lr_final", "clamp_gradient")}
     # records from before the betas were kept ran torch's
-    adopted["adam_beta1"], adopted["adam_beta2"] = chosen["settings"].get("adam_betas", (0.9, 0.999))
+    adopted["adam_beta1"], adopted["adam_beta2"] = chosen["settings"].get("adam_betas", ADAM_BETAS)
     adopted["max_iters"] = cap or before["max_iters"]
     after = {**before, **adopted}
     return {

@@ -28,7 +28,7 @@ from typing import Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from prior_curve import SHIPPED_CPU_HOURS, on_split, run_name  # noqa: E402
+from prior_curve import BETAS_TAG, SHIPPED_CPU_HOURS, on_split, run_name  # noqa: E402
 
 DEFAULTS_TAG = "lr 0.1, cap 30, --clamp-gradient straight"
 CHAIN_TAG = "timesteps 700,450,250,100,20"  # the shipped chain since issue 26: the second panel
@@ -56,7 +56,7 @@ def chain_series(points: List[dict]) -> Tuple[Dict[str, List[Tuple[float, float]
     runs: Dict[str, List[Tuple[float, float]]] = defaultdict(list)
     nlmeans = None
     for p in points:
-        if CHAIN_TAG in p["task"] and "adam betas" not in p["task"] and on_split(p, True):
+        if CHAIN_TAG in p["task"] and BETAS_TAG not in p["task"] and on_split(p, True):
             runs[run_name(p["label"])].append((p["cpu_hours"], p["mean_psnr"]))
             nlmeans = p.get("nlmeans_mean_psnr", nlmeans)
     return {k: sorted(v) for k, v in runs.items()}, nlmeans

@@ -23,6 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "default-export"
 SHIPPED_CPU_HOURS = 4621.2 * 2 / 3600  # models/default/training.json: 4,621 s on 2 threads
+BETAS_TAG = "adam betas"  # how a point names Adam betas other than torch's in its defaults
 
 
 def export_checkpoint(work: Path, out: Path) -> Dict[str, Any]:
@@ -143,6 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     crops = tuning_crops(args.crops, 64, 0, args.held_out, saturated=0 if args.held_out else args.saturated)
     from diip_deploy.manifest import load_manifest
+    from diip_deploy.runtime.optimise.optim import ADAM_BETAS
     from diip_deploy.schedule import ddim_timesteps
 
     shipped_manifest = load_manifest(SHIPPED)
@@ -152,9 +154,9 @@ def main() -> None:
     timesteps = list(shipped_manifest.chain_spec.timesteps)
     if timesteps != ddim_timesteps(len(timesteps)):  # points before the chain moved name none
         defaults += f", timesteps {','.join(map(str, timesteps))}"
-    betas = (shipped_defaults.get("adam_beta1", 0.9), shipped_defaults.get("adam_beta2", 0.999))
-    if betas != (0.9, 0.999):  # points before beta2 moved (the thirteenth session) name none
-        defaults += f", adam betas {betas[0]:g}/{betas[1]:g}"
+    betas = (shipped_defaults.get("adam_beta1", ADAM_BETAS[0]), shipped_defaults.get("adam_beta2", ADAM_BETAS[1]))
+    if betas != ADAM_BETAS:  # points before beta2 moved (the thirteenth session) name none
+        defaults += f", {BETAS_TAG} {betas[0]:g}/{betas[1]:g}"
     ys = noisy(crops)
     given = {} if args.clamp_gradient is None else {"clamp_gradient": args.clamp_gradient}
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from settings_compare import gain_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,14 +36,15 @@ def compare(base: Dict[str, Any], candidate: Dict[str, Any], rule: Dict[str, Any
     out: Dict[str, Dict[str, Any]] = {}
     for task in sorted({t for t, _ in a}):
         keys = [k for k in a if k[0] == task]
-        d = np.array([b[k]["returned"] - a[k]["returned"] for k in keys])
+        ours, base_side = [b[k]["returned"] for k in keys], [a[k]["returned"] for k in keys]
+        gain = gain_summary(ours, base_side)
         out[task] = {
-            "returned": round(float(np.mean([b[k]["returned"] for k in keys])), 3),
-            "base_returned": round(float(np.mean([a[k]["returned"] for k in keys])), 3),
-            "gain_db": round(float(d.mean()), 3),
-            "stderr_db": round(float(d.std(ddof=1) / np.sqrt(len(d))), 3) if len(d) > 1 else 0.0,
-            "won": int((d > 0).sum()),
-            "crops": len(d),
+            "returned": round(float(np.mean(ours)), 3),
+            "base_returned": round(float(np.mean(base_side)), 3),
+            "gain_db": gain["gain_db"],
+            "stderr_db": gain["stderr_db"],
+            "won": gain["won"],
+            "crops": gain["of"],
             "handed_back": sum(not b[k].get("kept", True) for k in keys),
             "channel_max": round(float(max(b[k].get("channel_mean_error", 0.0) for k in keys)), 2),
             "base_channel_max": round(float(max(a[k].get("channel_mean_error", 0.0) for k in keys)), 2),
