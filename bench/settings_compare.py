@@ -6,8 +6,8 @@ noises, in one run.  Prints and writes the crop-for-crop gain (mean +- standard 
 won) and NL-means on the same inputs, so a settings change is judged the way issue 27 judges
 a prior.  Quality only; it times nothing.
 
-    python bench/settings_compare.py --set adam_beta2=0.95 --held-out --crops 16 --seeds 3 \\
-        --json bench/results/adam_beta2/heldout_b2_0.95.json
+    python bench/settings_compare.py --base adam_beta2=0.999 --set adam_beta2=0.95 --held-out --crops 16 --seeds 3 \\
+        --against-shipped-of direct-more 4000 --json bench/results/adam_beta2/heldout_b2_0.95.json
 """
 
 from __future__ import annotations
@@ -74,11 +74,25 @@ def compare(
         "base_mean_psnr": round(float(np.mean(base)), 3),
         "nlmeans_mean_psnr": round(float(np.mean(baseline)), 3),
         **gain_summary(ours, base),
+        "over_nlmeans": gain_summary(ours, baseline),
         "crops": [name for name, _ in crops],
         "psnr": ours,
         "base_psnr": base,
         "nlmeans_psnr": baseline,
     }
+
+
+def over_shipped_of(result: Dict[str, Any], run: str, step: str, held_out: bool) -> Dict[str, Any]:
+    """The gain over the prior a learning-curve point was measured beside (its ``shipped_psnr``),
+    refused unless the point restored the same crops from as many starting noises."""
+    from prior_compare import find
+    from prior_curve import REPO
+
+    points = json.loads((REPO / "bench" / "results" / "prior_curve.json").read_text())["points"]
+    point = find(points, run, int(step), held_out)
+    if point["crops"] != result["crops"] or point.get("start_seeds") != result["start_seeds"]:
+        raise SystemExit(f"{point['label']} was measured on other crops or starting noises")
+    return {"point": point["label"], **gain_summary(result["psnr"], point["shipped_psnr"])}
 
 
 def main() -> None:
@@ -93,6 +107,14 @@ def main() -> None:
     ap.add_argument("--saturated", type=int, default=8, help="validation only: this many saturated crops besides")
     ap.add_argument("--seeds", type=int, default=3, help="starting noises per crop, averaged (0, 1, ...)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--against-shipped-of",
+        nargs=2,
+        metavar=("RUN", "STEP"),
+        default=None,
+        help="also the gain over the prior that a learning-curve point (prior_curve.json) had beside it, "
+        "crop for crop on the same crops and starting noises (e.g. the first prior, beside direct-more)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     base_given = parse_sets(args.base)
@@ -103,6 +125,8 @@ def main() -> None:
         "split": "HELD-OUT photos" if args.held_out else "training photos (validation crops)",
         **compare(args.export, crops, base_given, ours_given, args.seeds, args.threads),
     }
+    if args.against_shipped_of:
+        result["over_shipped_of"] = over_shipped_of(result, *args.against_shipped_of, args.held_out)
     lists = ("crops", "psnr", "base_psnr", "nlmeans_psnr", "base_settings")
     print(json.dumps({k: v for k, v in result.items() if k not in lists}, indent=1))
     if args.json:

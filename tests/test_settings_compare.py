@@ -101,3 +101,21 @@ def test_replay_compare_counts_crop_for_crop_and_refuses_other_crops(tmp_path):
         ]
     )
     assert json.loads(out.read_text())["candidates"]["histories_seed1_b2_0.95.json"]["by_cap"][0]["cap"] == 25
+
+
+def test_gain_over_a_learning_curve_points_prior_needs_its_crops_and_noises():
+    """--against-shipped-of: the gain over the prior a prior_curve.json point was measured
+    beside, counted on that point's own per-crop scores; other crops or start counts refused."""
+    import json
+
+    from settings_compare import over_shipped_of
+
+    measured = json.loads((REPO / "bench" / "results" / "adam_beta2" / "heldout_b2_0.95.json").read_text())
+    got = over_shipped_of(measured, "direct-more", "4000", held_out=True)
+    points = json.loads((REPO / "bench" / "results" / "prior_curve.json").read_text())["points"]
+    point = next(p for p in reversed(points) if p["label"] == got["point"])
+    assert got["gain_db"] == pytest.approx(np.mean(measured["psnr"]) - point["shipped_mean_psnr"], abs=2e-3)
+    assert got["of"] == len(point["crops"])
+    for other in ({**measured, "crops": measured["crops"][1:]}, {**measured, "start_seeds": 1}):
+        with pytest.raises(SystemExit, match="other crops or starting noises"):
+            over_shipped_of(other, "direct-more", "4000", held_out=True)
