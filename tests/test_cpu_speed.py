@@ -48,6 +48,43 @@ def test_openvino_runner_matches_onnxruntime(tiny_export):
 
 
 @needs_openvino
+def test_openvino_compiles_a_recurring_shape_static(tiny_export):
+    """A shape called ``static_after`` times gets its own static compile, which computes
+    what the dynamic model computes (fp32: the same kernels' arithmetic); a shape seen
+    fewer times stays dynamic, at most ``max_static`` shapes are compiled, and
+    ``static_after = None`` never compiles one."""
+    from diip_deploy.runtime.backends.openvino import OpenVinoRunner
+
+    m = load_manifest(tiny_export)
+    runner = make_runner(m, "openvino", "unet", 1, precision="fp32").activate()
+    assert isinstance(runner, OpenVinoRunner) and runner.static_after == 3
+    feed = _tiles(m, n=4)
+    dynamic = runner.infer(feed)["eps"]
+    runner.infer(feed)
+    assert runner.static_shapes == []
+    static = runner.infer(feed)["eps"]  # the third call of the shape: compiled for it
+    key = tuple(tuple(feed[k].shape) for k in runner.input_names)
+    assert runner.static_shapes == [key]
+    assert np.max(np.abs(static - dynamic)) < 1e-5
+    other = _tiles(m, n=2, seed=3)
+    runner.infer(other)  # once only: stays dynamic
+    assert runner.static_shapes == [key]
+    runner.max_static = 1
+    for _ in range(3):
+        runner.infer(other)
+    assert runner.static_shapes == [key]  # the cap holds
+    runner.deactivate()
+
+    runner = make_runner(m, "openvino", "unet", 1, precision="fp32")
+    runner.static_after = None
+    runner.activate()
+    for _ in range(4):
+        runner.infer(feed)
+    assert runner.static_shapes == []
+    runner.deactivate()
+
+
+@needs_openvino
 def test_openvino_restores_like_onnxruntime(tiny_export):
     """--backend openvino (fp32) restores what ort-cpu restores, to float tolerance."""
     img = np.random.default_rng(0).uniform(0, 1, (24, 20, 3)).astype(np.float32)
@@ -266,3 +303,21 @@ def test_cpu_steps_restores_with_another_chain_from_the_same_graphs(tiny_export,
         with Restorer(export, "ort-cpu", 1, max_iters=2, stop="none") as r:
             outs[name], _ = r.restore_array(img)
     assert np.all(np.isfinite(outs["short"])) and not np.allclose(outs["short"], outs["shipped"])
+
+
+@needs_openvino
+def test_openvino_static_bench_compares_the_two_compiles(tiny_export, tmp_path):
+    """bench/openvino_static.py on the tiny export in fp32, UNet rows only: each row holds
+    both sides' times, the static side really compiled its shape, and the two outputs
+    agree (fp32)."""
+    out = tmp_path / "ovs.json"
+    cmd = [sys.executable, "bench/openvino_static.py", "--export", str(tiny_export), "--precision", "fp32"]
+    p = subprocess.run(cmd + ["--tasks", "", "--rounds", "2", "--json", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert [row["batch"] for row in report["unet"]] == [8, 7]
+    for row in report["unet"]:
+        assert set(row["ms"]) == {"dynamic", "static"} and min(row["ms"].values()) > 0
+        assert len(row["static_shapes"]) == 1 and row["static_shapes"][0][0][0] == row["batch"]
+        assert row["max_abs_difference"] < 1e-5
+    assert "photo" not in report
