@@ -306,6 +306,24 @@ def test_cpu_steps_restores_with_another_chain_from_the_same_graphs(tiny_export,
 
 
 @needs_openvino
+def test_openvino_keeps_a_shape_it_cannot_fix_dynamic(tiny_export, monkeypatch):
+    """Where the static compile of a shape fails, the call runs on the dynamic model, gives
+    its output, and that shape is not tried again."""
+    from diip_deploy.runtime.backends.openvino import OpenVinoRunner
+
+    m = load_manifest(tiny_export)
+    runner = make_runner(m, "openvino", "unet", 1, precision="fp32").activate()
+    tries = []
+    monkeypatch.setattr(OpenVinoRunner, "_compile_static", lambda self, shapes: tries.append(shapes))
+    feed = _tiles(m, n=3)
+    first = runner.infer(feed)["eps"]
+    for _ in range(5):
+        assert np.array_equal(runner.infer(feed)["eps"], first)
+    assert len(tries) == 1 and runner.static_shapes == []
+    runner.deactivate()
+
+
+@needs_openvino
 def test_openvino_static_bench_compares_the_two_compiles(tiny_export, tmp_path):
     """bench/openvino_static.py on the tiny export in fp32, UNet rows only: each row holds
     both sides' times, the static side really compiled its shape, and the two outputs

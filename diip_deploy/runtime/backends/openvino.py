@@ -10,7 +10,7 @@ silently less accurate than the export says.  Optional: ``pip install '.[openvin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -68,6 +68,7 @@ class OpenVinoRunner(Runner):
         self._config: Dict[str, Any] = {}
         self._shape_calls: Dict[Tuple, int] = {}
         self._static: Dict[Tuple, Tuple[Any, List[Any], List[Any]]] = {}  # shapes -> request, inputs, outputs
+        self._unfixable: Set[Tuple] = set()  # shapes OpenVINO could not compile static
 
     def activate_impl(self) -> None:
         reason = unavailable_reason()
@@ -93,7 +94,7 @@ class OpenVinoRunner(Runner):
         self.request = compiled.create_infer_request()
         self._ports = list(compiled.inputs)
         self._outputs = list(compiled.outputs)
-        self._shape_calls, self._static = {}, {}
+        self._shape_calls, self._static, self._unfixable = {}, {}, set()
 
     @property
     def input_names(self) -> List[str]:
@@ -120,12 +121,13 @@ class OpenVinoRunner(Runner):
         if static is not None:
             return static
         calls = self._shape_calls[shapes] = self._shape_calls.get(shapes, 0) + 1
-        if self.static_after is not None and calls >= self.static_after and len(self._static) < self.max_static:
+        wanted = self.static_after is not None and calls >= self.static_after and shapes not in self._unfixable
+        if wanted and len(self._static) < self.max_static:
             static = self._compile_static(shapes)
             if static is not None:
                 self._static[shapes] = static
                 return static
-            self._shape_calls[shapes] = -(10**9)  # never ask again for these shapes
+            self._unfixable.add(shapes)
         return self.request, self._ports, self._outputs
 
     def infer_impl(self, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -142,4 +144,4 @@ class OpenVinoRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self.request = None
-        self._static, self._shape_calls, self._core = {}, {}, None
+        self._static, self._shape_calls, self._unfixable, self._core = {}, {}, set(), None
