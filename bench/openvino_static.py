@@ -26,7 +26,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-SIDES: Dict[str, Optional[int]] = {"dynamic": None, "static": 3}
+
+def sides() -> Dict[str, Optional[int]]:
+    """Each side's ``OpenVinoRunner.static_after``: None (dynamic only), and the runner's
+    own default, read from the class rather than restated here."""
+    from diip_deploy.runtime.backends.openvino import OpenVinoRunner
+
+    return {"dynamic": None, "static": OpenVinoRunner.static_after}
 
 
 def unet_side_by_side(export: Path, precision: str, threads: int, batch: int, rounds: int) -> Dict[str, Any]:
@@ -40,12 +46,12 @@ def unet_side_by_side(export: Path, precision: str, threads: int, batch: int, ro
     manifest = load_manifest(export)
     feed = unet_feed(manifest, batch)
     runners = {}
-    for side, after in SIDES.items():
+    for side, after in sides().items():
         r = OpenVinoRunner(manifest.graph_path("unet"), precision, threads)
         r.static_after = after  # this instance only
         runners[side] = r.activate()
     outs = {side: [r.infer(feed)["eps"] for _ in range(3)][-1] for side, r in runners.items()}  # static compiled by now
-    times: Dict[str, List[float]] = {side: [] for side in SIDES}
+    times: Dict[str, List[float]] = {side: [] for side in runners}
     for _ in range(rounds):
         for side, r in runners.items():
             times[side].append(_timed(functools.partial(r.infer, feed)))
@@ -76,19 +82,20 @@ def photo_side_by_side(
     from diip_deploy.runtime.backends.openvino import OpenVinoRunner
 
     img = photo(photo_name, size)
+    static_after = sides()
     rows = []
     for i, task in enumerate(tasks):
         damaged = TASKS[task](img, seed=SEEDS.get(task, i)).astype(np.float32)
         pair: Dict[str, Any] = {"task": task, "photo": photo_name, "size": size}
-        runs: Dict[str, List[Dict[str, Any]]] = {side: [] for side in SIDES}
+        runs: Dict[str, List[Dict[str, Any]]] = {side: [] for side in static_after}
         for k in range(repeats):
-            order = list(SIDES) if (i + k) % 2 == 0 else list(reversed(SIDES))
+            order = list(static_after) if (i + k) % 2 == 0 else list(reversed(static_after))
             for side in order:
-                OpenVinoRunner.static_after = SIDES[side]
+                OpenVinoRunner.static_after = static_after[side]
                 try:
                     row = photo_row(str(export), img, damaged, "openvino", threads, {"precision": precision})
                 finally:
-                    OpenVinoRunner.static_after = SIDES["static"]
+                    OpenVinoRunner.static_after = static_after["static"]  # the class default again
                 keep = ("seconds", "output_psnr", "input_psnr", "stop", "stop_reason", "tiles")
                 runs[side].append({k2: row[k2] for k2 in keep})
                 print(json.dumps({"task": task, side: runs[side][-1]}), flush=True)
@@ -124,7 +131,7 @@ def main() -> None:
         "on": machine_name(),
         "threads": args.threads,
         "precision": args.precision,
-        "static_after": SIDES["static"],
+        "static_after": sides()["static"],
         "unet": [unet_side_by_side(args.export, args.precision, args.threads, b, args.rounds) for b in (8, 7)],
     }
     for row in report["unet"]:
