@@ -18,34 +18,15 @@ bench/few_evals.py compare them with beta 0 crop for crop.  Quality only.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 
 from diip_deploy.bench import loop_study
-from diip_deploy.bench.metrics import psnr
-from diip_deploy.bench.saturated import channel_mean_error
 from diip_deploy.bench.tune_scoring import recorded_inputs
-from diip_deploy.runtime.images.codec import from_model_range, save_json, to_model_range
+from diip_deploy.runtime.images.codec import save_json, to_model_range
 from diip_deploy.runtime.optimise import loop
-from diip_deploy.runtime.optimise.guard import residual_correlation
-
-
-def averaged_histories(
-    histories: Dict[str, Any], inputs: List[Tuple[np.ndarray, np.ndarray]], averages: Dict[int, List[np.ndarray]]
-) -> Dict[str, Any]:
-    """``histories`` with each sample's image metrics recomputed on ``averages[i]``, the
-    image the averaged run would judge at each evaluation; ``inputs[i]`` is sample i's
-    (clean crop, damaged input in the model's range)."""
-    out = copy.deepcopy(histories)
-    for i, (s, (clean, y)) in enumerate(zip(out["samples"], inputs, strict=True)):
-        xs = [from_model_range(a[None]) for a in averages[i]]
-        s["psnr"] = [round(psnr(clean, x), 4) for x in xs]
-        s["channel_mean_error"] = [round(channel_mean_error(x, clean), 2) for x in xs]
-        s["correlation"] = [round(residual_correlation(a, y), 4) for a in averages[i]]
-    return out
 
 
 def main() -> None:
@@ -81,7 +62,7 @@ def main() -> None:
     h = loop_study.record_crops(args, args.out_dir / f"beta0{tag}_seed{args.seed}.json", "output_average", {"beta": 0})
     inputs = [(clean, to_model_range(y)[0]) for _, clean, y in recorded_inputs(h)]  # cut once for every beta
     for b in args.beta:
-        hb = averaged_histories(h, inputs, averages[b])
+        hb = loop_study.rescored_histories(h, inputs, averages[b])
         hb["output_average"] = {"beta": b}
         path = args.out_dir / f"beta{b:g}{tag}_seed{args.seed}.json"
         save_json(path, hb)

@@ -1,5 +1,5 @@
 """The host-loop studies of issue 26 (bench/lr_warmup.py, bench/output_average.py,
-bench/gradient_filter.py, bench/chain_timesteps.py): each changes only what it says, on the same crops and starts as
+bench/input_lowpass.py, bench/gradient_filter.py, bench/chain_timesteps.py): each changes only what it says, on the same crops and starts as
 the unchanged loop, so that their comparisons crop for crop are fair."""
 
 import json
@@ -32,6 +32,15 @@ def test_studies_change_only_what_they_study(tiny_export, tiny_pipeline, tmp_pat
         assert a["psnr"][0] == p["psnr"][0]  # an average of one output is that output
         assert a["psnr"][1:] != p["psnr"][1:]
 
+    lows = tmp_path / "lowpass"
+    _study("input_lowpass.py", tiny_export, "--sigma", "2", "inf", "--out-dir", str(lows))
+    for p, own, wide, mean in zip(
+        plain, *(_samples(lows / f"sigma{s}_seed0.json") for s in ("0", "2", "inf")), strict=True
+    ):
+        assert own["loss"] == p["loss"] and own["psnr"] == p["psnr"]  # the unchanged loop, as recorded
+        assert wide["loss"] == p["loss"] and mean["loss"] == p["loss"]  # only the judged image changes
+        assert wide["psnr"] != p["psnr"] and mean["psnr"] != p["psnr"]
+
     _study("lr_warmup.py", tiny_export, "--start", "1", "--evaluations", "3", "--out", str(tmp_path / "flat.json"))
     _study("lr_warmup.py", tiny_export, "--start", "0.3", "--evaluations", "3", "--out", str(tmp_path / "warm.json"))
     flat, warm = _samples(tmp_path / "flat.json"), _samples(tmp_path / "warm.json")
@@ -58,3 +67,27 @@ def test_studies_change_only_what_they_study(tiny_export, tiny_pipeline, tmp_pat
     bad = ["--timesteps", "0,700", "--out", str(tmp_path / "b")]
     err = _study("chain_timesteps.py", tiny_export, *model, *bad, fails=True)
     assert "fall strictly" in err and not (tmp_path / "b").exists()
+
+
+def test_lowpass_study_blur_is_scipys_gaussian():
+    """The study's blur is scipy's Gaussian (reflected borders, cut at 3 sigma), also where
+    the kernel is wider than the image; sigma inf is each channel's mean."""
+    import importlib.util
+
+    from scipy.ndimage import gaussian_filter
+
+    spec = importlib.util.spec_from_file_location("input_lowpass", BENCH / "input_lowpass.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    x = np.random.default_rng(0).random((3, 20, 13))
+    for sigma in (1.0, 4.0, 9.0):
+        want = gaussian_filter(x, (0, sigma, sigma), mode="reflect", truncate=3.0)
+        np.testing.assert_allclose(study.gaussian_blur(x, sigma), want, atol=1e-12)
+    np.testing.assert_allclose(study.gaussian_blur(x, np.inf), x.mean(axis=(1, 2), keepdims=True) + 0 * x)
+    restored = x - 0.5  # well inside [-1, 1], so the final clip does nothing
+    damaged = restored + 0.2 + 0.1 * np.random.default_rng(1).standard_normal(x.shape)
+    fixed = study.take_low_frequencies(restored, damaged, np.inf)
+    np.testing.assert_allclose(fixed.mean(axis=(1, 2)), damaged.mean(axis=(1, 2)), atol=1e-12)
+    np.testing.assert_allclose(
+        fixed - fixed.mean(axis=(1, 2), keepdims=True), restored - restored.mean(axis=(1, 2), keepdims=True)
+    )

@@ -8,8 +8,9 @@ wins."""
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -96,3 +97,25 @@ def record_with_chain(
         return record_crops(args, out, study, params)
     finally:
         select.open_chain = opened
+
+
+def rescored_histories(
+    histories: Dict[str, Any], inputs: Sequence[Tuple[np.ndarray, np.ndarray]], images: Dict[int, List[np.ndarray]]
+) -> Dict[str, Any]:
+    """``histories`` with each sample's image metrics (PSNR, per-channel mean error, the
+    guard's residual correlation) recomputed on ``images[i]``, the image a changed run
+    would judge at each evaluation (model range); ``inputs[i]`` is sample i's (clean
+    crop, damaged input in the model's range).  The losses, and so every stop decision,
+    stay the recorded run's."""
+    from ..runtime.images.codec import from_model_range
+    from ..runtime.optimise.guard import residual_correlation
+    from .metrics import psnr
+    from .saturated import channel_mean_error
+
+    out = copy.deepcopy(histories)
+    for i, (s, (clean, y)) in enumerate(zip(out["samples"], inputs, strict=True)):
+        xs = [from_model_range(a[None]) for a in images[i]]
+        s["psnr"] = [round(psnr(clean, x), 4) for x in xs]
+        s["channel_mean_error"] = [round(channel_mean_error(x, clean), 2) for x in xs]
+        s["correlation"] = [round(residual_correlation(a, y), 4) for a in images[i]]
+    return out
