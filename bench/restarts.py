@@ -1,10 +1,15 @@
 """--restarts K against its cost (issue: auto-stop), on the tuning crops of the training
 photos (``--held-out`` for the held-out ones), each crop restored as ``diip-run`` would:
-the manifest's defaults, one 64x64 tile, K restarts batched and averaged, one stop.
-Writes JSON: per task and K, mean input / restored PSNR, stop iteration, tile-iterations
-and seconds; K values alternate crop by crop, so machine noise hits them alike.
+the manifest's defaults, one 64x64 tile, K restarts batched and averaged, one stop, the
+residual guard.  Writes JSON: per task and K, mean input / restored PSNR, stop iteration,
+tile-iterations, seconds and crops handed back by the guard, and each K's gain over the
+first crop for crop (mean +- standard error, crops won); K values alternate crop by crop,
+so machine noise hits them alike.  ``--photo NAME`` instead restores one held-out photo
+at ``--size`` per task and K as diip-run does (``--backend``, auto by default), the K
+values taking turns ABBA over ``--repeats`` rounds: the photo time a user pays for K.
 
     python bench/restarts.py --n 6 --k 1,3 --json bench/results/restarts.json
+    python bench/restarts.py --photo opencv/home --k 1,2 --tasks noise25 --json F
 """
 
 from __future__ import annotations
@@ -18,9 +23,46 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def photo_rows(a, ks) -> dict:
+    """Per task, each K's photo runs (ABBA over ``a.repeats`` rounds): median seconds,
+    PSNR, and the time and PSNR against the first K."""
+    from cpu import SEEDS, photo
+
+    from diip_deploy.bench.cpu_speed import photo_row
+    from diip_deploy.bench.degrade import TASKS
+
+    img = photo(a.photo, a.size)
+    rows = {}
+    for i, task in enumerate(a.tasks.split(",")):
+        damaged = TASKS[task](img, seed=SEEDS.get(task, i)).astype(np.float32)
+        runs = {k: [] for k in ks}
+        for r in range(a.repeats):
+            for k in ks if r % 2 == 0 else list(reversed(ks)):
+                row = photo_row(a.export, img, damaged, a.backend, a.threads or 2, {"restarts": k})
+                runs[k].append({key: row[key] for key in ("seconds", "output_psnr", "input_psnr", "backend", "tiles")})
+                print(f"{task} K={k}: {row['seconds']:.1f} s, {row['output_psnr']:.2f} dB", file=sys.stderr)
+        rows[task] = {
+            str(k): {
+                **rs[0],
+                "seconds": float(np.median([x["seconds"] for x in rs])),
+                "runs_seconds": [x["seconds"] for x in rs],
+            }
+            for k, rs in runs.items()
+        }
+        base = rows[task][str(ks[0])]
+        for k in ks[1:]:
+            r = rows[task][str(k)]
+            r["time_ratio"] = round(r["seconds"] / base["seconds"], 3)
+            r["gain_db"] = round(r["output_psnr"] - base["output_psnr"], 3)
+    return rows
 
 
 def main() -> None:
+    from settings_compare import gain_summary
+
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.bench.metrics import psnr
     from diip_deploy.bench.report import emit
@@ -35,14 +77,35 @@ def main() -> None:
     p.add_argument("--held-out", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--photo", default=None, help="a held-out photo to time instead of crops (e.g. opencv/home)")
+    p.add_argument("--size", default="512x384", help="the photo's size")
+    p.add_argument("--backend", default="auto", help="the photo's backend")
+    p.add_argument("--repeats", type=int, default=2, help="photo runs per K, the order alternating")
     a = p.parse_args()
     ks = [int(k) for k in a.k.split(",")]
+    if a.photo:
+        emit(
+            {
+                "benchmark": "restarts (photo)",
+                "export": a.export,
+                "photo": a.photo,
+                "size": a.size,
+                "k": ks,
+                "tasks": photo_rows(a, ks),
+                "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            },
+            a.json,
+        )
+        return
     restorers = {k: Restorer(a.export, "ort-cpu", a.threads, restarts=k) for k in ks}
     size = restorers[ks[0]].tiling.tile_size
     crops = validation_crops(a.n, size, 0, held_out=a.held_out)
     rows = {}
     for task in a.tasks.split(","):
-        per = {k: {"input": [], "restored": [], "stop": [], "tile_iterations": [], "seconds": []} for k in ks}
+        per = {
+            k: {"input": [], "restored": [], "stop": [], "tile_iterations": [], "seconds": [], "handed_back": []}
+            for k in ks
+        }
         for i, (_name, clean) in enumerate(crops):
             y = TASKS[task](clean, seed=i)
             for k in ks:
@@ -54,15 +117,19 @@ def main() -> None:
                 m["restored"].append(psnr(clean, out))
                 m["stop"].append(rep["stop_iteration"])
                 m["tile_iterations"].append(rep["iterations_run"])
+                m["handed_back"].append(rep.get("guard", {}).get("reverted_to_input", 0))
             print(
                 f"{task} {i + 1}/{len(crops)}: " + ", ".join(f"K={k} {per[k]['restored'][-1]:.2f} dB" for k in ks),
                 file=sys.stderr,
             )
-        rows[task] = {str(k): {key: round(float(np.mean(v)), 3) for key, v in m.items()} for k, m in per.items()}
+        rows[task] = {
+            str(k): {key: round(float(np.sum(v) if key == "handed_back" else np.mean(v)), 3) for key, v in m.items()}
+            for k, m in per.items()
+        }
         base = rows[task][str(ks[0])]
         for k in ks[1:]:
             r = rows[task][str(k)]
-            r["gain_db"] = round(r["restored"] - base["restored"], 3)
+            r["gain"] = gain_summary(per[k]["restored"], per[ks[0]]["restored"])
             r["time_ratio"] = round(r["seconds"] / base["seconds"], 3)
     report = {
         "benchmark": "restarts",
