@@ -7,6 +7,12 @@ DDPM's forward process with fixed noise, the one-step x0 prediction (clamped, as
 chain clamps it) scored in PSNR per timestep, every prior on the same noise.  Quality
 only; a cheap check, not a substitute for ``bench/prior_curve.py``.
 
+It also scores each prior as a denoiser *told* the noise level: the learning curve's own
+noisy inputs (sigma 25 of 255, clipped; ``prior_curve.noisy``) scaled by sqrt(a_t) at the
+timestep whose forward-process noise matches sigma 25, and one x0 prediction.  DIIP is
+blind and gets no such help; the gap between the two is what DIIP leaves of what the
+prior knows.
+
     python bench/prior_denoise.py --model shipped=models/default \\
         --model focus=~/diip-cache/runs/focus-c32.work
 """
@@ -60,10 +66,36 @@ def x0_psnr(unet, clean: np.ndarray, steps: List[StepCoefficients], draws: int) 
     return out
 
 
+def told_noise_psnr(unet, crops, alphas_cumprod: np.ndarray, sigma: float = 25.0) -> Dict[str, float]:
+    """One x0 prediction from each crop's sigma-noised input (the learning curve's), at the
+    timestep whose noise-to-signal ratio sqrt((1 - a) / a) matches sigma (of 255, so 2 sigma
+    / 255 in the model's range): the prior as a denoiser told the noise level."""
+    import sys
+
+    import torch
+
+    from diip_deploy.bench.metrics import psnr
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prior_curve import noisy
+
+    ratio = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
+    t = int(np.argmin(np.abs(ratio - 2 * sigma / 255)))
+    a = float(alphas_cumprod[t])
+    ys = np.stack(noisy(crops))
+    xt = torch.from_numpy(np.sqrt(a) * (ys.transpose(0, 3, 1, 2) * 2 - 1)).float()
+    with torch.no_grad():
+        eps = unet(xt, torch.full((len(ys),), t)).sample
+    x0 = ((xt - np.sqrt(1 - a) * eps) / np.sqrt(a)).clamp(-1, 1).numpy().transpose(0, 2, 3, 1)
+    scores = [psnr(clean, (x + 1) / 2) for (_, clean), x in zip(crops, x0)]
+    return {"t": t, "sigma": sigma, "psnr": round(float(np.mean(scores)), 3)}
+
+
 def main() -> None:
     import torch
 
     from diip_deploy.bench.tune import tuning_crops
+    from diip_deploy.export.loading import folder_alphas_cumprod
     from diip_deploy.manifest import load_manifest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,14 +110,19 @@ def main() -> None:
     timesteps = [c.t for c in steps]
     crops = tuning_crops(args.crops, 64, 0, True, saturated=0)
     clean = np.stack([c for _, c in crops]).astype(np.float32)
-    rows = {}
+    table = folder_alphas_cumprod(REPO / "models" / "default")  # every prior here trained on this schedule
+    rows, told = {}, {}
     for spec in args.model:
         label, _, folder = spec.partition("=")
-        rows[label] = x0_psnr(load_unet(Path(folder).expanduser()), clean, steps, args.draws)
+        unet = load_unet(Path(folder).expanduser())
+        rows[label] = x0_psnr(unet, clean, steps, args.draws)
+        told[label] = told_noise_psnr(unet, crops, table)
     print("| prior | " + " | ".join(f"t={t}" for t in timesteps) + " |")
     print("|---|" + "---|" * len(timesteps))
     for label, scores in rows.items():
         print(f"| {label} | " + " | ".join(f"{scores[t]:.2f}" for t in timesteps) + " |")
+    for label, row in told.items():
+        print(f"{label}, told the noise level (sigma {row['sigma']:g}, t = {row['t']}): {row['psnr']:.2f} dB")
     record = {
         "task": "one-step x0 prediction (clamped), DDPM forward noise, PSNR",
         "split": "HELD-OUT photos",
@@ -93,6 +130,10 @@ def main() -> None:
         "draws": args.draws,
         "models": {spec.partition("=")[0]: spec.partition("=")[2] for spec in args.model},
         "psnr": {label: {str(t): v for t, v in scores.items()} for label, scores in rows.items()},
+        "told_noise_level": {
+            "task": "the learning curve's noise25 inputs, one x0 prediction at the matching timestep, PSNR",
+            **told,
+        },
     }
     args.json.write_text(json.dumps(record, indent=1) + "\n")
 
