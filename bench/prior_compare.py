@@ -18,6 +18,8 @@ from typing import Any, Dict, List
 import numpy as np
 from prior_curve import on_split, run_name
 
+from diip_deploy.bench.metrics import gain_summary
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,15 +35,16 @@ def compare(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
     if a["crops"] != b["crops"] or a.get("start_seeds") != b.get("start_seeds"):
         raise SystemExit("the two points were measured on other crops or starting noises: no crop-for-crop comparison")
     gain = np.asarray(b["psnr"]) - np.asarray(a["psnr"])
+    counted = gain_summary(b["psnr"], a["psnr"])
     return {
         "a": f"{a['label']} step {a['step']}",
         "b": f"{b['label']} step {b['step']}",
         "a_mean": a["mean_psnr"],
         "b_mean": b["mean_psnr"],
-        "gain_db": round(float(gain.mean()), 3),
-        "gain_stderr": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 3),
-        "b_wins": int((gain > 0).sum()),
-        "crops": len(gain),
+        "gain_db": counted["gain_db"],
+        "gain_stderr": counted["stderr_db"],
+        "b_wins": counted["won"],
+        "crops": counted["of"],
         "gain_range": [round(float(gain.min()), 2), round(float(gain.max()), 2)],
     }
 

@@ -24,12 +24,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def against(name: str, diip: list, baseline: list) -> dict:
-    gain = np.asarray(diip) - np.asarray(baseline)
+    from diip_deploy.bench.metrics import gain_summary
+
+    counted = gain_summary(diip, baseline)
     return {
         f"{name}_mean_psnr": round(float(np.mean(diip)), 3),
-        f"{name}_over_nlmeans_db": round(float(gain.mean()), 3),
-        f"{name}_over_nlmeans_stderr": round(float(gain.std(ddof=1) / np.sqrt(len(gain))), 3),
-        f"{name}_wins": int((gain > 0).sum()),
+        f"{name}_over_nlmeans_db": counted["gain_db"],
+        f"{name}_over_nlmeans_stderr": counted["stderr_db"],
+        f"{name}_wins": counted["won"],
     }
 
 

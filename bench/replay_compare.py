@@ -20,13 +20,13 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from settings_compare import gain_summary  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def compare(base: Dict[str, Any], candidate: Dict[str, Any], rule: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """Per task: both sides' means as returned, the crop-for-crop gain, and the worst channel."""
+    from diip_deploy.bench.metrics import gain_summary
     from diip_deploy.bench.tune_scoring import per_crop
 
     a = {(c["task"], c["crop"]): c for c in per_crop(base, rule)}

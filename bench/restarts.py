@@ -61,10 +61,8 @@ def photo_rows(a, ks) -> dict:
 
 
 def main() -> None:
-    from settings_compare import gain_summary
-
     from diip_deploy.bench.degrade import TASKS
-    from diip_deploy.bench.metrics import psnr
+    from diip_deploy.bench.metrics import gain_summary, psnr
     from diip_deploy.bench.report import emit
     from diip_deploy.bench.tune import TUNE_TASKS, validation_crops
     from diip_deploy.runtime.restorer import Restorer

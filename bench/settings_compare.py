@@ -23,6 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prior_curve import SHIPPED, nlmeans_crops, noisy, restore_crops  # noqa: E402
 
+from diip_deploy.bench.metrics import gain_summary  # noqa: E402  (kept importable from here)
+
 
 def parse_sets(pairs: List[str]) -> Dict[str, Any]:
     """``KEY=VALUE`` settings, each value read as JSON where it parses (numbers, true), else kept
@@ -37,13 +39,6 @@ def parse_sets(pairs: List[str]) -> Dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def gain_summary(ours: List[float], base: List[float]) -> Dict[str, Any]:
-    """Crop-for-crop gain of ``ours`` over ``base``: mean, standard error and crops won."""
-    d = np.asarray(ours, dtype=np.float64) - np.asarray(base, dtype=np.float64)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return {"gain_db": round(float(d.mean()), 3), "stderr_db": round(se, 3), "won": int((d > 0).sum()), "of": len(d)}
 
 
 def compare(

@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from diip_deploy.bench.metrics import gain_summary
+
 EVALS = (10, 15, 20, 25, 30, 40)
 
 
@@ -44,16 +46,16 @@ def compare(p: Dict[str, np.ndarray], evals: Sequence[int] = EVALS) -> List[Dict
     for k in evals:
         if k > p["psnr"].shape[1]:
             break
-        d = p["psnr"][:, k - 1] - p["psnr_noise"][:, k - 1]
+        counted = gain_summary(p["psnr"][:, k - 1], p["psnr_noise"][:, k - 1], digits=2)
         out.append(
             {
                 "evaluations": k,
                 "psnr": round(float(p["psnr"][:, k - 1].mean()), 2),
                 "psnr_noise_start": round(float(p["psnr_noise"][:, k - 1].mean()), 2),
-                "gain_db": round(float(d.mean()), 2),
-                "gain_stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))), 2),
-                "crops_won": int(np.sum(d > 0)),
-                "crops": int(len(d)),
+                "gain_db": counted["gain_db"],
+                "gain_stderr": counted["stderr_db"],
+                "crops_won": counted["won"],
+                "crops": counted["of"],
                 "channel_max": round(float(p["channel"][:, k - 1].max()), 1),
                 "channel_max_noise_start": round(float(p["channel_noise"][:, k - 1].max()), 1),
             }
@@ -63,12 +65,12 @@ def compare(p: Dict[str, np.ndarray], evals: Sequence[int] = EVALS) -> List[Dict
 
 def best(p: Dict[str, np.ndarray]) -> Dict[str, Any]:
     """Each crop at its own best evaluation (the oracle stop) within what was recorded."""
-    d = p["psnr"].max(axis=1) - p["psnr_noise"].max(axis=1)
+    counted = gain_summary(p["psnr"].max(axis=1), p["psnr_noise"].max(axis=1), digits=2)
     return {
         "psnr": round(float(p["psnr"].max(axis=1).mean()), 2),
         "psnr_noise_start": round(float(p["psnr_noise"].max(axis=1).mean()), 2),
-        "gain_db": round(float(d.mean()), 2),
-        "gain_stderr": round(float(d.std(ddof=1) / np.sqrt(len(d))), 2),
+        "gain_db": counted["gain_db"],
+        "gain_stderr": counted["stderr_db"],
         "evaluations": p["psnr"].shape[1],
     }
 

@@ -1,6 +1,7 @@
 """The host-loop studies of issue 26 (bench/lr_warmup.py, bench/output_average.py,
-bench/input_lowpass.py, bench/gradient_filter.py, bench/chain_timesteps.py): each changes only what it says, on the same crops and starts as
-the unchanged loop, so that their comparisons crop for crop are fair."""
+bench/input_lowpass.py, bench/gradient_filter.py, bench/chain_timesteps.py): each changes
+only what it says, on the same crops and starts as the unchanged loop, so that their
+comparisons crop for crop are fair."""
 
 import json
 import subprocess

@@ -27,11 +27,13 @@ def test_parse_sets_reads_numbers_and_words_and_refuses_the_rest():
 
 
 def test_gain_is_crop_for_crop():
-    from settings_compare import gain_summary
+    from diip_deploy.bench.metrics import gain_summary
 
     got = gain_summary([30.0, 29.0, 31.5], [29.5, 29.5, 31.0])
     assert got["gain_db"] == pytest.approx(1.0 / 6, abs=1e-3) and got["won"] == 2 and got["of"] == 3
     assert got["stderr_db"] == pytest.approx(np.std([0.5, -0.5, 0.5], ddof=1) / np.sqrt(3), abs=1e-3)
+    assert gain_summary([30.0, 29.0, 31.5], [29.5, 29.5, 31.0], digits=2)["gain_db"] == 0.17
+    assert gain_summary([30.0], [29.0])["stderr_db"] == 0.0  # one crop: no spread to estimate
 
 
 def test_overrides_reach_the_runtime_and_the_defaults_are_the_base():

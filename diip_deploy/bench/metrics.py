@@ -4,7 +4,7 @@ its backbone weights are already on disk (never a random backbone)."""
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -12,6 +12,20 @@ import numpy as np
 def psnr(ref: np.ndarray, img: np.ndarray, data_range: float = 1.0) -> float:
     mse = float(np.mean((np.asarray(ref, np.float64) - np.asarray(img, np.float64)) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
+
+def gain_summary(ours: Sequence[float], base: Sequence[float], digits: int = 3) -> Dict[str, Any]:
+    """Crop-for-crop gain of ``ours`` over ``base`` (one score per crop, the same crops in
+    the same order): mean, standard error of the mean and crops won, rounded to ``digits``.
+    The one place every side-by-side benchmark counts a gain."""
+    d = np.asarray(ours, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return {
+        "gain_db": round(float(d.mean()), digits),
+        "stderr_db": round(se, digits),
+        "won": int((d > 0).sum()),
+        "of": len(d),
+    }
 
 
 def ssim(ref: np.ndarray, img: np.ndarray) -> float:
