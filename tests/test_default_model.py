@@ -180,6 +180,7 @@ def test_learning_curve_plot_draws_the_recorded_runs(tmp_path):
     assert drawn["held_out"] == {"a": [[2.0, 1.0]], "c": [[4.0, 0.5]]}  # c: a run measured only held out
     assert drawn["legend"] == ["a", "a: held-out crops", "c: held-out crops", "shipped prior"]
     assert drawn["current_chain"] == {"d": [[5.0, 29.2]]}  # a later chain: its own panel, in PSNR; e: other betas
+    assert drawn["current_chain_beta2_0.95"] == {"e": [[6.0, 29.4]]}  # e: drawn apart, as its own curve
     assert out.stat().st_size > 10_000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
