@@ -22,53 +22,24 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 
 from diip_deploy.bench import loop_study
 from diip_deploy.bench.tune_scoring import recorded_inputs
 from diip_deploy.runtime.images.codec import save_json, to_model_range
-from diip_deploy.runtime.optimise import loop
-
-
-def gaussian_taps(sigma: float) -> np.ndarray:
-    """A normalised 1-D Gaussian of standard deviation ``sigma`` pixels, cut at 3 sigma."""
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    taps = np.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
-
-
-def _blur_axis(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
-    """``x`` convolved with ``taps`` along ``axis``, mirrored at the borders (numpy's
-    ``symmetric`` padding, repeated where the kernel outreaches the image)."""
-    radius = len(taps) // 2
-    n = x.shape[axis]
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (radius, radius)
-    if radius < n:
-        padded = np.pad(x, pad, mode="symmetric")
-    else:  # the kernel is wider than the image: mirror it again and again
-        index = np.arange(-radius, n + radius)
-        period = 2 * n
-        index = np.mod(index, period)
-        index = np.where(index >= n, period - 1 - index, index)
-        padded = np.take(x, index, axis=axis)
-    out = np.zeros_like(x, dtype=np.float64)
-    for k, w in enumerate(taps):
-        out += w * np.take(padded, np.arange(k, k + n), axis=axis)
-    return out
 
 
 def gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """``x`` ([..., H, W]) blurred over its last two axes by a Gaussian of ``sigma`` pixels;
-    ``sigma = inf`` gives each channel's mean everywhere."""
+    """``x`` ([..., H, W]) blurred over its last two axes by scipy's Gaussian of ``sigma``
+    pixels (reflected borders, cut at 3 sigma); ``sigma = inf`` gives each channel's mean
+    everywhere."""
+    from scipy.ndimage import gaussian_filter
+
     x = np.asarray(x, dtype=np.float64)
     if math.isinf(sigma):
         return np.broadcast_to(x.mean(axis=(-2, -1), keepdims=True), x.shape).copy()
-    taps = gaussian_taps(sigma)
-    return _blur_axis(_blur_axis(x, taps, x.ndim - 1), taps, x.ndim - 2)
+    return gaussian_filter(x, (0,) * (x.ndim - 2) + (sigma, sigma), mode="reflect", truncate=3.0)
 
 
 def take_low_frequencies(restored: np.ndarray, damaged: np.ndarray, sigma: float) -> np.ndarray:
@@ -90,22 +61,10 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="added to the file names (e.g. the task)")
     args = ap.parse_args()
 
-    outputs: Dict[int, List[np.ndarray]] = {}
-    restore_iter = loop.restore_iter
-
-    def keeping(chain, ys, settings, seeds=None, batch=None, callback=None):
-        def listen(info):
-            for j, i in enumerate(info["index"]):
-                outputs.setdefault(int(i), []).append(np.asarray(info["x0"][j], dtype=np.float32))
-            if callback is not None:
-                callback(info)
-
-        return restore_iter(chain, ys, settings, seeds, batch, listen)
-
-    loop.restore_iter = keeping  # type: ignore[assignment]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tag = args.tag + (f"_lr{args.lr:g}" if args.lr is not None else "")
-    h = loop_study.record_crops(args, args.out_dir / f"sigma0{tag}_seed{args.seed}.json", "input_lowpass", {"sigma": 0})
+    out = args.out_dir / f"sigma0{tag}_seed{args.seed}.json"
+    h, outputs = loop_study.record_outputs(args, out, "input_lowpass", {"sigma": 0})
     inputs = [(clean, to_model_range(y)[0]) for _, clean, y in recorded_inputs(h)]
     for sigma in args.sigma:
         corrected = {i: [take_low_frequencies(x, inputs[i][1], sigma) for x in xs] for i, xs in outputs.items()}

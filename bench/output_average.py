@@ -19,14 +19,23 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
 import numpy as np
 
 from diip_deploy.bench import loop_study
 from diip_deploy.bench.tune_scoring import recorded_inputs
 from diip_deploy.runtime.images.codec import save_json, to_model_range
-from diip_deploy.runtime.optimise import loop
+
+
+def running_average(outputs: List[np.ndarray], beta: float) -> List[np.ndarray]:
+    """The bias-corrected exponential average of ``outputs`` after each of them (``beta``
+    the weight of the past), as Deep Image Prior averages its iterates."""
+    averaged, m = [], np.zeros_like(outputs[0], dtype=np.float64)
+    for n, x0 in enumerate(outputs, start=1):
+        m = beta * m + (1 - beta) * np.asarray(x0, dtype=np.float64)
+        averaged.append((m / (1 - beta**n)).astype(np.float32))
+    return averaged
 
 
 def main() -> None:
@@ -36,33 +45,13 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, required=True)
     args = ap.parse_args()
 
-    sums: Dict[float, Dict[int, np.ndarray]] = {b: {} for b in args.beta}
-    averages: Dict[float, Dict[int, List[np.ndarray]]] = {b: {} for b in args.beta}
-    counts: Dict[int, int] = {}
-    restore_iter = loop.restore_iter
-
-    def averaging(chain, ys, settings, seeds=None, batch=None, callback=None):
-        def listen(info):
-            for j, i in enumerate(info["index"]):
-                i = int(i)
-                x0 = np.asarray(info["x0"][j], dtype=np.float64)
-                counts[i] = counts.get(i, 0) + 1
-                for b in args.beta:
-                    m = b * sums[b].get(i, 0.0) + (1 - b) * x0
-                    sums[b][i] = m
-                    averages[b].setdefault(i, []).append((m / (1 - b ** counts[i])).astype(np.float32))
-            if callback is not None:
-                callback(info)
-
-        return restore_iter(chain, ys, settings, seeds, batch, listen)
-
-    loop.restore_iter = averaging  # type: ignore[assignment]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"_lr{args.lr:g}" if args.lr is not None else ""
-    h = loop_study.record_crops(args, args.out_dir / f"beta0{tag}_seed{args.seed}.json", "output_average", {"beta": 0})
+    out = args.out_dir / f"beta0{tag}_seed{args.seed}.json"
+    h, outputs = loop_study.record_outputs(args, out, "output_average", {"beta": 0})
     inputs = [(clean, to_model_range(y)[0]) for _, clean, y in recorded_inputs(h)]  # cut once for every beta
     for b in args.beta:
-        hb = loop_study.rescored_histories(h, inputs, averages[b])
+        hb = loop_study.rescored_histories(h, inputs, {i: running_average(xs, b) for i, xs in outputs.items()})
         hb["output_average"] = {"beta": b}
         path = args.out_dir / f"beta{b:g}{tag}_seed{args.seed}.json"
         save_json(path, hb)

@@ -72,7 +72,8 @@ def test_studies_change_only_what_they_study(tiny_export, tiny_pipeline, tmp_pat
 
 def test_lowpass_study_blur_is_scipys_gaussian():
     """The study's blur is scipy's Gaussian (reflected borders, cut at 3 sigma), also where
-    the kernel is wider than the image; sigma inf is each channel's mean."""
+    the kernel is wider than the image; sigma inf is each channel's mean, and the corrected
+    image takes the damaged one's means and keeps its own detail."""
     import importlib.util
 
     from scipy.ndimage import gaussian_filter

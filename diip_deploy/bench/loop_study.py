@@ -58,6 +58,34 @@ def record_crops(args: argparse.Namespace, out: Path, study: str, params: Dict[s
     return histories
 
 
+def record_outputs(
+    args: argparse.Namespace, out: Path, study: str, params: Dict[str, Any]
+) -> Tuple[Dict[str, Any], Dict[int, List[np.ndarray]]]:
+    """``record_crops``, and each sample's x0 at every evaluation (model range, as the
+    loop's callback hands it), by sample index: for studies that change only the image
+    judged, not the trajectory.  The host loop is patched in this process only, for the
+    recording's length."""
+    from ..runtime.optimise import loop
+
+    outputs: Dict[int, List[np.ndarray]] = {}
+    restore_iter = loop.restore_iter
+
+    def keeping(chain, ys, settings, seeds=None, batch=None, callback=None):  # type: ignore[no-untyped-def]
+        def listen(info: Dict[str, Any]) -> None:
+            for j, i in enumerate(info["index"]):
+                outputs.setdefault(int(i), []).append(np.asarray(info["x0"][j], dtype=np.float32))
+            if callback is not None:
+                callback(info)
+
+        return restore_iter(chain, ys, settings, seeds, batch, listen)
+
+    loop.restore_iter = keeping  # type: ignore[assignment]
+    try:
+        return record_crops(args, out, study, params), outputs
+    finally:
+        loop.restore_iter = restore_iter
+
+
 def alphas_cumprod(export: Path, model: Optional[Path] = None) -> np.ndarray:
     """The whole alphas_cumprod table of the export's model (``model``, by default the
     folder the export was made from), from its scheduler config, checked against the
