@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -29,6 +30,7 @@ import numpy as np
 from diip_deploy.schedule import StepCoefficients, forward_noised, predict_x0
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # prior_curve's noisy inputs
 SHIPPED_EXPORT = REPO / "models" / "default-export"
 
 
@@ -70,23 +72,19 @@ def told_noise_psnr(unet, crops, alphas_cumprod: np.ndarray, sigma: float = 25.0
     """One x0 prediction from each crop's sigma-noised input (the learning curve's), at the
     timestep whose noise-to-signal ratio sqrt((1 - a) / a) matches sigma (of 255, so 2 sigma
     / 255 in the model's range): the prior as a denoiser told the noise level."""
-    import sys
-
     import torch
+    from prior_curve import noisy
 
     from diip_deploy.bench.metrics import psnr
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from prior_curve import noisy
-
     ratio = np.sqrt((1 - alphas_cumprod) / alphas_cumprod)
     t = int(np.argmin(np.abs(ratio - 2 * sigma / 255)))
-    a = float(alphas_cumprod[t])
-    ys = np.stack(noisy(crops))
-    xt = torch.from_numpy(np.sqrt(a) * (ys.transpose(0, 3, 1, 2) * 2 - 1)).float()
+    c = StepCoefficients(t=t, a_t=float(alphas_cumprod[t]), a_prev=1.0)
+    ys = torch.from_numpy(np.stack(noisy(crops)).transpose(0, 3, 1, 2) * 2 - 1).float()
+    xt = forward_noised(ys, 0.0, c.a_t)  # the noisy input is x0 plus the noise already: no more is added
     with torch.no_grad():
         eps = unet(xt, torch.full((len(ys),), t)).sample
-    x0 = ((xt - np.sqrt(1 - a) * eps) / np.sqrt(a)).clamp(-1, 1).numpy().transpose(0, 2, 3, 1)
+    x0 = predict_x0(xt, eps, c).clamp(-1, 1).numpy().transpose(0, 2, 3, 1)
     scores = [psnr(clean, (x + 1) / 2) for (_, clean), x in zip(crops, x0)]
     return {"t": t, "sigma": sigma, "psnr": round(float(np.mean(scores)), 3)}
 
