@@ -77,7 +77,7 @@ def photo_side_by_side(
     PSNR and the speed-up of the medians."""
     from cpu import SEEDS, photo
 
-    from diip_deploy.bench.cpu_speed import photo_row
+    from diip_deploy.bench.cpu_speed import alternating_runs, photo_row
     from diip_deploy.bench.degrade import TASKS
     from diip_deploy.runtime.backends.openvino import OpenVinoRunner
 
@@ -86,22 +86,25 @@ def photo_side_by_side(
     rows = []
     for i, task in enumerate(tasks):
         damaged = TASKS[task](img, seed=SEEDS.get(task, i)).astype(np.float32)
+
+        def restored(side: str) -> Dict[str, Any]:
+            OpenVinoRunner.static_after = static_after[side]
+            try:
+                return photo_row(str(export), img, damaged, "openvino", threads, {"precision": precision})
+            finally:
+                OpenVinoRunner.static_after = static_after["static"]  # the class default again
+
         pair: Dict[str, Any] = {"task": task, "photo": photo_name, "size": size}
-        runs: Dict[str, List[Dict[str, Any]]] = {side: [] for side in static_after}
-        for k in range(repeats):
-            order = list(static_after) if (i + k) % 2 == 0 else list(reversed(static_after))
-            for side in order:
-                OpenVinoRunner.static_after = static_after[side]
-                try:
-                    row = photo_row(str(export), img, damaged, "openvino", threads, {"precision": precision})
-                finally:
-                    OpenVinoRunner.static_after = static_after["static"]  # the class default again
-                keep = ("seconds", "output_psnr", "input_psnr", "stop", "stop_reason", "tiles")
-                runs[side].append({k2: row[k2] for k2 in keep})
-                print(json.dumps({"task": task, side: runs[side][-1]}), flush=True)
-        for side, rs in runs.items():
-            pair[side] = {**rs[0], "seconds": float(np.median([r["seconds"] for r in rs]))}
-            pair[side]["runs_seconds"] = [r["seconds"] for r in rs]
+        pair.update(
+            alternating_runs(
+                restored,
+                list(static_after),
+                repeats,
+                ("seconds", "output_psnr", "input_psnr", "stop", "stop_reason", "tiles"),
+                first=i,
+                on_run=lambda side, kept: print(json.dumps({"task": task, side: kept}), flush=True),
+            )
+        )
         pair["speedup"] = round(pair["dynamic"]["seconds"] / pair["static"]["seconds"], 3)
         pair["psnr_change_db"] = round(pair["static"]["output_psnr"] - pair["dynamic"]["output_psnr"], 3)
         rows.append(pair)

@@ -31,27 +31,26 @@ def photo_rows(a, ks) -> dict:
     PSNR, and the time and PSNR against the first K."""
     from cpu import SEEDS, photo
 
-    from diip_deploy.bench.cpu_speed import photo_row
+    from diip_deploy.bench.cpu_speed import alternating_runs, photo_row
     from diip_deploy.bench.degrade import TASKS
 
     img = photo(a.photo, a.size)
     rows = {}
     for i, task in enumerate(a.tasks.split(",")):
         damaged = TASKS[task](img, seed=SEEDS.get(task, i)).astype(np.float32)
-        runs = {k: [] for k in ks}
-        for r in range(a.repeats):
-            for k in ks if r % 2 == 0 else list(reversed(ks)):
-                row = photo_row(a.export, img, damaged, a.backend, a.threads or 2, {"restarts": k})
-                runs[k].append({key: row[key] for key in ("seconds", "output_psnr", "input_psnr", "backend", "tiles")})
-                print(f"{task} K={k}: {row['seconds']:.1f} s, {row['output_psnr']:.2f} dB", file=sys.stderr)
-        rows[task] = {
-            str(k): {
-                **rs[0],
-                "seconds": float(np.median([x["seconds"] for x in rs])),
-                "runs_seconds": [x["seconds"] for x in rs],
-            }
-            for k, rs in runs.items()
-        }
+
+        def restored(k: str) -> dict:
+            return photo_row(a.export, img, damaged, a.backend, a.threads or 2, {"restarts": int(k)})
+
+        rows[task] = alternating_runs(
+            restored,
+            [str(k) for k in ks],
+            a.repeats,
+            ("seconds", "output_psnr", "input_psnr", "backend", "tiles"),
+            on_run=lambda k, kept: print(
+                f"{task} K={k}: {kept['seconds']:.1f} s, {kept['output_psnr']:.2f} dB", file=sys.stderr
+            ),
+        )
         base = rows[task][str(ks[0])]
         for k in ks[1:]:
             r = rows[task][str(k)]

@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prior_curve import SHIPPED, nlmeans_crops, noisy, restore_crops  # noqa: E402
 
-from diip_deploy.bench.metrics import gain_summary  # noqa: E402  (kept importable from here)
+from diip_deploy.bench.metrics import gain_summary  # noqa: E402
 
 
 def parse_sets(pairs: List[str]) -> Dict[str, Any]:

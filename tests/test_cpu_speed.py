@@ -339,3 +339,25 @@ def test_openvino_static_bench_compares_the_two_compiles(tiny_export, tmp_path):
         assert len(row["static_shapes"]) == 1 and row["static_shapes"][0][0][0] == row["batch"]
         assert row["max_abs_difference"] < 1e-5
     assert "photo" not in report
+
+
+def test_alternating_runs_take_turns_abba_and_keep_the_median():
+    """The side-by-side photo benchmarks' loop: sides take turns ABBA from round ``first``,
+    each side keeps its first run's fields with the median of its seconds."""
+    from diip_deploy.bench.cpu_speed import alternating_runs
+
+    order, times = [], {"a": iter([5.0, 1.0, 3.0]), "b": iter([2.0, 4.0, 9.0])}
+
+    def run(side):
+        order.append(side)
+        return {"seconds": next(times[side]), "psnr": 30.0 if side == "a" else 31.0, "unkept": 0}
+
+    heard = []
+    got = alternating_runs(run, ["a", "b"], 3, ("seconds", "psnr"), on_run=lambda s, kept: heard.append(s))
+    assert order == ["a", "b", "b", "a", "a", "b"] and heard == order
+    assert got["a"] == {"seconds": 3.0, "psnr": 30.0, "runs_seconds": [5.0, 1.0, 3.0]}
+    assert got["b"] == {"seconds": 4.0, "psnr": 31.0, "runs_seconds": [2.0, 4.0, 9.0]}
+    order.clear()
+    times = {"a": iter([1.0, 1.0]), "b": iter([1.0, 1.0])}
+    alternating_runs(run, ["a", "b"], 2, ("seconds",), first=1)
+    assert order == ["b", "a", "a", "b"]  # an odd first round starts reversed

@@ -176,6 +176,35 @@ def iteration_rows(
     return rows
 
 
+def alternating_runs(
+    run: Callable[[str], Dict[str, Any]],
+    sides: Sequence[str],
+    repeats: int,
+    keep: Sequence[str],
+    first: int = 0,
+    on_run: Optional[Callable[[str, Dict[str, Any]], None]] = None,
+) -> Dict[str, Dict[str, Any]]:
+    """Each side's ``run(side)`` ``repeats`` times, the sides taking turns ABBA (round r in
+    the given order when ``first + r`` is even), so that a machine's drift hits them alike.
+    Per side: its first run's ``keep`` fields, with ``seconds`` the median over its runs
+    and ``runs_seconds`` each run's; ``on_run(side, kept)`` hears each run as it ends."""
+    runs: Dict[str, List[Dict[str, Any]]] = {side: [] for side in sides}
+    for r in range(repeats):
+        for side in list(sides) if (first + r) % 2 == 0 else list(reversed(sides)):
+            row = run(side)
+            runs[side].append({k: row[k] for k in keep})
+            if on_run is not None:
+                on_run(side, runs[side][-1])
+    return {
+        side: {
+            **rs[0],
+            "seconds": float(np.median([x["seconds"] for x in rs])),
+            "runs_seconds": [x["seconds"] for x in rs],
+        }
+        for side, rs in runs.items()
+    }
+
+
 def photo_row(
     export_dir: str,
     clean: np.ndarray,
